@@ -1,0 +1,559 @@
+"""The session core: a realtime session's logic, with no I/O.
+
+Feed it model events (:meth:`SessionCore.handle_model_event`), user commands
+(``send_message``, ``send_audio``, ``interrupt``, ``update_agent``,
+``approve_tool_call`` ...) and the results of work it asked for
+(``tool_completed``, ``handoff_completed``, ``guardrails_completed``); then
+:meth:`SessionCore.drain` what it wants done, in order: session events to emit,
+inputs to send to the model, tools / handoffs / guardrails to run. The shell
+(in-process session or session actor) does the I/O.
+
+Rules it owns:
+
+- Settings precedence: the model config's ``initial_model_settings``, then
+  the run config's ``model_settings`` over them, then the active agent's
+  instructions and tools (tools + handoffs) over both.
+- History merging (see :mod:`ray_realtime.core.history`): transcript deltas
+  and input transcriptions update history and emit ``history_updated``.
+- Tool calls: a repeated ``call_id`` is ignored; an unknown tool or arguments
+  that are not a JSON object get an error output (the model is told) and an
+  ``error`` event, never an exception; at most ``max_pending_tool_calls`` run.
+- Handoffs: the ``session.update`` for the new agent is sent before the
+  handoff's tool output, so the reply comes from the new agent.
+- Output guardrails run on the full transcript so far each time it grows by
+  ``debounce_text_length`` characters, and once more when the response ends;
+  the first trip of a response emits ``guardrail_tripped``, interrupts and
+  sends the model a feedback message; later trips of that response are ignored.
+- After an ``audio_interrupted`` for an item, late audio of that item is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from typing_extensions import assert_never
+
+from ray_realtime.core import history as hist
+from ray_realtime.core.outputs import (
+    CoreOutput,
+    EmitEvent,
+    RunGuardrails,
+    RunHandoff,
+    RunTool,
+    SendToModel,
+)
+from ray_realtime.core.specs import AgentSpec
+from ray_realtime.exceptions import InputTooLargeError, UserError
+from ray_realtime.model import events as me
+from ray_realtime.model.inputs import (
+    RealtimeModelSendAudio,
+    RealtimeModelSendInterrupt,
+    RealtimeModelSendSessionUpdate,
+    RealtimeModelSendToolOutput,
+    RealtimeModelSendUserInput,
+)
+from ray_realtime.runner.config import (
+    DEFAULT_LIMITS,
+    RealtimeSessionModelSettings,
+    SessionLimits,
+)
+from ray_realtime.runner.events import (
+    AgentRef,
+    OutputGuardrailResult,
+    RealtimeAgentEndEvent,
+    RealtimeAgentStartEvent,
+    RealtimeAudio,
+    RealtimeAudioEnd,
+    RealtimeAudioInterrupted,
+    RealtimeError,
+    RealtimeGuardrailTripped,
+    RealtimeHandoffEvent,
+    RealtimeHistoryAdded,
+    RealtimeHistoryUpdated,
+    RealtimeInputAudioTimeoutTriggered,
+    RealtimeRawModelEvent,
+    RealtimeSessionEvent,
+    RealtimeToolApprovalRequired,
+    RealtimeToolEnd,
+    RealtimeToolStart,
+    ToolRef,
+)
+from ray_realtime.runner.items import AssistantMessageItem, RealtimeItem
+
+__all__ = ["SessionCore", "guardrail_feedback_message"]
+
+# Remembered ids are bounded: a long call must not grow these without limit.
+_SEEN_CALLS_KEPT = 4096
+_INTERRUPTED_ITEMS_KEPT = 64
+_PENDING_TRANSCRIPTS_KEPT = 64
+_GUARDED_RESPONSES_KEPT = 256
+
+
+def guardrail_feedback_message(names: Iterable[str]) -> str:
+    """The message the model receives after an output guardrail trips."""
+    joined = ", ".join(names)
+    return (
+        f"Your last response was stopped by the output guardrail(s): {joined}. "
+        "Do not repeat that content; answer the user in a different way."
+    )
+
+
+class _GuardState:
+    __slots__ = ("checked_len", "item_id", "next_threshold", "text_len")
+
+    def __init__(self, item_id: str, threshold: int) -> None:
+        self.item_id = item_id
+        self.next_threshold = threshold
+        self.checked_len = 0
+        self.text_len = 0
+
+
+class SessionCore:
+    """The I/O-free state machine of one realtime session."""
+
+    def __init__(
+        self,
+        agent: AgentSpec,
+        *,
+        run_model_settings: Mapping[str, Any] | None = None,
+        initial_model_settings: Mapping[str, Any] | None = None,
+        limits: SessionLimits | None = None,
+        run_guardrail_names: Iterable[str] = (),
+        emit_raw_model_events: bool = False,
+    ) -> None:
+        self._agent = agent
+        self._run_settings = dict(run_model_settings or {})
+        self._initial_settings = dict(initial_model_settings or {})
+        self._limits: SessionLimits = limits or DEFAULT_LIMITS
+        self._run_guardrails = tuple(run_guardrail_names)
+        self._emit_raw = emit_raw_model_events
+        self._out: deque[CoreOutput] = deque()
+        self._history: list[RealtimeItem] = []
+        self._seen_calls: OrderedDict[str, None] = OrderedDict()
+        self._pending_tools: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
+        self._awaiting_approval: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
+        self._pending_handoffs: dict[str, me.RealtimeModelToolCallEvent] = {}
+        self._interrupted_items: deque[str] = deque(maxlen=_INTERRUPTED_ITEMS_KEPT)
+        self._pending_transcripts: OrderedDict[str, str] = OrderedDict()
+        self._guards: OrderedDict[str, _GuardState] = OrderedDict()
+        self._tripped_responses: OrderedDict[str, None] = OrderedDict()
+        self._closed = False
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def agent(self) -> AgentSpec:
+        """The active agent."""
+        return self._agent
+
+    @property
+    def history(self) -> list[RealtimeItem]:
+        """A copy of the history."""
+        return list(self._history)
+
+    @property
+    def limits(self) -> SessionLimits:
+        """The bounds this session keeps."""
+        return self._limits
+
+    @property
+    def pending_tool_calls(self) -> int:
+        """Tool calls and handoffs asked for and not yet answered."""
+        return len(self._pending_tools) + len(self._pending_handoffs)
+
+    def drain(self) -> list[CoreOutput]:
+        """Everything the core wants done, oldest first; empties the queue."""
+        out = list(self._out)
+        self._out.clear()
+        return out
+
+    def has_output(self) -> bool:
+        """Whether :meth:`drain` would return anything."""
+        return bool(self._out)
+
+    def model_settings(self, agent: AgentSpec | None = None) -> RealtimeSessionModelSettings:
+        """The session settings for ``agent`` (default: the active one)."""
+        agent = agent or self._agent
+        settings: dict[str, Any] = dict(self._initial_settings)
+        settings.update(self._run_settings)
+        if agent.instructions is not None:
+            settings["instructions"] = agent.instructions
+        settings["tools"] = agent.tool_definitions()
+        return settings  # type: ignore[return-value]
+
+    def statistics(self) -> dict[str, int]:
+        """A snapshot of the core's sizes, for monitoring."""
+        return {
+            "history_items": len(self._history),
+            "pending_tool_calls": len(self._pending_tools),
+            "pending_handoffs": len(self._pending_handoffs),
+            "awaiting_approval": len(self._awaiting_approval),
+            "queued_outputs": len(self._out),
+        }
+
+    # ------------------------------------------------------------- commands
+
+    def start(self) -> None:
+        """Queue the first ``session.update`` (used when the connection was
+        opened without the agent's settings)."""
+        self._send(RealtimeModelSendSessionUpdate(self.model_settings()))
+
+    def send_message(self, message: str | Mapping[str, Any]) -> None:
+        """Queue a user message; raises a :class:`UserError` on bad input."""
+        if isinstance(message, str):
+            if len(message) > self._limits["max_message_chars"]:
+                raise InputTooLargeError(
+                    f"message of {len(message)} characters is over the limit of "
+                    f"{self._limits['max_message_chars']}",
+                    len(message),
+                    self._limits["max_message_chars"],
+                )
+            self._send(RealtimeModelSendUserInput(message))
+            return
+        if not isinstance(message, Mapping):
+            raise UserError(
+                f"send_message takes a str or a message dict, not {type(message).__name__}"
+            )
+        content = message.get("content")
+        if message.get("type", "message") != "message" or not isinstance(content, list):
+            raise UserError("a message dict needs type 'message' and a list 'content'")
+        size = 0
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") not in (
+                "input_text",
+                "input_image",
+            ):
+                raise UserError("message content parts must be input_text or input_image dicts")
+            size += len(str(part.get("text") or part.get("image_url") or ""))
+        if size > self._limits["max_message_chars"]:
+            raise InputTooLargeError(
+                f"message of {size} characters is over the limit of "
+                f"{self._limits['max_message_chars']}",
+                size,
+                self._limits["max_message_chars"],
+            )
+        self._send(RealtimeModelSendUserInput(dict(message)))
+
+    def send_audio(self, audio: bytes, *, commit: bool = False) -> None:
+        """Queue input audio; raises a :class:`UserError` on bad input."""
+        if not isinstance(audio, (bytes, bytearray, memoryview)):
+            raise UserError(f"send_audio takes bytes, not {type(audio).__name__}")
+        size = len(audio) if not isinstance(audio, memoryview) else audio.nbytes
+        limit = self._limits["max_audio_chunk_bytes"]
+        if size > limit:
+            raise InputTooLargeError(
+                f"audio chunk of {size} bytes is over the limit of {limit}", size, limit
+            )
+        self._send(RealtimeModelSendAudio(bytes(audio), commit=commit))
+
+    def interrupt(self) -> None:
+        """Queue an interrupt of the current response."""
+        self._send(RealtimeModelSendInterrupt())
+
+    def update_agent(self, agent: AgentSpec) -> None:
+        """Switch the active agent (no handoff event) and update the session."""
+        self._agent = agent
+        self._send(RealtimeModelSendSessionUpdate(self.model_settings()))
+
+    def approve_tool_call(self, call_id: str) -> bool:
+        """Run a tool call that was waiting for approval; False if none was."""
+        entry = self._awaiting_approval.pop(call_id, None)
+        if entry is None:
+            return False
+        call, agent_name = entry
+        self._start_tool(call, agent_name)
+        return True
+
+    def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
+        """Refuse a tool call that was waiting for approval; False if none was."""
+        entry = self._awaiting_approval.pop(call_id, None)
+        if entry is None:
+            return False
+        call, agent_name = entry
+        output = message or f"The call to tool {call.name} was rejected."
+        self._emit(
+            RealtimeToolEnd(
+                AgentRef(agent_name), ToolRef(call.name), output, call.arguments, call.call_id
+            )
+        )
+        self._answer_call(call, output)
+        return True
+
+    # ------------------------------------------------------- work answered
+
+    def tool_completed(self, call_id: str, output: str, error: str | None = None) -> None:
+        """A tool call finished; ``error`` set means it failed and ``output``
+        is the error text the model should see."""
+        entry = self._pending_tools.pop(call_id, None)
+        if entry is None:
+            return
+        call, agent_name = entry
+        if error is not None:
+            self._emit(
+                RealtimeError(
+                    {"message": error, "type": "tool_error", "tool": call.name, "call_id": call_id}
+                )
+            )
+        self._emit(
+            RealtimeToolEnd(
+                AgentRef(agent_name), ToolRef(call.name), output, call.arguments, call_id
+            )
+        )
+        self._answer_call(call, output)
+
+    def handoff_completed(self, call_id: str, agent: AgentSpec) -> None:
+        """A handoff resolved to ``agent``: switch, update, then answer the call."""
+        call = self._pending_handoffs.pop(call_id, None)
+        if call is None:
+            return
+        previous = self._agent
+        self._agent = agent
+        self._emit(RealtimeHandoffEvent(AgentRef(previous.name), AgentRef(agent.name)))
+        # The protocol applies session.update before the next response, so the
+        # reply to the tool output below already comes from the new agent.
+        self._send(RealtimeModelSendSessionUpdate(self.model_settings()))
+        self._answer_call(call, json.dumps({"assistant": agent.name}))
+
+    def handoff_failed(self, call_id: str, message: str) -> None:
+        """A handoff could not be resolved; the model is told, the agent stays."""
+        call = self._pending_handoffs.pop(call_id, None)
+        if call is None:
+            return
+        self._emit(RealtimeError({"message": message, "type": "handoff_error", "tool": call.name}))
+        self._answer_call(call, f"Handoff failed: {message}")
+
+    def guardrails_completed(self, response_id: str, results: list[OutputGuardrailResult]) -> None:
+        """Results of a :class:`RunGuardrails`; the first trip of a response acts."""
+        tripped = [r for r in results if r.tripwire_triggered]
+        if not tripped or response_id in self._tripped_responses:
+            return
+        self._tripped_responses[response_id] = None
+        while len(self._tripped_responses) > _GUARDED_RESPONSES_KEPT:
+            self._tripped_responses.popitem(last=False)
+        message = tripped[0].agent_output
+        self._emit(RealtimeGuardrailTripped(tripped, message))
+        self._send(RealtimeModelSendInterrupt(force_response_cancel=True))
+        self._send(
+            RealtimeModelSendUserInput(
+                guardrail_feedback_message(r.guardrail.name for r in tripped)
+            )
+        )
+
+    # ---------------------------------------------------------- model side
+
+    def handle_model_event(self, event: me.RealtimeModelEvent) -> None:
+        """Update the state for one model event and queue what follows."""
+        if self._emit_raw:
+            self._emit(RealtimeRawModelEvent(event))
+        if isinstance(event, me.RealtimeModelAudioEvent):
+            if event.item_id not in self._interrupted_items:
+                self._emit(RealtimeAudio(event, event.item_id, event.content_index))
+        elif isinstance(event, me.RealtimeModelTranscriptDeltaEvent):
+            self._on_transcript_delta(event)
+        elif isinstance(event, me.RealtimeModelItemUpdatedEvent):
+            self._on_item_updated(event.item)
+        elif isinstance(event, me.RealtimeModelToolCallEvent):
+            self._on_tool_call(event)
+        elif isinstance(event, me.RealtimeModelTurnStartedEvent):
+            self._emit(RealtimeAgentStartEvent(AgentRef(self._agent.name)))
+        elif isinstance(event, me.RealtimeModelTurnEndedEvent):
+            self._on_turn_ended(event)
+        elif isinstance(event, me.RealtimeModelAudioDoneEvent):
+            if event.item_id not in self._interrupted_items:
+                self._emit(RealtimeAudioEnd(event.item_id, event.content_index))
+        elif isinstance(event, me.RealtimeModelAudioInterruptedEvent):
+            if event.item_id not in self._interrupted_items:
+                self._interrupted_items.append(event.item_id)
+            self._emit(RealtimeAudioInterrupted(event.item_id, event.content_index))
+        elif isinstance(event, me.RealtimeModelInputAudioTranscriptionCompletedEvent):
+            self._on_input_transcript(event.item_id, event.transcript)
+        elif isinstance(event, me.RealtimeModelItemDeletedEvent):
+            index = hist.find_index(self._history, event.item_id)
+            if index >= 0:
+                del self._history[index]
+                self._emit_history()
+        elif isinstance(event, me.RealtimeModelErrorEvent):
+            self._emit(RealtimeError(dict(event.error)))
+        elif isinstance(event, me.RealtimeModelExceptionEvent):
+            error: dict[str, Any] = {"message": event.message, "type": "exception"}
+            if event.exception_type:
+                error["exception_type"] = event.exception_type
+            if event.context:
+                error["context"] = event.context
+            self._emit(RealtimeError(error))
+        elif isinstance(event, me.RealtimeModelInputAudioTimeoutTriggeredEvent):
+            self._emit(
+                RealtimeInputAudioTimeoutTriggered(
+                    event.item_id, event.audio_start_ms, event.audio_end_ms
+                )
+            )
+        elif isinstance(
+            event,
+            me.RealtimeModelConnectionStatusEvent
+            | me.RealtimeModelOtherEvent
+            | me.RealtimeModelRawServerEvent,
+        ):
+            pass
+        else:  # pragma: no cover - exhaustive over the closed union
+            assert_never(event)
+
+    # ------------------------------------------------------------ internals
+
+    def _emit(self, event: RealtimeSessionEvent) -> None:
+        self._out.append(EmitEvent(event))
+
+    def _send(self, event: Any) -> None:
+        self._out.append(SendToModel(event))
+
+    def _emit_history(self) -> None:
+        self._emit(RealtimeHistoryUpdated(list(self._history)))
+
+    def _on_item_updated(self, item: RealtimeItem) -> None:
+        index = hist.find_index(self._history, item.item_id)
+        pending = self._pending_transcripts.pop(item.item_id, None)
+        if pending is not None:
+            item = hist.set_input_transcript(item, pending)
+        if index >= 0:
+            self._history[index] = hist.merge_item(self._history[index], item)
+            self._emit_history()
+        else:
+            hist.insert_item(self._history, item)
+            self._emit(RealtimeHistoryAdded(item))
+
+    def _on_input_transcript(self, item_id: str, transcript: str) -> None:
+        index = hist.find_index(self._history, item_id)
+        if index < 0:
+            # The transcript can race ahead of its item; keep it for the item.
+            self._pending_transcripts[item_id] = transcript
+            while len(self._pending_transcripts) > _PENDING_TRANSCRIPTS_KEPT:
+                self._pending_transcripts.popitem(last=False)
+            return
+        self._history[index] = hist.set_input_transcript(self._history[index], transcript)
+        self._emit_history()
+
+    def _on_transcript_delta(self, event: me.RealtimeModelTranscriptDeltaEvent) -> None:
+        if event.item_id in self._interrupted_items:
+            return
+        index = hist.find_index(self._history, event.item_id)
+        if index < 0:
+            placeholder = AssistantMessageItem(item_id=event.item_id, status="in_progress")
+            hist.insert_item(self._history, placeholder)
+            self._emit(RealtimeHistoryAdded(placeholder))
+            index = hist.find_index(self._history, event.item_id)
+        updated = hist.append_transcript_delta(self._history[index], event.delta)
+        self._history[index] = updated
+        self._emit_history()
+        self._maybe_guard(
+            event.response_id, event.item_id, hist.transcript_of(updated), final=False
+        )
+
+    def _guardrails_active(self) -> bool:
+        return bool(self._run_guardrails or self._agent.guardrail_names)
+
+    def _maybe_guard(self, response_id: str, item_id: str, text: str, *, final: bool) -> None:
+        if not self._guardrails_active() or response_id in self._tripped_responses:
+            return
+        state = self._guards.get(response_id)
+        if state is None:
+            state = _GuardState(item_id, self._limits["debounce_text_length"])
+            self._guards[response_id] = state
+            while len(self._guards) > _GUARDED_RESPONSES_KEPT:
+                self._guards.popitem(last=False)
+        state.item_id = item_id
+        state.text_len = len(text)
+        due = len(text) >= state.next_threshold or (final and len(text) > state.checked_len)
+        if not due or not text:
+            return
+        step = self._limits["debounce_text_length"]
+        state.next_threshold = (len(text) // step + 1) * step
+        state.checked_len = len(text)
+        self._out.append(RunGuardrails(response_id, item_id, text, self._agent.name))
+
+    def _on_turn_ended(self, event: me.RealtimeModelTurnEndedEvent) -> None:
+        state = self._guards.pop(event.response_id, None)
+        if state is not None:
+            index = hist.find_index(self._history, state.item_id)
+            if index >= 0:
+                text = hist.transcript_of(self._history[index])
+                self._guards[event.response_id] = state
+                self._maybe_guard(event.response_id, state.item_id, text, final=True)
+                self._guards.pop(event.response_id, None)
+        self._emit(RealtimeAgentEndEvent(AgentRef(self._agent.name)))
+
+    def _on_tool_call(self, call: me.RealtimeModelToolCallEvent) -> None:
+        if call.call_id in self._seen_calls:
+            return
+        self._seen_calls[call.call_id] = None
+        while len(self._seen_calls) > _SEEN_CALLS_KEPT:
+            self._seen_calls.popitem(last=False)
+        agent = self._agent
+        handoff = agent.handoff(call.name)
+        tool = agent.tool(call.name) if handoff is None else None
+        if handoff is None and tool is None:
+            message = f"Tool {call.name!r} is not available to agent {agent.name!r}."
+            self._emit(
+                RealtimeError({"message": message, "type": "unknown_tool", "tool": call.name})
+            )
+            self._answer_call(call, f"Error: {message}")
+            return
+        problem = _arguments_problem(call.arguments)
+        if problem is not None:
+            message = f"Invalid arguments for {call.name!r}: {problem}"
+            self._emit(
+                RealtimeError(
+                    {"message": message, "type": "invalid_tool_arguments", "tool": call.name}
+                )
+            )
+            self._answer_call(call, f"Error: {message}")
+            return
+        if self.pending_tool_calls >= self._limits["max_pending_tool_calls"]:
+            message = (
+                f"Too many tool calls in flight (limit {self._limits['max_pending_tool_calls']}); "
+                f"{call.name!r} was not run."
+            )
+            self._emit(RealtimeError({"message": message, "type": "tool_limit", "tool": call.name}))
+            self._answer_call(call, f"Error: {message}")
+            return
+        if handoff is not None:
+            self._pending_handoffs[call.call_id] = call
+            self._out.append(RunHandoff(call, agent.name, handoff.agent_name))
+            return
+        assert tool is not None
+        if tool.needs_approval:
+            self._awaiting_approval[call.call_id] = (call, agent.name)
+            self._emit(
+                RealtimeToolApprovalRequired(
+                    AgentRef(agent.name), ToolRef(call.name), call.arguments, call.call_id
+                )
+            )
+            return
+        self._start_tool(call, agent.name)
+
+    def _start_tool(self, call: me.RealtimeModelToolCallEvent, agent_name: str) -> None:
+        self._pending_tools[call.call_id] = (call, agent_name)
+        self._emit(
+            RealtimeToolStart(
+                AgentRef(agent_name), ToolRef(call.name), call.arguments, call.call_id
+            )
+        )
+        self._out.append(RunTool(call, agent_name))
+
+    def _answer_call(self, call: me.RealtimeModelToolCallEvent, output: str) -> None:
+        if hist.set_tool_output(self._history, call.call_id, output):
+            self._emit_history()
+        self._send(RealtimeModelSendToolOutput(call, output, start_response=True))
+
+
+def _arguments_problem(arguments: str) -> str | None:
+    if not arguments or not arguments.strip():
+        return None
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON ({exc.msg})"
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    return None

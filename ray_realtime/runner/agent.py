@@ -1,0 +1,101 @@
+"""RealtimeAgent: a named set of instructions, tools, handoffs and guardrails."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic
+
+from ray_realtime.exceptions import ConfigError
+from ray_realtime.runner.context import RunContextWrapper, TContext
+from ray_realtime.runner.tools import FunctionTool
+
+if TYPE_CHECKING:
+    from ray_realtime.runner.guardrails import OutputGuardrail
+    from ray_realtime.runner.handoffs import Handoff
+
+__all__ = ["RealtimeAgent", "resolve_instructions"]
+
+InstructionsFunction = Callable[
+    [RunContextWrapper[Any], "RealtimeAgent[Any]"], str | Awaitable[str]
+]
+
+
+@dataclass
+class RealtimeAgent(Generic[TContext]):
+    """An agent for realtime sessions.
+
+    ``instructions`` is a string or a sync/async callable of
+    ``(context_wrapper, agent)`` returning one, evaluated when the agent
+    becomes active. ``handoffs`` holds agents or :class:`Handoff`s;
+    ``handoff_description`` tells other agents when to hand off to this one.
+    The model settings are per session (the run config), not per agent, as
+    the realtime API holds one session configuration.
+    """
+
+    name: str
+    instructions: str | InstructionsFunction | None = None
+    handoff_description: str | None = None
+    tools: list[FunctionTool] = field(default_factory=list)
+    handoffs: list[RealtimeAgent[Any] | Handoff] = field(default_factory=list)
+    output_guardrails: list[OutputGuardrail] = field(default_factory=list)
+    prompt: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError("a RealtimeAgent needs a non-empty name")
+        if self.instructions is not None and not (
+            isinstance(self.instructions, str) or callable(self.instructions)
+        ):
+            raise ConfigError(
+                f"agent {self.name!r}: instructions must be a string or a callable, "
+                f"not {type(self.instructions).__name__}"
+            )
+        for tool in self.tools:
+            if not isinstance(tool, FunctionTool):
+                raise ConfigError(
+                    f"agent {self.name!r}: tools must be FunctionTool (use @function_tool), "
+                    f"got {type(tool).__name__}"
+                )
+
+    def clone(self, **kwargs: Any) -> RealtimeAgent[TContext]:
+        """A copy with the given fields replaced (lists are copied shallowly)."""
+        return dataclasses.replace(self, **kwargs)
+
+    async def get_system_prompt(self, run_context: RunContextWrapper[TContext]) -> str | None:
+        """The instructions for this run: the string, or what the callable returns."""
+        return await resolve_instructions(self, run_context)
+
+    async def get_all_tools(self, run_context: RunContextWrapper[TContext]) -> list[FunctionTool]:
+        """The tools enabled for this run."""
+        enabled: list[FunctionTool] = []
+        for tool in self.tools:
+            flag = tool.is_enabled
+            if callable(flag):
+                result = flag(run_context, self)
+                if inspect.isawaitable(result):
+                    result = await result
+                flag = bool(result)
+            if flag:
+                enabled.append(tool)
+        return enabled
+
+
+async def resolve_instructions(
+    agent: RealtimeAgent[Any], run_context: RunContextWrapper[Any]
+) -> str | None:
+    """Evaluate an agent's instructions (string or sync/async callable)."""
+    instructions = agent.instructions
+    if instructions is None or isinstance(instructions, str):
+        return instructions
+    result = instructions(run_context, agent)
+    if inspect.isawaitable(result):
+        result = await result
+    if not isinstance(result, str):
+        raise ConfigError(
+            f"instructions callable of agent {agent.name!r} returned "
+            f"{type(result).__name__}, not str"
+        )
+    return result

@@ -1,0 +1,248 @@
+"""Session events: what ``async for event in session`` yields.
+
+One frozen dataclass per ``type``, closed in :data:`RealtimeSessionEvent`.
+Events name agents, tools and guardrails by reference objects that carry only
+the name (``event.agent.name``, ``event.tool.name`` read as they do in the
+SDK), never live objects, so every event can cross a process boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ray_realtime.model.events import RealtimeModelAudioEvent, RealtimeModelEvent
+from ray_realtime.runner.items import RealtimeItem
+
+__all__ = [
+    "AgentRef",
+    "GuardrailRef",
+    "OutputGuardrailResult",
+    "RealtimeAgentEndEvent",
+    "RealtimeAgentStartEvent",
+    "RealtimeAudio",
+    "RealtimeAudioEnd",
+    "RealtimeAudioInterrupted",
+    "RealtimeError",
+    "RealtimeEventsLost",
+    "RealtimeGuardrailTripped",
+    "RealtimeHandoffEvent",
+    "RealtimeHistoryAdded",
+    "RealtimeHistoryUpdated",
+    "RealtimeInputAudioTimeoutTriggered",
+    "RealtimeRawModelEvent",
+    "RealtimeSessionEvent",
+    "RealtimeToolApprovalRequired",
+    "RealtimeToolEnd",
+    "RealtimeToolStart",
+    "ToolRef",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRef:
+    """An agent, by name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRef:
+    """A tool, by name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailRef:
+    """An output guardrail, by name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputGuardrailResult:
+    """The outcome of one output guardrail check.
+
+    ``output_info`` is the guardrail's own data; it is kept when it is plain
+    data (str, numbers, lists, dicts) and replaced by its ``repr`` otherwise.
+    """
+
+    guardrail: GuardrailRef
+    agent: AgentRef
+    agent_output: str
+    tripwire_triggered: bool
+    output_info: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeAgentStartEvent:
+    """An agent started a response (a turn)."""
+
+    agent: AgentRef
+    type: Literal["agent_start"] = "agent_start"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeAgentEndEvent:
+    """An agent finished a response."""
+
+    agent: AgentRef
+    type: Literal["agent_end"] = "agent_end"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeHandoffEvent:
+    """The session handed off from one agent to another."""
+
+    from_agent: AgentRef
+    to_agent: AgentRef
+    type: Literal["handoff"] = "handoff"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeToolStart:
+    """A tool call started."""
+
+    agent: AgentRef
+    tool: ToolRef
+    arguments: str
+    call_id: str = ""
+    type: Literal["tool_start"] = "tool_start"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeToolEnd:
+    """A tool call ended; ``output`` is what the model was given."""
+
+    agent: AgentRef
+    tool: ToolRef
+    output: str
+    arguments: str = ""
+    call_id: str = ""
+    type: Literal["tool_end"] = "tool_end"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeToolApprovalRequired:
+    """A tool that needs approval was called; answer with
+    ``session.approve_tool_call(call_id)`` or ``reject_tool_call(call_id)``."""
+
+    agent: AgentRef
+    tool: ToolRef
+    arguments: str
+    call_id: str
+    type: Literal["tool_approval_required"] = "tool_approval_required"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeRawModelEvent:
+    """A model event as the model layer reported it (off unless the run
+    config sets ``emit_raw_model_events``)."""
+
+    data: RealtimeModelEvent
+    type: Literal["raw_model_event"] = "raw_model_event"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeAudio:
+    """A chunk of output audio; ``audio.data`` holds the bytes."""
+
+    audio: RealtimeModelAudioEvent
+    item_id: str
+    content_index: int
+    type: Literal["audio"] = "audio"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeAudioEnd:
+    """The output audio of an item is complete."""
+
+    item_id: str
+    content_index: int
+    type: Literal["audio_end"] = "audio_end"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeAudioInterrupted:
+    """Output audio was cut off; stop playing what is buffered."""
+
+    item_id: str
+    content_index: int
+    type: Literal["audio_interrupted"] = "audio_interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeError:
+    """An error: from the model, a tool, a guardrail or bad input.
+
+    ``error`` has ``message`` and, when known, ``type``, ``code``, ``param``.
+    """
+
+    error: dict[str, Any]
+    type: Literal["error"] = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeHistoryUpdated:
+    """The history changed; ``history`` is the whole history now."""
+
+    history: list[RealtimeItem] = field(default_factory=list)
+    type: Literal["history_updated"] = "history_updated"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeHistoryAdded:
+    """An item was added to the history."""
+
+    item: RealtimeItem
+    type: Literal["history_added"] = "history_added"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeGuardrailTripped:
+    """An output guardrail tripped; the response was interrupted."""
+
+    guardrail_results: list[OutputGuardrailResult]
+    message: str
+    type: Literal["guardrail_tripped"] = "guardrail_tripped"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeInputAudioTimeoutTriggered:
+    """The user's input audio stayed idle past the configured timeout."""
+
+    item_id: str = ""
+    audio_start_ms: int = 0
+    audio_end_ms: int = 0
+    type: Literal["input_audio_timeout_triggered"] = "input_audio_timeout_triggered"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeEventsLost:
+    """This reader fell behind the session's bounded event log and missed
+    ``missed`` events (ray-realtime addition; the session goes on)."""
+
+    missed: int
+    type: Literal["events_lost"] = "events_lost"
+
+
+RealtimeSessionEvent = (
+    RealtimeAgentStartEvent
+    | RealtimeAgentEndEvent
+    | RealtimeHandoffEvent
+    | RealtimeToolStart
+    | RealtimeToolEnd
+    | RealtimeToolApprovalRequired
+    | RealtimeRawModelEvent
+    | RealtimeAudio
+    | RealtimeAudioEnd
+    | RealtimeAudioInterrupted
+    | RealtimeError
+    | RealtimeHistoryUpdated
+    | RealtimeHistoryAdded
+    | RealtimeGuardrailTripped
+    | RealtimeInputAudioTimeoutTriggered
+    | RealtimeEventsLost
+)
+"""Every event a session yields."""
