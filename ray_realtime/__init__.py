@@ -1,1 +1,157 @@
-"""ray-realtime: realtime voice and streaming agents whose sessions live in Ray actors."""
+"""ray-realtime: realtime voice and streaming agents whose sessions live in Ray actors.
+
+The public API follows the OpenAI Agents SDK realtime module: build a
+:class:`RealtimeAgent` with :func:`function_tool` tools, :func:`realtime_handoff`
+handoffs and output guardrails; ``await RealtimeRunner(agent).run()`` returns a
+:class:`RealtimeSession` to use with ``async with``.
+"""
+
+from ray_realtime.exceptions import (
+    ClusterConnectError,
+    ClusterError,
+    ConfigError,
+    InputTooLargeError,
+    ModelConnectionError,
+    ModelError,
+    NoCapacityError,
+    ProtocolError,
+    RayRealtimeError,
+    SerializationError,
+    ServiceNotRunningError,
+    SessionClosedError,
+    SessionError,
+    SessionLostError,
+    SessionNotFoundError,
+    ToolDefinitionError,
+    ToolError,
+    ToolTimeoutError,
+    UserError,
+)
+from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.runner.agent import RealtimeAgent
+from ray_realtime.runner.config import (
+    RealtimeGuardrailsSettings,
+    RealtimeInputAudioTranscriptionConfig,
+    RealtimeModelConfig,
+    RealtimeRunConfig,
+    RealtimeSessionModelSettings,
+    RealtimeTurnDetectionConfig,
+)
+from ray_realtime.runner.context import RunContextWrapper, ToolContext
+from ray_realtime.runner.events import (
+    AgentRef,
+    GuardrailRef,
+    OutputGuardrailResult,
+    RealtimeAgentEndEvent,
+    RealtimeAgentStartEvent,
+    RealtimeAudio,
+    RealtimeAudioEnd,
+    RealtimeAudioInterrupted,
+    RealtimeError,
+    RealtimeEventsLost,
+    RealtimeGuardrailTripped,
+    RealtimeHandoffEvent,
+    RealtimeHistoryAdded,
+    RealtimeHistoryUpdated,
+    RealtimeInputAudioTimeoutTriggered,
+    RealtimeRawModelEvent,
+    RealtimeSessionEvent,
+    RealtimeToolApprovalRequired,
+    RealtimeToolEnd,
+    RealtimeToolStart,
+    ToolRef,
+)
+from ray_realtime.runner.guardrails import GuardrailFunctionOutput, OutputGuardrail, output_guardrail
+from ray_realtime.runner.handoffs import Handoff, realtime_handoff
+from ray_realtime.runner.items import (
+    AssistantAudio,
+    AssistantMessageItem,
+    AssistantText,
+    InputAudio,
+    InputImage,
+    InputText,
+    RealtimeItem,
+    RealtimeToolCallItem,
+    SystemMessageItem,
+    UserMessageItem,
+)
+from ray_realtime.runner.runner import RealtimeRunner
+from ray_realtime.runner.session import RealtimeSession
+from ray_realtime.runner.tools import FunctionTool, Tool, function_tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentRef",
+    "AssistantAudio",
+    "AssistantMessageItem",
+    "AssistantText",
+    "ClusterConnectError",
+    "ClusterError",
+    "ConfigError",
+    "FunctionTool",
+    "GuardrailFunctionOutput",
+    "GuardrailRef",
+    "Handoff",
+    "InputAudio",
+    "InputImage",
+    "InputText",
+    "InputTooLargeError",
+    "ModelConnectionError",
+    "ModelError",
+    "NoCapacityError",
+    "OutputGuardrail",
+    "OutputGuardrailResult",
+    "ProtocolError",
+    "RayRealtimeError",
+    "RealtimeAgent",
+    "RealtimeAgentEndEvent",
+    "RealtimeAgentStartEvent",
+    "RealtimeAudio",
+    "RealtimeAudioEnd",
+    "RealtimeAudioInterrupted",
+    "RealtimeError",
+    "RealtimeEventsLost",
+    "RealtimeGuardrailTripped",
+    "RealtimeGuardrailsSettings",
+    "RealtimeHandoffEvent",
+    "RealtimeHistoryAdded",
+    "RealtimeHistoryUpdated",
+    "RealtimeInputAudioTimeoutTriggered",
+    "RealtimeInputAudioTranscriptionConfig",
+    "RealtimeItem",
+    "RealtimeModel",
+    "RealtimeModelConfig",
+    "RealtimeModelListener",
+    "RealtimeRawModelEvent",
+    "RealtimeRunConfig",
+    "RealtimeRunner",
+    "RealtimeSession",
+    "RealtimeSessionEvent",
+    "RealtimeSessionModelSettings",
+    "RealtimeToolApprovalRequired",
+    "RealtimeToolCallItem",
+    "RealtimeToolEnd",
+    "RealtimeToolStart",
+    "RealtimeTurnDetectionConfig",
+    "RunContextWrapper",
+    "SerializationError",
+    "ServiceNotRunningError",
+    "SessionClosedError",
+    "SessionError",
+    "SessionLostError",
+    "SessionNotFoundError",
+    "SystemMessageItem",
+    "Tool",
+    "ToolContext",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolRef",
+    "ToolTimeoutError",
+    "UserError",
+    "UserMessageItem",
+    "__version__",
+    "function_tool",
+    "output_guardrail",
+    "realtime_handoff",
+]

@@ -161,8 +161,8 @@ class SessionCore:
 
     @property
     def pending_tool_calls(self) -> int:
-        """Tool calls and handoffs asked for and not yet answered."""
-        return len(self._pending_tools) + len(self._pending_handoffs)
+        """Tool calls (running or awaiting approval) and handoffs not yet answered."""
+        return len(self._pending_tools) + len(self._pending_handoffs) + len(self._awaiting_approval)
 
     def drain(self) -> list[CoreOutput]:
         """Everything the core wants done, oldest first; empties the queue."""
@@ -281,6 +281,11 @@ class SessionCore:
         )
         self._answer_call(call, output)
         return True
+
+    def report_error(self, error: Mapping[str, Any]) -> None:
+        """Emit an ``error`` event for a failure the shell saw (a guardrail
+        that raised, a worker that died) without changing any state."""
+        self._emit(RealtimeError(dict(error)))
 
     # ------------------------------------------------------- work answered
 

@@ -207,7 +207,7 @@ def synthesize_tone(
     A short linear fade in/out avoids clicks at the edges. The same arguments always
     produce bit-identical output.
     """
-    n = max(0, int(round(duration_ms * sample_rate / 1000.0)))
+    n = max(0, round(duration_ms * sample_rate / 1000.0))
     t = np.arange(n, dtype=np.float64) / sample_rate
     wave = amplitude * np.sin(2.0 * math.pi * frequency_hz * t)
     fade_n = min(n // 2, int(fade_ms * sample_rate / 1000.0))

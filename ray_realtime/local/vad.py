@@ -63,7 +63,7 @@ def threshold_to_rms(threshold: float) -> float:
 
 @dataclass(frozen=True)
 class VadEvent:
-    """A VAD decision: ``speech_started`` carries audio_start_ms, ``speech_stopped`` audio_end_ms."""
+    """A VAD decision with its timeline ms (audio_start_ms or audio_end_ms)."""
 
     kind: Literal["speech_started", "speech_stopped"]
     audio_ms: int
@@ -144,7 +144,7 @@ class EnergyVad:
                     self._in_speech = True
                     self._silence_ms = 0.0
                     start = max(self._floor_ms, frame_start - self.prefix_padding_ms)
-                    events.append(VadEvent("speech_started", int(round(start))))
+                    events.append(VadEvent("speech_started", round(start)))
                 continue
             if voiced:
                 self._silence_ms = 0.0
@@ -154,6 +154,6 @@ class EnergyVad:
                 self._in_speech = False
                 self._silence_ms = 0.0
                 self._floor_ms = self._position_ms
-                events.append(VadEvent("speech_stopped", int(round(self._position_ms))))
+                events.append(VadEvent("speech_stopped", round(self._position_ms)))
         self._pending = data[n_frames * self._frame_samples :].copy()
         return events

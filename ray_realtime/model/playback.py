@@ -23,7 +23,9 @@ Two trackers give that position:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, TypedDict
+from typing import Any
+
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from ray_realtime.exceptions import UserError
 from ray_realtime.model.conversion import audio_bytes_per_ms

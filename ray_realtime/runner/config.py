@@ -11,9 +11,10 @@ Every bound the session keeps has a finite default here (``DEFAULT_LIMITS``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from ray_realtime.exceptions import ConfigError
 
@@ -211,6 +212,8 @@ def validate_run_config(config: Mapping[str, Any] | None) -> RealtimeRunConfig:
             f"run config execution must be 'in_process' or 'actor', got {execution!r}"
         )
     guardrails_settings = result.get("guardrails_settings") or {}
+    if not isinstance(guardrails_settings, Mapping):
+        raise ConfigError("run config guardrails_settings must be a dict")
     debounce = guardrails_settings.get("debounce_text_length", 100)
     if isinstance(debounce, bool) or not isinstance(debounce, int) or debounce <= 0:
         raise ConfigError(

@@ -269,16 +269,25 @@ def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     realtime API's strict mode rejects optional or open objects)."""
 
     def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            node = {k: walk(v) for k, v in node.items()}
-            if node.get("type") == "object" or "properties" in node:
-                props = node.get("properties", {})
-                node["additionalProperties"] = False
-                node["required"] = list(props)
+        if not isinstance(node, dict):
             return node
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(
+                value, dict
+            ):
+                # A mapping of names to schemas, not a schema itself.
+                out[key] = {name: walk(sub) for name, sub in value.items()}
+            elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
+                out[key] = [walk(sub) for sub in value]
+            elif key in ("items", "additionalProperties", "not", "contains"):
+                out[key] = walk(value)
+            else:
+                out[key] = value
+        if out.get("type") == "object" or "properties" in out:
+            out["additionalProperties"] = False
+            out["required"] = list(out.get("properties", {}))
+        return out
 
     result: dict[str, Any] = walk(schema)
     result.setdefault("type", "object")

@@ -1,0 +1,198 @@
+"""The remote backend of a session handle: calls to the session's actor.
+
+Each command is one actor call; events come back in wire-encoded batches from
+a long-poll, so a busy session costs one call per batch, not per event. Ray's
+errors are translated at this edge: a dead actor becomes
+:class:`SessionLostError`, an error raised in the actor is re-raised as itself.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ray_realtime import wire
+from ray_realtime.actors import raylib
+from ray_realtime.exceptions import SessionClosedError, SessionLostError
+from ray_realtime.runner.agent import RealtimeAgent
+from ray_realtime.runner.config import RealtimeModelConfig, RealtimeRunConfig
+from ray_realtime.runner.driver import EventBatch
+from ray_realtime.runner.items import RealtimeItem, item_from_dict
+from ray_realtime.runner.session import RealtimeSession
+
+__all__ = ["ActorBackend", "actor_session", "attach_session"]
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and type(exc).__name__.startswith("RayTaskError"):
+        return cause
+    return exc
+
+
+class ActorBackend:
+    """A session that lives in a session actor."""
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        payload: bytes | None = None,
+        run_config: RealtimeRunConfig | None = None,
+        placement: dict[str, Any] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self._payload = payload
+        self._run_config: RealtimeRunConfig = run_config or {}
+        self._placement = placement
+        self._actor: Any = placement["actor"] if placement else None
+        self._closed = False
+
+    @property
+    def node_id(self) -> str:
+        """The node the session runs on ("" before start)."""
+        return str(self._placement["node_id"]) if self._placement else ""
+
+    @property
+    def actor_name(self) -> str:
+        """The session actor's name ("" before start)."""
+        return str(self._placement["actor_name"]) if self._placement else ""
+
+    async def start(self) -> None:
+        """Place the session through the router and open it on its actor."""
+        if self._actor is not None:
+            return
+        from ray_realtime.cluster.service import ensure_service
+
+        router = await ensure_service()
+        placement = await router.place_session.remote(
+            self.session_id,
+            self._run_config.get("placement"),
+            self._run_config.get("sessions_per_actor"),
+        )
+        self._placement = placement
+        self._actor = placement["actor"]
+        options = {
+            "model_url": placement["model_url"],
+            "tool_workers": placement["tool_workers"],
+            "guardrail_workers": placement["guardrail_workers"],
+        }
+        try:
+            await self._actor.open_session.remote(self.session_id, self._payload, options)
+        except BaseException as exc:
+            router.session_ended.remote(self.session_id, placement["actor_name"])
+            self._actor = None
+            raise self._translate(exc) from None
+        self._payload = None
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if raylib.is_actor_gone(exc):
+            return SessionLostError(
+                f"the actor of session {self.session_id} died", self.session_id
+            )
+        return _unwrap(exc)
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        if self._actor is None:
+            raise SessionClosedError(f"session {self.session_id} is not started", self.session_id)
+        try:
+            return await getattr(self._actor, method).remote(self.session_id, *args)
+        except BaseException as exc:
+            raise self._translate(exc) from None
+
+    async def send_message(self, message: Any) -> None:
+        """Send a user message."""
+        await self._call("send_message", message)
+
+    async def send_audio(self, audio: bytes, commit: bool) -> None:
+        """Send raw audio bytes."""
+        await self._call("send_audio", audio, commit)
+
+    async def interrupt(self) -> None:
+        """Interrupt."""
+        await self._call("interrupt")
+
+    async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
+        """Switch agent."""
+        await self._call("update_agent", raylib.dumps(agent, "agent"))
+
+    async def approve_tool_call(self, call_id: str) -> bool:
+        """Approve a tool call."""
+        return bool(await self._call("approve_tool_call", call_id))
+
+    async def reject_tool_call(self, call_id: str, message: str | None) -> bool:
+        """Reject a tool call."""
+        return bool(await self._call("reject_tool_call", call_id, message))
+
+    async def read_events(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
+        """One long-poll for a batch of events."""
+        data = await self._call("read_events", after_seq, max_events, timeout)
+        events, last_seq, missed, closed = wire.decode_batch(data)
+        return EventBatch(events, last_seq, missed, closed)
+
+    async def get_history(self) -> list[RealtimeItem]:
+        """The history, fetched from the actor."""
+        data = await self._call("get_history")
+        return [item if not isinstance(item, dict) else item_from_dict(item) for item in wire.decode(data)]
+
+    async def close(self) -> None:
+        """Close the session on its actor; idempotent."""
+        if self._closed or self._actor is None:
+            self._closed = True
+            return
+        self._closed = True
+        try:
+            await self._actor.close_session.remote(self.session_id)
+        except BaseException as exc:
+            translated = self._translate(exc)
+            if not isinstance(translated, SessionLostError):
+                raise translated from None
+
+    async def detach(self) -> None:
+        """Leave the session running; nothing to do on the actor."""
+        self._closed = True
+
+    def local_history(self) -> list[RealtimeItem] | None:
+        """Remote sessions keep their history in the actor."""
+        return None
+
+
+async def actor_session(
+    agent: RealtimeAgent[Any],
+    context: Any,
+    run_config: RealtimeRunConfig,
+    model_config: RealtimeModelConfig,
+) -> RealtimeSession:
+    """A handle to a new actor-backed session (started on ``async with``).
+
+    The agent, context and configs are serialised now, so a context that
+    cannot cross processes fails here with :class:`SerializationError`.
+    """
+    from ray_realtime.runner.runner import new_session_id
+
+    model_config = dict(model_config)  # type: ignore[assignment]
+    if not model_config.get("url") and not model_config.get("api_key"):
+        key = os.environ.get("OPENAI_API_KEY")
+        if key:
+            # The session actor may not share this process's environment.
+            model_config["api_key"] = key
+    context_bytes = raylib.dumps(context, "context")
+    payload = raylib.dumps((agent, context_bytes, run_config, model_config), "agent or run config")
+    backend = ActorBackend(new_session_id(), payload=payload, run_config=run_config)
+    return RealtimeSession(backend)
+
+
+async def attach_session(session_id: str, *, after_seq: int = 0) -> RealtimeSession:
+    """A handle to a running session, from any process of the cluster."""
+    from ray_realtime.cluster.service import get_router
+    from ray_realtime.cluster.connect import connect
+
+    connect()
+    try:
+        placement = await get_router().lookup.remote(session_id)
+    except BaseException as exc:
+        raise _unwrap(exc) from None
+    backend = ActorBackend(session_id, placement=placement)
+    session = RealtimeSession(backend, after_seq=after_seq)
+    session._entered = True
+    return session

@@ -1,0 +1,185 @@
+"""Worker pools as the session driver sees them: executors over worker actors.
+
+A call goes to the least busy worker on the session's own node, else to the
+least busy anywhere. A worker that died is dropped from the pool, reported,
+and the call is answered with an error output; the session never hangs on it:
+every call is bounded by its timeout plus a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray_realtime.actors import raylib
+from ray_realtime.runner.agent import RealtimeAgent
+from ray_realtime.runner.execution import GuardrailRound, ToolOutcome
+from ray_realtime.runner.guardrails import OutputGuardrail
+from ray_realtime.runner.tools import FunctionTool
+
+__all__ = ["PoolGuardrailExecutor", "PoolToolExecutor", "SessionObjects", "WorkerPool", "WorkerSlot"]
+
+logger = logging.getLogger(__name__)
+
+# Time a worker gets beyond the call's own timeout before the session gives
+# up on it (covers the actor call itself and fetching the agent once).
+_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class WorkerSlot:
+    """One worker actor in a pool."""
+
+    name: str
+    node_id: str
+    handle: Any
+    in_flight: int = 0
+    calls: int = 0
+
+
+@dataclass
+class WorkerPool:
+    """The workers of one kind a session can use, local ones preferred."""
+
+    node_id: str
+    workers: list[WorkerSlot] = field(default_factory=list)
+    on_dead: Callable[[WorkerSlot], None] | None = None
+
+    def pick(self) -> WorkerSlot | None:
+        """The least busy local worker, else the least busy anywhere."""
+        local = [w for w in self.workers if w.node_id == self.node_id]
+        candidates = local or self.workers
+        if not candidates:
+            return None
+        return min(candidates, key=lambda w: (w.in_flight, w.calls))
+
+    def mark_dead(self, slot: WorkerSlot) -> None:
+        """Drop a dead worker and report it."""
+        if slot in self.workers:
+            self.workers.remove(slot)
+            if self.on_dead is not None:
+                self.on_dead(slot)
+
+    def replace(self, workers: list[WorkerSlot]) -> None:
+        """Take a fresh worker list (after the router replaced dead workers)."""
+        self.workers = list(workers)
+
+
+class SessionObjects:
+    """The objects of one session in the object store, put once, owned by the
+    session actor (so they outlive the process that started the session)."""
+
+    def __init__(self, context_bytes: bytes, run_guardrails: list[OutputGuardrail]) -> None:
+        self._agents: dict[int, tuple[Any, Any]] = {}
+        self.context_ref = raylib.put(context_bytes)
+        self.run_guardrails_ref = raylib.put(run_guardrails) if run_guardrails else None
+
+    def agent_ref(self, agent: RealtimeAgent[Any]) -> Any:
+        """The reference of ``agent`` (put on first use; agents are few per session)."""
+        entry = self._agents.get(id(agent))
+        if entry is None or entry[0] is not agent:
+            entry = (agent, raylib.put(agent))
+            self._agents[id(agent)] = entry
+        return entry[1]
+
+
+class PoolToolExecutor:
+    """Runs tool calls on tool worker actors."""
+
+    def __init__(self, pool: WorkerPool, objects: SessionObjects) -> None:
+        self._pool = pool
+        self._objects = objects
+        self.last_node_id = ""
+
+    async def run_tool(
+        self,
+        agent: RealtimeAgent[Any],
+        tool: FunctionTool,
+        *,
+        call_id: str,
+        arguments: str,
+        context: Any,
+        default_timeout: float,
+    ) -> ToolOutcome:
+        """Run one call on a worker; errors become outcomes."""
+        slot = self._pool.pick()
+        if slot is None:
+            message = "no tool worker is available"
+            return ToolOutcome(f"Error: {message}", message)
+        timeout = (tool.timeout_seconds or default_timeout) + _GRACE_SECONDS
+        slot.in_flight += 1
+        slot.calls += 1
+        try:
+            ref = slot.handle.run_tool.remote(
+                [self._objects.agent_ref(agent)],
+                tool.name,
+                call_id,
+                arguments,
+                [self._objects.context_ref],
+                default_timeout,
+            )
+            output, error, node_id = await asyncio.wait_for(_await(ref), timeout)
+            self.last_node_id = node_id
+            return ToolOutcome(output, error)
+        except asyncio.TimeoutError:
+            message = f"tool {tool.name!r} got no answer from its worker in {timeout:g} s"
+            return ToolOutcome(f"Error: {message}", message)
+        except Exception as exc:
+            if raylib.is_actor_gone(exc):
+                self._pool.mark_dead(slot)
+                message = f"the worker running tool {tool.name!r} died; the call was not completed"
+            else:
+                message = f"tool {tool.name!r} failed on its worker: {type(exc).__name__}: {exc}"
+            return ToolOutcome(f"Error: {message}", message)
+        finally:
+            slot.in_flight -= 1
+
+
+class PoolGuardrailExecutor:
+    """Runs guardrail rounds on guardrail worker actors."""
+
+    def __init__(self, pool: WorkerPool, objects: SessionObjects) -> None:
+        self._pool = pool
+        self._objects = objects
+
+    async def run_guardrails(
+        self,
+        agent: RealtimeAgent[Any],
+        guardrails: list[OutputGuardrail],
+        *,
+        text: str,
+        context: Any,
+        timeout: float,
+    ) -> GuardrailRound:
+        """Run one round on a worker; errors are reported, not raised."""
+        from ray_realtime import wire
+
+        slot = self._pool.pick()
+        if slot is None:
+            return GuardrailRound([], ["no guardrail worker is available"])
+        slot.in_flight += 1
+        slot.calls += 1
+        refs = [self._objects.run_guardrails_ref] if self._objects.run_guardrails_ref else []
+        try:
+            ref = slot.handle.run_guardrails.remote(
+                [self._objects.agent_ref(agent)], refs, text, [self._objects.context_ref], timeout
+            )
+            data = await asyncio.wait_for(_await(ref), timeout + _GRACE_SECONDS)
+            results, errors = wire.decode(data)
+            return GuardrailRound(list(results), list(errors))
+        except asyncio.TimeoutError:
+            return GuardrailRound([], ["guardrail worker gave no answer in time"])
+        except Exception as exc:
+            if raylib.is_actor_gone(exc):
+                self._pool.mark_dead(slot)
+                return GuardrailRound([], ["the guardrail worker died"])
+            return GuardrailRound([], [f"guardrail worker failed: {type(exc).__name__}: {exc}"])
+        finally:
+            slot.in_flight -= 1
+
+
+async def _await(ref: Any) -> Any:
+    return await ref

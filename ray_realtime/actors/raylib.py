@@ -1,0 +1,142 @@
+"""The small set of Ray calls the actors make, in one place.
+
+Everything else in :mod:`ray_realtime.actors` reads as ordinary async Python;
+a Ray API change is fixed here.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import ray
+import ray.cloudpickle as cloudpickle
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ray_realtime.exceptions import SerializationError
+
+__all__ = [
+    "ActorGone",
+    "NAMESPACE",
+    "ROUTER_NAME",
+    "actor_options",
+    "current_node_id",
+    "dumps",
+    "get_named_actor",
+    "is_actor_gone",
+    "kill",
+    "loads",
+    "put",
+    "ref_key",
+]
+
+NAMESPACE = "ray_realtime"
+"""The Ray namespace of every named ray-realtime actor."""
+
+ROUTER_NAME = "ray_realtime_router"
+"""The router actor's name in :data:`NAMESPACE`."""
+
+ActorGone = (RayActorError, ActorDiedError, ActorUnavailableError)
+"""Exceptions meaning the called actor is dead or unreachable."""
+
+
+def is_actor_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the called actor is dead or unreachable."""
+    return isinstance(exc, ActorGone)
+
+
+def current_node_id() -> str:
+    """The id of the node this process runs on ("" outside Ray)."""
+    if not ray.is_initialized():
+        return ""
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def ref_key(ref: Any) -> str:
+    """A stable string key for an object reference."""
+    hex_fn = getattr(ref, "hex", None)
+    return str(hex_fn()) if callable(hex_fn) else repr(ref)
+
+
+def dumps(value: Any, what: str = "value") -> bytes:
+    """Pickle ``value`` with Ray's cloudpickle; :class:`SerializationError` if it can't be."""
+    try:
+        return bytes(cloudpickle.dumps(value))
+    except Exception as exc:
+        raise SerializationError(
+            f"the {what} cannot be serialised to reach the session actor: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def loads(data: bytes) -> Any:
+    """Inverse of :func:`dumps`."""
+    return pickle.loads(data)
+
+
+def put(value: Any) -> Any:
+    """Store ``value`` in the object store; the caller owns the reference."""
+    return ray.put(value)
+
+
+def get_named_actor(name: str) -> Any | None:
+    """The named actor in the project's namespace, or None."""
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def kill(handle: Any) -> None:
+    """Kill an actor, without restart; ignores one that is already gone."""
+    try:
+        ray.kill(handle, no_restart=True)
+    except Exception:
+        pass
+
+
+def actor_options(
+    *, name: str | None = None, node_id: str | None = None, max_concurrency: int = 1000
+) -> dict[str, Any]:
+    """Options for our actors: zero CPUs reserved (they are I/O bound and many
+    share a core), detached and named so they survive the router and can be
+    found again, pinned to ``node_id`` when given."""
+    options: dict[str, Any] = {
+        "num_cpus": 0,
+        "max_concurrency": max_concurrency,
+        "namespace": NAMESPACE,
+    }
+    if name is not None:
+        options["name"] = name
+        options["lifetime"] = "detached"
+    if node_id:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    return options
+
+
+async def gather_with_timeout(refs: list[Any], timeout: float) -> list[Any]:
+    """Await every reference at once, bounded by ``timeout``: each result, or
+    the exception it raised (:class:`TimeoutError` for those still pending)."""
+    import asyncio
+
+    async def one(ref: Any) -> Any:
+        return await ref
+
+    tasks = [asyncio.ensure_future(one(r)) for r in refs]
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    results: list[Any] = []
+    for task in tasks:
+        if task in pending:
+            results.append(TimeoutError("no answer in time"))
+        elif task.exception() is not None:
+            results.append(task.exception())
+        else:
+            results.append(task.result())
+    return results
+
+
+__all__ += ["GetTimeoutError", "gather_with_timeout"]

@@ -1,0 +1,247 @@
+"""The session actor: hosts one or more sessions, each run by a SessionDriver.
+
+It holds the model connections, the histories and the bounded event logs; its
+methods are what remote handles call. Events leave in batches, wire-encoded
+(msgpack), so Ray's per-call cost is paid per batch, not per event; audio
+arrives as raw bytes. ``capacity`` sessions fit in one actor (1 by default;
+more packs sessions for density — the same class either way).
+
+This is a plain class; :mod:`ray_realtime.actors.remote` makes it an actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from ray_realtime import wire
+from ray_realtime.actors import raylib
+from ray_realtime.actors.pool import (
+    PoolGuardrailExecutor,
+    PoolToolExecutor,
+    SessionObjects,
+    WorkerPool,
+    WorkerSlot,
+)
+from ray_realtime.exceptions import NoCapacityError, SessionClosedError, SessionNotFoundError
+from ray_realtime.runner.agent import RealtimeAgent
+from ray_realtime.runner.driver import SessionDriver
+from ray_realtime.runner.items import item_to_dict
+from ray_realtime.runner.runner import resolve_model_config
+
+__all__ = ["SessionHost"]
+
+logger = logging.getLogger(__name__)
+
+# Closed sessions stay readable this long (bounded in number), so a reader
+# can drain the last events and learn that the session ended.
+_CLOSED_KEPT = 64
+_CLOSED_KEEP_SECONDS = 120.0
+
+
+class RouterAgentResolver:
+    """Resolves handoff targets through the router's cluster-wide agent registry."""
+
+    def __init__(self, host: SessionHost) -> None:
+        self._host = host
+        self._versions: dict[str, tuple[int, RealtimeAgent[Any]]] = {}
+
+    async def resolve(self, name: str, fallback: RealtimeAgent[Any]) -> RealtimeAgent[Any]:
+        """The newest registered version of ``name``, else ``fallback``."""
+        router = self._host.router()
+        if router is None:
+            return fallback
+        try:
+            found = await router.get_agent.remote(name)
+        except Exception as exc:
+            logger.warning("agent registry lookup of %r failed: %r", name, exc)
+            return fallback
+        if found is None:
+            return fallback
+        version, payload = found
+        cached = self._versions.get(name)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        agent = raylib.loads(payload)
+        self._versions[name] = (version, agent)
+        return agent  # type: ignore[no-any-return]
+
+
+class SessionHost:
+    """Hosts up to ``capacity`` sessions in one actor."""
+
+    def __init__(self, capacity: int = 1, name: str = "") -> None:
+        self.capacity = max(1, capacity)
+        self.name = name
+        self.node_id = raylib.current_node_id()
+        self._sessions: dict[str, SessionDriver] = {}
+        self._closed: OrderedDict[str, SessionDriver] = OrderedDict()
+        self._pools: dict[str, WorkerPool] = {}
+        self._started = time.monotonic()
+
+    # -------------------------------------------------------------- status
+
+    async def ping(self) -> dict[str, Any]:
+        """Liveness and load: node, sessions, capacity."""
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "sessions": list(self._sessions),
+            "capacity": self.capacity,
+        }
+
+    async def statistics(self) -> dict[str, Any]:
+        """Per-session statistics."""
+        return {sid: d.statistics() for sid, d in self._sessions.items()}
+
+    def router(self) -> Any | None:
+        """The router actor, if deployed."""
+        return raylib.get_named_actor(raylib.ROUTER_NAME)
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def open_session(self, session_id: str, payload: bytes, options: dict[str, Any]) -> str:
+        """Create and connect a session; idempotent for the same id.
+
+        ``payload`` is the pickled ``(agent, context, run_config,
+        model_config)``; ``options`` carries ``model_url`` and the worker
+        lists ``tool_workers`` / ``guardrail_workers`` as ``(name, node_id,
+        handle)`` triples.
+        """
+        if session_id in self._sessions:
+            return self.node_id
+        self._forget_old_closed()
+        if len(self._sessions) >= self.capacity:
+            raise NoCapacityError(
+                f"session actor {self.name or self.node_id} is full ({self.capacity} sessions)"
+            )
+        agent, context_bytes, run_config, model_config = raylib.loads(payload)
+        from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+
+        context = raylib.loads(context_bytes)
+        objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
+        tools_pool = self._pool("tool", options.get("tool_workers") or [])
+        guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
+        driver = SessionDriver(
+            agent=agent,
+            model=OpenAIRealtimeWebSocketModel(),
+            context=context,
+            run_config=run_config,
+            model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
+            tool_executor=PoolToolExecutor(tools_pool, objects),
+            guardrail_executor=PoolGuardrailExecutor(guards_pool, objects),
+            agent_resolver=RouterAgentResolver(self),
+            session_id=session_id,
+            on_closed=self._on_driver_closed,
+        )
+        self._sessions[session_id] = driver
+        try:
+            await driver.start()
+        except BaseException:
+            self._sessions.pop(session_id, None)
+            raise
+        return self.node_id
+
+    async def close_session(self, session_id: str) -> None:
+        """Close a session; closing a closed or unknown one is a no-op."""
+        driver = self._sessions.get(session_id)
+        if driver is not None:
+            await driver.close()
+
+    async def close_all(self) -> None:
+        """Close every session (before the actor is stopped)."""
+        await asyncio.gather(*(d.close() for d in list(self._sessions.values())))
+
+    def _on_driver_closed(self, driver: SessionDriver) -> None:
+        self._sessions.pop(driver.session_id, None)
+        self._closed[driver.session_id] = driver
+        self._forget_old_closed()
+        router = self.router()
+        if router is not None:
+            # Fire and forget: the router also notices through its health checks.
+            router.session_ended.remote(driver.session_id, self.name)
+
+    def _forget_old_closed(self) -> None:
+        now = time.monotonic()
+        while self._closed:
+            sid, driver = next(iter(self._closed.items()))
+            too_old = driver.closed_at is not None and now - driver.closed_at > _CLOSED_KEEP_SECONDS
+            if len(self._closed) > _CLOSED_KEPT or too_old:
+                self._closed.pop(sid)
+            else:
+                break
+
+    def _pool(self, kind: str, workers: list[Any]) -> WorkerPool:
+        pool = self._pools.get(kind)
+        slots = [WorkerSlot(name, node, handle) for name, node, handle in workers]
+        if pool is None:
+            pool = WorkerPool(self.node_id, slots, on_dead=self._worker_died)
+            self._pools[kind] = pool
+        elif slots:
+            known = {w.name for w in pool.workers}
+            if {s.name for s in slots} != known:
+                pool.replace(slots)
+        return pool
+
+    def _worker_died(self, slot: WorkerSlot) -> None:
+        router = self.router()
+        if router is not None:
+            router.worker_died.remote(slot.name)
+
+    async def update_workers(self, kind: str, workers: list[Any]) -> None:
+        """Take a new worker list from the router (after a replacement)."""
+        self._pool(kind, workers)
+
+    # ------------------------------------------------------------- commands
+
+    def _driver(self, session_id: str) -> SessionDriver:
+        driver = self._sessions.get(session_id)
+        if driver is not None:
+            return driver
+        if session_id in self._closed:
+            raise SessionClosedError(f"session {session_id} is closed", session_id)
+        raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
+
+    async def send_message(self, session_id: str, message: Any) -> None:
+        """Send a user message."""
+        await self._driver(session_id).send_message(message)
+
+    async def send_audio(self, session_id: str, audio: bytes, commit: bool) -> None:
+        """Send input audio (raw bytes)."""
+        await self._driver(session_id).send_audio(audio, commit=commit)
+
+    async def interrupt(self, session_id: str) -> None:
+        """Interrupt the current response."""
+        await self._driver(session_id).interrupt()
+
+    async def update_agent(self, session_id: str, agent_payload: bytes) -> None:
+        """Switch agent (pickled)."""
+        await self._driver(session_id).update_agent(raylib.loads(agent_payload))
+
+    async def approve_tool_call(self, session_id: str, call_id: str) -> bool:
+        """Approve a waiting tool call."""
+        return await self._driver(session_id).approve_tool_call(call_id)
+
+    async def reject_tool_call(self, session_id: str, call_id: str, message: str | None) -> bool:
+        """Reject a waiting tool call."""
+        return await self._driver(session_id).reject_tool_call(call_id, message)
+
+    async def read_events(
+        self, session_id: str, after_seq: int, max_events: int, timeout: float | None
+    ) -> bytes:
+        """A wire-encoded batch of events after ``after_seq`` (long-poll)."""
+        driver = self._sessions.get(session_id) or self._closed.get(session_id)
+        if driver is None:
+            raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
+        batch = await driver.read_events(after_seq, max_events, timeout)
+        return wire.encode_batch(batch.events, batch.last_seq, batch.missed, batch.closed)
+
+    async def get_history(self, session_id: str) -> bytes:
+        """The wire-encoded history."""
+        driver = self._sessions.get(session_id) or self._closed.get(session_id)
+        if driver is None:
+            raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
+        return wire.encode([item_to_dict(i) for i in driver.history])

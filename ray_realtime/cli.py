@@ -1,0 +1,151 @@
+"""The ``ray-realtime`` command: demo, serve, status, local-model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ray_realtime.demo import run_demo
+
+    execution = "in_process" if args.in_process else "actor"
+    results = asyncio.run(run_demo(execution=execution, rounds=args.rounds, timeout=args.timeout))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _format_status(status: dict[str, Any]) -> str:
+    header = ("node", "address", "alive", "drained", "sessions", "actors", "warm", "tools", "guards", "model")
+    rows = [header]
+    for n in status["nodes"]:
+        rows.append(
+            (
+                n["node_id"][:12],
+                n["address"],
+                "yes" if n["alive"] else "no",
+                "yes" if n["drained"] else "no",
+                str(n["sessions"]),
+                str(n["session_actors"]),
+                str(n["warm"]),
+                str(n["tool_workers"]),
+                str(n["guardrail_workers"]),
+                str(n["model_servers"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    agents = ", ".join(f"{k} v{v}" for k, v in status.get("agents", {}).items()) or "none"
+    lines.append(
+        f"sessions: {status['sessions']}  lost: {status['lost_sessions']}  agents: {agents}"
+    )
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ray_realtime.cluster.connect import connect, disconnect
+    from ray_realtime.cluster.service import service_status
+    from ray_realtime.exceptions import RayRealtimeError
+
+    address = args.address or "auto"
+    try:
+        started = connect(address)
+    except RayRealtimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status = asyncio.run(service_status())
+        print(_format_status(status))
+        return 0
+    except RayRealtimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        disconnect(started)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ray_realtime.cluster.connect import connect, disconnect
+    from ray_realtime.cluster.service import ensure_service, service_status, shutdown_service
+
+    config = {
+        "warm_pool_size": args.warm_pool,
+        "tool_workers_per_node": args.tool_workers,
+        "guardrail_workers_per_node": args.guardrail_workers,
+        "sessions_per_actor": args.sessions_per_actor,
+        "max_sessions_per_node": args.max_sessions_per_node,
+    }
+    started = connect(args.address)
+
+    async def run() -> None:
+        await ensure_service(config)
+        print(_format_status(await service_status()), flush=True)
+        print("ray-realtime service running; Ctrl-C to stop", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping the service...", flush=True)
+        await shutdown_service()
+
+    try:
+        asyncio.run(run())
+    finally:
+        disconnect(started)
+    return 0
+
+
+def _local_model(args: argparse.Namespace) -> int:
+    from ray_realtime.local import main as local_main
+
+    argv = ["--host", args.host, "--port", str(args.port)]
+    if args.pace_audio:
+        argv.append("--pace-audio")
+    return int(local_main(argv))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="ray-realtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run concurrent demo sessions on the embedded defaults")
+    demo.add_argument("--in-process", action="store_true", help="run sessions in this process")
+    demo.add_argument("--rounds", type=int, default=1, help="times to run the scenarios")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds per scenario")
+    demo.set_defaults(func=_demo)
+
+    serve = sub.add_parser("serve", help="start (or join) the service and keep it running")
+    serve.add_argument("--address", default=None, help="Ray address to join (default: embedded)")
+    serve.add_argument("--warm-pool", type=int, default=1, help="ready session actors per node")
+    serve.add_argument("--tool-workers", type=int, default=1, help="tool workers per node")
+    serve.add_argument("--guardrail-workers", type=int, default=1, help="guardrail workers per node")
+    serve.add_argument("--sessions-per-actor", type=int, default=1, help="sessions packed per actor")
+    serve.add_argument("--max-sessions-per-node", type=int, default=200)
+    serve.set_defaults(func=_serve)
+
+    status = sub.add_parser("status", help="show nodes, sessions and pools")
+    status.add_argument("--address", default=None, help="Ray address (default: auto)")
+    status.set_defaults(func=_status)
+
+    local = sub.add_parser("local-model", help="run the bundled local realtime model server")
+    local.add_argument("--host", default="127.0.0.1")
+    local.add_argument("--port", type=int, default=8765)
+    local.add_argument("--pace-audio", action="store_true", help="send audio at real-time pace")
+    local.set_defaults(func=_local_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ray-realtime`` command."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

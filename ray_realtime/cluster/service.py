@@ -1,0 +1,97 @@
+"""Deploying and reaching the ray-realtime service (the router and its pools).
+
+:func:`ensure_service` connects to Ray (an embedded local Ray when no address
+is given and ``RAY_ADDRESS`` is unset) and starts the router if it is not
+running; the router then starts the worker pools, the warm pools and, when no
+OpenAI key is configured, a local model server on each node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray_realtime.actors import raylib
+from ray_realtime.cluster.connect import connect
+from ray_realtime.cluster.service_config import ServiceConfig
+from ray_realtime.exceptions import ServiceNotRunningError
+
+__all__ = [
+    "drain_node",
+    "ensure_service",
+    "get_router",
+    "register_agent",
+    "service_status",
+    "shutdown_service",
+]
+
+_start_lock: asyncio.Lock | None = None
+
+
+def get_router() -> Any:
+    """The router's handle; :class:`ServiceNotRunningError` if it is not deployed."""
+    router = raylib.get_named_actor(raylib.ROUTER_NAME)
+    if router is None:
+        raise ServiceNotRunningError(
+            "the ray-realtime router is not running in this Ray cluster; "
+            "start it with `ray-realtime serve` (or let a session start it)"
+        )
+    return router
+
+
+async def ensure_service(
+    config: ServiceConfig | dict[str, Any] | None = None, *, address: str | None = None
+) -> Any:
+    """Connect to Ray and make sure the router runs; returns its handle.
+
+    ``config`` only applies when this call deploys the router.
+    """
+    global _start_lock
+    connect(address)
+    router = raylib.get_named_actor(raylib.ROUTER_NAME)
+    if router is not None:
+        return router
+    if _start_lock is None:
+        _start_lock = asyncio.Lock()
+    async with _start_lock:
+        router = raylib.get_named_actor(raylib.ROUTER_NAME)
+        if router is None:
+            from ray_realtime.actors.remote import RouterActor
+
+            cfg = config if isinstance(config, ServiceConfig) else ServiceConfig.from_dict(config)
+            options = raylib.actor_options(name=raylib.ROUTER_NAME)
+            options["get_if_exists"] = True
+            router = RouterActor.options(**options).remote(cfg.to_dict())
+        await router.start.remote()
+    return router
+
+
+async def register_agent(agent: Any) -> int:
+    """Register ``agent`` (a new version if the name exists) cluster-wide;
+    sessions pick it up at their next handoff to that name."""
+    router = await ensure_service()
+    payload = raylib.dumps(agent, "agent")
+    version: int = await router.register_agent.remote(agent.name, payload)
+    return version
+
+
+async def drain_node(node_id: str, drained: bool = True) -> None:
+    """Stop (``drained=False``: resume) placing new sessions on a node."""
+    await get_router().drain_node.remote(node_id, drained)
+
+
+async def service_status() -> dict[str, Any]:
+    """The router's status: nodes, sessions per node, pools, warm pool."""
+    status: dict[str, Any] = await get_router().status.remote()
+    return status
+
+
+async def shutdown_service() -> None:
+    """Stop every actor of the service and the router."""
+    router = raylib.get_named_actor(raylib.ROUTER_NAME)
+    if router is None:
+        return
+    try:
+        await router.shutdown.remote()
+    finally:
+        raylib.kill(router)

@@ -1,0 +1,69 @@
+"""The configuration of the deployed ray-realtime service (router, pools)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ray_realtime.exceptions import ConfigError
+
+__all__ = ["ServiceConfig"]
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What the router keeps running on every node.
+
+    ``local_model``: run a bundled local model server on each node (default:
+    when no ``OPENAI_API_KEY`` is set where the service is deployed).
+    """
+
+    warm_pool_size: int = 1
+    tool_workers_per_node: int = 1
+    guardrail_workers_per_node: int = 1
+    max_sessions_per_node: int = 200
+    sessions_per_actor: int = 1
+    local_model: bool | None = None
+    health_interval_seconds: float = 2.0
+    health_timeout_seconds: float = 10.0
+    actor_start_timeout_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "local_model":
+                if value is not None and not isinstance(value, bool):
+                    raise ConfigError("local_model must be true, false or unset")
+                continue
+            if f.name in ("warm_pool_size",):
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            elif f.type in ("int",) or isinstance(value, int) and not isinstance(value, float):
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            else:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            if not ok:
+                raise ConfigError(f"service config {f.name} has an invalid value {value!r}")
+
+    @property
+    def runs_local_model(self) -> bool:
+        """Whether each node runs a local model server."""
+        if self.local_model is not None:
+            return self.local_model
+        return not os.environ.get("OPENAI_API_KEY")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (crosses to the router actor)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ServiceConfig:
+        """Build from plain data; unknown keys are a :class:`ConfigError`."""
+        if not data:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown service config key(s): {', '.join(unknown)}")
+        return cls(**dict(data))

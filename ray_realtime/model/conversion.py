@@ -1,0 +1,615 @@
+"""Pure conversions between ray-realtime values and the OpenAI Realtime (GA) protocol.
+
+No I/O here. The server-event converter is on the hot path (one call per audio
+delta), so it checks fields by hand instead of building pydantic models: a
+missing or wrong-typed field raises :class:`~ray_realtime.exceptions.ProtocolError`
+naming the event type and the field; an event type it does not know becomes a
+:class:`~ray_realtime.model.events.RealtimeModelOtherEvent`.
+
+Events whose handling needs connection state (``response.created`` /
+``response.done`` for response sequencing, ``input_audio_buffer.speech_started``
+for truncation, audio deltas for playback bookkeeping) are converted here
+statelessly; :mod:`ray_realtime.model.openai_ws` adds the stateful part.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ray_realtime.exceptions import ConfigError, ProtocolError, UserError
+from ray_realtime.model.events import (
+    RealtimeModelAudioDoneEvent,
+    RealtimeModelAudioEvent,
+    RealtimeModelErrorEvent,
+    RealtimeModelEvent,
+    RealtimeModelInputAudioTimeoutTriggeredEvent,
+    RealtimeModelInputAudioTranscriptionCompletedEvent,
+    RealtimeModelItemDeletedEvent,
+    RealtimeModelItemUpdatedEvent,
+    RealtimeModelOtherEvent,
+    RealtimeModelToolCallEvent,
+    RealtimeModelTranscriptDeltaEvent,
+    RealtimeModelTurnEndedEvent,
+    RealtimeModelTurnStartedEvent,
+)
+from ray_realtime.runner.config import RealtimeSessionModelSettings
+from ray_realtime.runner.items import (
+    AssistantAudio,
+    AssistantMessageItem,
+    AssistantText,
+    InputAudio,
+    InputImage,
+    InputText,
+    RealtimeItem,
+    RealtimeToolCallItem,
+    SystemMessageItem,
+    UserMessageItem,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "SERVER_EVENT_ALIASES",
+    "audio_bytes_per_ms",
+    "audio_format_to_protocol",
+    "protocol_item_to_history_item",
+    "server_event_to_model_events",
+    "server_event_type",
+    "settings_to_session_payload",
+    "tool_choice_to_protocol",
+    "tool_output_to_item",
+    "turn_detection_to_protocol",
+    "user_input_to_item",
+]
+
+DEFAULT_MODEL_NAME = "gpt-realtime"
+"""The model used when the settings name none."""
+
+# ---------------------------------------------------------------------------
+# Audio formats
+# ---------------------------------------------------------------------------
+
+# Our format names (the SDK's) and the GA format objects. "Only a 24kHz sample
+# rate is supported" for audio/pcm; G.711 is 8 kHz, one byte per sample.
+_FORMAT_TO_PROTOCOL: dict[str, dict[str, Any]] = {
+    "pcm16": {"type": "audio/pcm", "rate": 24000},
+    "g711_ulaw": {"type": "audio/pcmu"},
+    "g711_alaw": {"type": "audio/pcma"},
+}
+# GA type names are accepted too, so settings written against the GA protocol work.
+_FORMAT_ALIASES: dict[str, str] = {
+    "pcm16": "pcm16",
+    "audio/pcm": "pcm16",
+    "g711_ulaw": "g711_ulaw",
+    "audio/pcmu": "g711_ulaw",
+    "g711_alaw": "g711_alaw",
+    "audio/pcma": "g711_alaw",
+}
+# 24,000 samples/s x 2 bytes = 48 bytes per ms; 8,000 samples/s x 1 byte = 8.
+_BYTES_PER_MS: dict[str, float] = {"pcm16": 48.0, "g711_ulaw": 8.0, "g711_alaw": 8.0}
+
+
+def _format_name(format: Any) -> str:
+    """Our name of an audio format given as our name, a GA type string or a GA
+    format object; ``None`` is the protocol default (PCM16)."""
+    if format is None:
+        return "pcm16"
+    if isinstance(format, Mapping):
+        format = format.get("type", "audio/pcm")
+    if isinstance(format, str):
+        name = _FORMAT_ALIASES.get(format)
+        if name is not None:
+            return name
+    raise ConfigError(f"unknown audio format {format!r}: use 'pcm16', 'g711_ulaw' or 'g711_alaw'")
+
+
+def audio_format_to_protocol(format: Any) -> dict[str, Any]:
+    """The GA ``audio.*.format`` object of an audio format."""
+    return dict(_FORMAT_TO_PROTOCOL[_format_name(format)])
+
+
+def audio_bytes_per_ms(format: Any) -> float:
+    """Bytes of audio per millisecond in ``format`` (48 for PCM16 at 24 kHz,
+    8 for G.711)."""
+    return _BYTES_PER_MS[_format_name(format)]
+
+
+# ---------------------------------------------------------------------------
+# Session settings -> session.update payload
+# ---------------------------------------------------------------------------
+
+_COMMON_TURN_DETECTION_KEYS = frozenset({"type", "create_response", "interrupt_response"})
+_TURN_DETECTION_KEYS: dict[str, frozenset[str]] = {
+    "server_vad": _COMMON_TURN_DETECTION_KEYS
+    | {"idle_timeout_ms", "prefix_padding_ms", "silence_duration_ms", "threshold"},
+    "semantic_vad": _COMMON_TURN_DETECTION_KEYS | {"eagerness"},
+}
+
+
+def turn_detection_to_protocol(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The GA ``audio.input.turn_detection`` value. ``None`` disables turn
+    detection ("This can be set to `null` to turn off, in which case the client
+    must manually trigger model response")."""
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"turn_detection must be a dict or None, not {type(config).__name__}")
+    # "type" is the protocol's discriminator and required there; the settings
+    # allow leaving it out. "eagerness" only exists for semantic VAD.
+    kind = config.get("type") or ("semantic_vad" if "eagerness" in config else "server_vad")
+    allowed = _TURN_DETECTION_KEYS.get(kind)
+    if allowed is None:
+        raise ConfigError(
+            f"turn_detection.type must be 'server_vad' or 'semantic_vad', got {kind!r}"
+        )
+    # The server rejects parameters of the other VAD kind, so say so here, where
+    # the caller can still fix it, rather than as an error event later.
+    wrong = sorted(set(config) - allowed)
+    if wrong:
+        raise ConfigError(f"turn_detection key(s) {', '.join(wrong)} do not apply to {kind}")
+    result = dict(config)
+    result["type"] = kind
+    return result
+
+
+def tool_choice_to_protocol(tool_choice: Any) -> Any:
+    """The GA ``tool_choice``: a mode string, or a function forced by name."""
+    if tool_choice in ("auto", "none", "required"):
+        return tool_choice
+    if isinstance(tool_choice, str) and tool_choice:
+        # Any other string names a function tool: {"type": "function", "name": ...}.
+        return {"type": "function", "name": tool_choice}
+    if isinstance(tool_choice, Mapping):
+        return dict(tool_choice)
+    raise ConfigError(f"tool_choice must be a mode or a tool name, got {tool_choice!r}")
+
+
+def _output_modalities(modalities: Any) -> list[str]:
+    if not isinstance(modalities, (list, tuple)) or not modalities:
+        raise ConfigError(f"output modalities must be a non-empty list, got {modalities!r}")
+    unknown = [m for m in modalities if m not in ("text", "audio")]
+    if unknown:
+        raise ConfigError(f"unknown output modality {unknown[0]!r}: use 'text' or 'audio'")
+    # "It is not possible to request both `text` and `audio` at the same time."
+    # The legacy ["text", "audio"] meant audio plus its transcript, which is what
+    # ["audio"] gives in GA ("the model will respond with audio plus a transcript").
+    if "audio" in modalities:
+        return ["audio"]
+    return ["text"]
+
+
+def settings_to_session_payload(settings: RealtimeSessionModelSettings) -> dict[str, Any]:
+    """The GA ``session`` object of a ``session.update`` for these settings.
+
+    Only the settings given are included: "Only the fields that are present in
+    the `session.update` are updated." ``turn_detection: None`` is kept and sent
+    as JSON ``null`` (turn detection off).
+    """
+    session: dict[str, Any] = {"type": "realtime"}
+    if "model_name" in settings:
+        session["model"] = settings["model_name"]
+    if "instructions" in settings:
+        session["instructions"] = settings["instructions"]
+    if "output_modalities" in settings:
+        session["output_modalities"] = _output_modalities(settings["output_modalities"])
+    elif "modalities" in settings:
+        session["output_modalities"] = _output_modalities(settings["modalities"])
+
+    audio_input: dict[str, Any] = {}
+    if "input_audio_format" in settings:
+        audio_input["format"] = audio_format_to_protocol(settings["input_audio_format"])
+    if "input_audio_transcription" in settings:
+        transcription = settings["input_audio_transcription"]
+        audio_input["transcription"] = None if transcription is None else dict(transcription)
+    if "turn_detection" in settings:
+        audio_input["turn_detection"] = turn_detection_to_protocol(settings["turn_detection"])
+
+    audio_output: dict[str, Any] = {}
+    if "output_audio_format" in settings:
+        audio_output["format"] = audio_format_to_protocol(settings["output_audio_format"])
+    if "voice" in settings:
+        audio_output["voice"] = settings["voice"]
+    if "speed" in settings:
+        audio_output["speed"] = settings["speed"]
+
+    if audio_input or audio_output:
+        audio: dict[str, Any] = {}
+        if audio_input:
+            audio["input"] = audio_input
+        if audio_output:
+            audio["output"] = audio_output
+        session["audio"] = audio
+
+    if "tools" in settings:
+        session["tools"] = [dict(tool) for tool in settings["tools"]]
+    if "tool_choice" in settings:
+        session["tool_choice"] = tool_choice_to_protocol(settings["tool_choice"])
+    if "max_output_tokens" in settings:
+        session["max_output_tokens"] = settings["max_output_tokens"]
+    return session
+
+
+# ---------------------------------------------------------------------------
+# Client items
+# ---------------------------------------------------------------------------
+
+
+def _user_content_part(part: Any, index: int) -> dict[str, Any]:
+    if not isinstance(part, Mapping):
+        raise UserError(f"user input content[{index}] must be a dict, not {type(part).__name__}")
+    kind = part.get("type")
+    if kind == "input_text":
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise UserError(f"user input content[{index}].text must be a string")
+        return {"type": "input_text", "text": text}
+    if kind == "input_image":
+        image_url = part.get("image_url")
+        if not isinstance(image_url, str):
+            raise UserError(f"user input content[{index}].image_url must be a string")
+        result: dict[str, Any] = {"type": "input_image", "image_url": image_url}
+        detail = part.get("detail")
+        if detail is not None:
+            result["detail"] = detail
+        return result
+    raise UserError(
+        f"user input content[{index}].type must be 'input_text' or 'input_image', got {kind!r}"
+    )
+
+
+def user_input_to_item(user_input: Any) -> dict[str, Any]:
+    """The ``conversation.item.create`` item of a user message (plain text, or
+    ``{"type": "message", "role": "user", "content": [...]}``)."""
+    if isinstance(user_input, str):
+        return {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": user_input}],
+        }
+    if not isinstance(user_input, Mapping):
+        raise UserError(f"user input must be a string or a dict, not {type(user_input).__name__}")
+    if user_input.get("type", "message") != "message" or user_input.get("role", "user") != "user":
+        raise UserError("user input must be a message with role 'user'")
+    content = user_input.get("content")
+    if not isinstance(content, (list, tuple)) or not content:
+        raise UserError("user input content must be a non-empty list")
+    return {
+        "type": "message",
+        "role": "user",
+        "content": [_user_content_part(part, i) for i, part in enumerate(content)],
+    }
+
+
+def tool_output_to_item(call_id: str, output: str) -> dict[str, Any]:
+    """The ``function_call_output`` item answering the call ``call_id``."""
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+
+# ---------------------------------------------------------------------------
+# Field extraction (hand-checked; raises ProtocolError)
+# ---------------------------------------------------------------------------
+
+
+def _where(event_type: str, key: str) -> str:
+    return f"server event {event_type!r}: field {key!r}"
+
+
+def _req_str(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if isinstance(value, str):
+        return value
+    if value is None:
+        raise ProtocolError(f"{_where(where, key)} is missing")
+    raise ProtocolError(f"{_where(where, key)} must be a string, got {type(value).__name__}")
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise ProtocolError(f"{_where(where, key)} must be a string, got {type(value).__name__}")
+
+
+def _req_int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    value = obj.get(key)
+    # bool is an int subclass; a boolean here is a protocol error, not 0 or 1.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if value is None:
+        raise ProtocolError(f"{_where(where, key)} is missing")
+    raise ProtocolError(f"{_where(where, key)} must be an integer, got {type(value).__name__}")
+
+
+def _req_dict(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = obj.get(key)
+    if isinstance(value, Mapping):
+        return value
+    if value is None:
+        raise ProtocolError(f"{_where(where, key)} is missing")
+    raise ProtocolError(f"{_where(where, key)} must be an object, got {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------------
+# Protocol items -> history items
+# ---------------------------------------------------------------------------
+
+
+def _content_list(item: Mapping[str, Any], where: str) -> list[Mapping[str, Any]]:
+    content = item.get("content")
+    if content is None:
+        return []
+    if not isinstance(content, list):
+        raise ProtocolError(f"{where}: item content must be a list, got {type(content).__name__}")
+    for i, part in enumerate(content):
+        if not isinstance(part, Mapping):
+            raise ProtocolError(
+                f"{where}: item content[{i}] must be an object, got {type(part).__name__}"
+            )
+    return content
+
+
+def _system_item(
+    item: Mapping[str, Any], item_id: str, previous: str | None, where: str
+) -> SystemMessageItem:
+    content = [
+        InputText(text=_opt_str(part, "text", where))
+        for part in _content_list(item, where)
+        if part.get("type", "input_text") == "input_text"
+    ]
+    return SystemMessageItem(item_id=item_id, previous_item_id=previous, content=content)
+
+
+def _user_item(
+    item: Mapping[str, Any], item_id: str, previous: str | None, where: str
+) -> UserMessageItem:
+    content: list[InputText | InputAudio | InputImage] = []
+    for part in _content_list(item, where):
+        kind = part.get("type")
+        if kind == "input_text":
+            content.append(InputText(text=_opt_str(part, "text", where)))
+        elif kind == "input_audio":
+            # Audio bytes are never kept in history; the transcript is.
+            content.append(InputAudio(transcript=_opt_str(part, "transcript", where)))
+        elif kind == "input_image":
+            content.append(
+                InputImage(
+                    image_url=_opt_str(part, "image_url", where),
+                    detail=_opt_str(part, "detail", where),
+                )
+            )
+        # Content types this version does not know are left out rather than
+        # failing the whole item.
+    return UserMessageItem(item_id=item_id, previous_item_id=previous, content=content)
+
+
+_MESSAGE_STATUSES = ("in_progress", "completed", "incomplete")
+
+
+def _assistant_item(
+    item: Mapping[str, Any], item_id: str, previous: str | None, where: str
+) -> AssistantMessageItem:
+    content: list[AssistantText | AssistantAudio] = []
+    for part in _content_list(item, where):
+        kind = part.get("type")
+        if kind is None:
+            # "type" is optional in the schema; a transcript means audio.
+            kind = "output_audio" if "transcript" in part or "audio" in part else "output_text"
+        if kind in ("output_text", "text"):
+            content.append(AssistantText(text=_opt_str(part, "text", where)))
+        elif kind in ("output_audio", "audio"):
+            content.append(AssistantAudio(transcript=_opt_str(part, "transcript", where)))
+    status = _opt_str(item, "status", where)
+    return AssistantMessageItem(
+        item_id=item_id,
+        previous_item_id=previous,
+        status=status if status in _MESSAGE_STATUSES else None,  # type: ignore[arg-type]
+        content=content,
+    )
+
+
+def protocol_item_to_history_item(
+    item: Mapping[str, Any], previous_item_id: str | None = None, *, where: str = "item"
+) -> RealtimeItem | None:
+    """The history item of a protocol conversation item.
+
+    Messages (system, user, assistant) and function calls become history items;
+    ``function_call_output`` and item types this layer does not track (MCP)
+    give ``None``: a tool's output is attached to its call item by the session.
+    """
+    if not isinstance(item, Mapping):
+        raise ProtocolError(f"{where}: item must be an object, got {type(item).__name__}")
+    kind = _req_str(item, "type", where)
+    if kind == "message":
+        item_id = _req_str(item, "id", where)
+        role = _req_str(item, "role", where)
+        if role == "assistant":
+            return _assistant_item(item, item_id, previous_item_id, where)
+        if role == "user":
+            return _user_item(item, item_id, previous_item_id, where)
+        if role == "system":
+            return _system_item(item, item_id, previous_item_id, where)
+        raise ProtocolError(f"{where}: unknown message role {role!r}")
+    if kind == "function_call":
+        status = _opt_str(item, "status", where)
+        return RealtimeToolCallItem(
+            item_id=_req_str(item, "id", where),
+            previous_item_id=previous_item_id,
+            call_id=_opt_str(item, "call_id", where),
+            # An "incomplete" call is over too: it will not be completed later.
+            status="in_progress" if status in (None, "in_progress") else "completed",
+            arguments=_opt_str(item, "arguments", where) or "",
+            name=_opt_str(item, "name", where) or "",
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Server events -> model events
+# ---------------------------------------------------------------------------
+
+SERVER_EVENT_ALIASES: dict[str, str] = {
+    # Beta (preview) names of the same events, still sent by some deployments.
+    "response.audio.delta": "response.output_audio.delta",
+    "response.audio.done": "response.output_audio.done",
+    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
+    "response.text.delta": "response.output_text.delta",
+}
+"""Event names accepted as synonyms of their GA names."""
+
+_Converter = Callable[[Mapping[str, Any], str], list[RealtimeModelEvent]]
+
+
+def _error(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    error = _req_dict(event, "error", t)
+    details: dict[str, Any] = {"message": _req_str(error, "message", t)}
+    for key in ("type", "code", "param", "event_id"):
+        value = _opt_str(error, key, t)
+        if value is not None:
+            details[key] = value
+    return [RealtimeModelErrorEvent(error=details)]
+
+
+def _item_updated(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    item = _req_dict(event, "item", t)
+    history_item = protocol_item_to_history_item(
+        item, _opt_str(event, "previous_item_id", t), where=f"server event {t!r}"
+    )
+    if history_item is None:
+        return [RealtimeModelOtherEvent(data=dict(event))]
+    return [RealtimeModelItemUpdatedEvent(item=history_item)]
+
+
+def _item_deleted(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    return [RealtimeModelItemDeletedEvent(item_id=_req_str(event, "item_id", t))]
+
+
+def _transcription_completed(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    return [
+        RealtimeModelInputAudioTranscriptionCompletedEvent(
+            item_id=_req_str(event, "item_id", t), transcript=_req_str(event, "transcript", t)
+        )
+    ]
+
+
+def _timeout_triggered(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    return [
+        RealtimeModelInputAudioTimeoutTriggeredEvent(
+            item_id=_req_str(event, "item_id", t),
+            audio_start_ms=_req_int(event, "audio_start_ms", t),
+            audio_end_ms=_req_int(event, "audio_end_ms", t),
+        )
+    ]
+
+
+def _response_created(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    response = _req_dict(event, "response", t)
+    return [RealtimeModelTurnStartedEvent(response_id=_opt_str(response, "id", t) or "")]
+
+
+def _response_done(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    response = _req_dict(event, "response", t)
+    return [
+        RealtimeModelTurnEndedEvent(
+            response_id=_opt_str(response, "id", t) or "",
+            status=_opt_str(response, "status", t) or "completed",
+        )
+    ]
+
+
+def _output_item_done(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    item = _req_dict(event, "item", t)
+    if item.get("type") != "function_call":
+        return [RealtimeModelOtherEvent(data=dict(event))]
+    # A call cut off mid-arguments ("incomplete", e.g. the response was
+    # cancelled) must not run: its arguments may be truncated JSON.
+    if _opt_str(item, "status", t) not in (None, "completed"):
+        return [RealtimeModelOtherEvent(data=dict(event))]
+    return [
+        RealtimeModelToolCallEvent(
+            name=_req_str(item, "name", t),
+            call_id=_req_str(item, "call_id", t),
+            arguments=_req_str(item, "arguments", t),
+            id=_opt_str(item, "id", t),
+        )
+    ]
+
+
+def _audio_delta(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    delta = _req_str(event, "delta", t)
+    try:
+        data = base64.b64decode(delta, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"{_where(t, 'delta')} is not valid base64") from None
+    return [
+        RealtimeModelAudioEvent(
+            data=data,
+            response_id=_req_str(event, "response_id", t),
+            item_id=_req_str(event, "item_id", t),
+            content_index=_req_int(event, "content_index", t),
+        )
+    ]
+
+
+def _audio_done(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    return [
+        RealtimeModelAudioDoneEvent(
+            item_id=_req_str(event, "item_id", t),
+            content_index=_req_int(event, "content_index", t),
+        )
+    ]
+
+
+def _transcript_delta(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
+    return [
+        RealtimeModelTranscriptDeltaEvent(
+            item_id=_req_str(event, "item_id", t),
+            delta=_req_str(event, "delta", t),
+            response_id=_req_str(event, "response_id", t),
+        )
+    ]
+
+
+_CONVERTERS: dict[str, _Converter] = {
+    "error": _error,
+    "conversation.item.added": _item_updated,
+    "conversation.item.done": _item_updated,
+    "conversation.item.created": _item_updated,
+    "conversation.item.retrieved": _item_updated,
+    "conversation.item.deleted": _item_deleted,
+    "conversation.item.input_audio_transcription.completed": _transcription_completed,
+    "input_audio_buffer.timeout_triggered": _timeout_triggered,
+    "response.created": _response_created,
+    "response.done": _response_done,
+    "response.output_item.done": _output_item_done,
+    "response.output_audio.delta": _audio_delta,
+    "response.output_audio.done": _audio_done,
+    "response.output_audio_transcript.delta": _transcript_delta,
+    "response.output_text.delta": _transcript_delta,
+}
+
+
+def server_event_type(event: Mapping[str, Any]) -> str:
+    """The GA type of a decoded server event (beta aliases resolved)."""
+    if not isinstance(event, Mapping):
+        raise ProtocolError(f"server event must be a JSON object, got {type(event).__name__}")
+    kind = event.get("type")
+    if not isinstance(kind, str):
+        if kind is None:
+            raise ProtocolError("server event has no 'type' field")
+        raise ProtocolError(f"server event 'type' must be a string, got {type(kind).__name__}")
+    return SERVER_EVENT_ALIASES.get(kind, kind)
+
+
+def server_event_to_model_events(event: Mapping[str, Any]) -> list[RealtimeModelEvent]:
+    """The model events of one decoded server event.
+
+    Raises :class:`ProtocolError` when a field the conversion needs is missing
+    or of the wrong type. Unknown event types become ``RealtimeModelOtherEvent``.
+    """
+    kind = server_event_type(event)
+    converter = _CONVERTERS.get(kind)
+    if converter is None:
+        return [RealtimeModelOtherEvent(data=dict(event))]
+    return converter(event, kind)

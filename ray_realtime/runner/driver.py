@@ -1,0 +1,544 @@
+"""The session driver: the asyncio shell around the session core.
+
+A :class:`SessionDriver` owns one session: the model connection, the core, the
+bounded event log and every task the session starts. It feeds the core with
+model events and user commands, and carries out what the core asks: events go
+to the log, inputs to the model, tool calls / handoffs / guardrails to the
+executors. The in-process session runs a driver in the caller's process; the
+session actor runs the same driver inside a Ray actor, with executors that
+fan out to worker actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ray_realtime.core.event_log import EventLog, LogRead
+from ray_realtime.core.outputs import EmitEvent, RunGuardrails, RunHandoff, RunTool, SendToModel
+from ray_realtime.core.session_core import SessionCore
+from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
+from ray_realtime.exceptions import SessionClosedError
+from ray_realtime.model import events as me
+from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.runner.agent import RealtimeAgent, resolve_instructions
+from ray_realtime.runner.config import (
+    RealtimeModelConfig,
+    RealtimeRunConfig,
+    resolve_limits,
+)
+from ray_realtime.runner.context import RunContextWrapper, wrap_context
+from ray_realtime.runner.events import RealtimeError, RealtimeSessionEvent
+from ray_realtime.runner.execution import GuardrailRound, ToolOutcome, run_guardrails, run_tool_call
+from ray_realtime.runner.guardrails import OutputGuardrail
+from ray_realtime.runner.handoffs import Handoff, as_handoff
+from ray_realtime.runner.items import RealtimeItem
+from ray_realtime.runner.tools import FunctionTool
+
+__all__ = [
+    "AgentResolver",
+    "EventBatch",
+    "GuardrailExecutor",
+    "LocalAgentResolver",
+    "LocalGuardrailExecutor",
+    "LocalToolExecutor",
+    "SessionDriver",
+    "ToolExecutor",
+    "agent_spec",
+]
+
+logger = logging.getLogger(__name__)
+
+# Guardrail rounds in flight per session; more are skipped (the final check of
+# the response still runs), so a slow guardrail cannot pile up tasks.
+_MAX_GUARDRAIL_ROUNDS = 8
+
+
+class ToolExecutor(Protocol):
+    """Runs tool calls (in this process, or on worker actors)."""
+
+    async def run_tool(
+        self,
+        agent: RealtimeAgent[Any],
+        tool: FunctionTool,
+        *,
+        call_id: str,
+        arguments: str,
+        context: Any,
+        default_timeout: float,
+    ) -> ToolOutcome:
+        """Run one call; must not raise except on cancellation."""
+        ...
+
+
+class GuardrailExecutor(Protocol):
+    """Runs rounds of output guardrails."""
+
+    async def run_guardrails(
+        self,
+        agent: RealtimeAgent[Any],
+        guardrails: list[OutputGuardrail],
+        *,
+        text: str,
+        context: Any,
+        timeout: float,
+    ) -> GuardrailRound:
+        """Run every guardrail on ``text``; must not raise except on cancellation."""
+        ...
+
+
+class AgentResolver(Protocol):
+    """Finds the agent a handoff switches to."""
+
+    async def resolve(self, name: str, fallback: RealtimeAgent[Any]) -> RealtimeAgent[Any]:
+        """The newest agent registered under ``name``, else ``fallback``."""
+        ...
+
+
+class LocalToolExecutor:
+    """Runs tools in this process."""
+
+    async def run_tool(
+        self,
+        agent: RealtimeAgent[Any],
+        tool: FunctionTool,
+        *,
+        call_id: str,
+        arguments: str,
+        context: Any,
+        default_timeout: float,
+    ) -> ToolOutcome:
+        """Run one call here."""
+        return await run_tool_call(
+            tool, context, call_id=call_id, arguments=arguments, default_timeout=default_timeout
+        )
+
+
+class LocalGuardrailExecutor:
+    """Runs guardrails in this process."""
+
+    async def run_guardrails(
+        self,
+        agent: RealtimeAgent[Any],
+        guardrails: list[OutputGuardrail],
+        *,
+        text: str,
+        context: Any,
+        timeout: float,
+    ) -> GuardrailRound:
+        """Run one round here."""
+        return await run_guardrails(guardrails, context, agent, agent.name, text, timeout=timeout)
+
+
+class LocalAgentResolver:
+    """Resolves a handoff to the agent the handoff itself holds."""
+
+    async def resolve(self, name: str, fallback: RealtimeAgent[Any]) -> RealtimeAgent[Any]:
+        """Always ``fallback``."""
+        return fallback
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """One read of a session's events: ``events`` in order, their sequence
+    numbers running up to ``last_seq``; ``missed`` events were dropped from
+    the bounded log before this reader got them; ``closed`` once the session
+    has ended and nothing more will come."""
+
+    events: list[RealtimeSessionEvent]
+    last_seq: int
+    missed: int
+    closed: bool
+
+
+async def agent_spec(agent: RealtimeAgent[Any], context: RunContextWrapper[Any]) -> AgentSpec:
+    """The plain-data view of ``agent`` the core works with."""
+    instructions = await resolve_instructions(agent, context)
+    tools = await agent.get_all_tools(context)
+    handoffs: list[HandoffSpec] = []
+    for item in agent.handoffs:
+        handoff = as_handoff(item)
+        if await _enabled(handoff.is_enabled, context, agent):
+            handoffs.append(HandoffSpec(handoff.tool_name, handoff.agent_name, handoff.to_definition()))
+    return AgentSpec(
+        name=agent.name,
+        instructions=instructions,
+        tools=tuple(ToolSpec(t.name, t.to_definition(), t.needs_approval) for t in tools),
+        handoffs=tuple(handoffs),
+        guardrail_names=tuple(g.get_name() for g in agent.output_guardrails),
+    )
+
+
+async def _enabled(flag: Any, context: RunContextWrapper[Any], agent: Any) -> bool:
+    if callable(flag):
+        result = flag(context, agent)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return bool(result)
+    return bool(flag)
+
+
+class SessionDriver(RealtimeModelListener):
+    """Runs one realtime session over a :class:`RealtimeModel`."""
+
+    def __init__(
+        self,
+        *,
+        agent: RealtimeAgent[Any],
+        model: RealtimeModel,
+        context: Any = None,
+        run_config: RealtimeRunConfig | None = None,
+        model_config: RealtimeModelConfig | None = None,
+        tool_executor: ToolExecutor | None = None,
+        guardrail_executor: GuardrailExecutor | None = None,
+        agent_resolver: AgentResolver | None = None,
+        session_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        on_closed: Callable[[SessionDriver], None] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self._model = model
+        self._context = wrap_context(context)
+        self._run_config: RealtimeRunConfig = run_config or {}
+        self._model_config: RealtimeModelConfig = model_config or {}
+        self._limits = resolve_limits(self._run_config)
+        self._tools_exec = tool_executor or LocalToolExecutor()
+        self._guards_exec = guardrail_executor or LocalGuardrailExecutor()
+        self._resolver = agent_resolver or LocalAgentResolver()
+        self._agents: dict[str, RealtimeAgent[Any]] = {}
+        self._current = agent
+        self._register_agent(agent)
+        self._run_guardrails: list[OutputGuardrail] = list(
+            self._run_config.get("output_guardrails") or []
+        )
+        self._core: SessionCore | None = None
+        self._log: EventLog[RealtimeSessionEvent] = EventLog(self._limits["event_log_size"])
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sequential_tools = not self._run_config.get("async_tool_calls", True)
+        self._tool_lock = asyncio.Lock()
+        self._guardrail_rounds = 0
+        self._started = False
+        self._closed = False
+        self._clock = clock
+        self._on_closed = on_closed
+        self.created_at = clock()
+        self.closed_at: float | None = None
+
+    # --------------------------------------------------------------- state
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session has ended."""
+        return self._closed
+
+    @property
+    def current_agent(self) -> RealtimeAgent[Any]:
+        """The active agent."""
+        return self._current
+
+    @property
+    def history(self) -> list[RealtimeItem]:
+        """A copy of the history."""
+        return self._core.history if self._core is not None else []
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest event."""
+        return self._log.last_seq
+
+    def statistics(self) -> dict[str, Any]:
+        """A snapshot for monitoring."""
+        stats: dict[str, Any] = dict(self._core.statistics()) if self._core else {}
+        stats.update(
+            session_id=self.session_id,
+            agent=self._current.name,
+            events=self._log.last_seq,
+            tasks=len(self._tasks),
+            closed=self._closed,
+        )
+        return stats
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Connect to the model with the starting agent's settings."""
+        if self._started:
+            return
+        self._started = True
+        spec = await agent_spec(self._current, self._context)
+        self._core = SessionCore(
+            spec,
+            run_model_settings=self._run_config.get("model_settings"),
+            initial_model_settings=self._model_config.get("initial_model_settings"),
+            limits=self._limits,
+            run_guardrail_names=[g.get_name() for g in self._run_guardrails],
+            emit_raw_model_events=bool(self._run_config.get("emit_raw_model_events", False)),
+        )
+        options: RealtimeModelConfig = dict(self._model_config)  # type: ignore[assignment]
+        options["initial_model_settings"] = self._core.model_settings()
+        self._model.add_listener(self)
+        try:
+            await self._model.connect(options)
+        except BaseException:
+            self._model.remove_listener(self)
+            self._closed = True
+            self._wake()
+            raise
+
+    async def close(self) -> None:
+        """End the session: cancel its tasks, close the model; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.closed_at = self._clock()
+        me_task = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not me_task]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._model.remove_listener(self)
+        try:
+            await self._model.close()
+        except Exception:
+            logger.warning("closing the model connection of session %s failed", self.session_id)
+        self._wake()
+        if self._on_closed is not None:
+            try:
+                self._on_closed(self)
+            except Exception:
+                logger.exception("on_closed callback of session %s failed", self.session_id)
+
+    # ------------------------------------------------------------ commands
+
+    def _require_open(self) -> SessionCore:
+        if self._closed or self._core is None:
+            raise SessionClosedError(
+                f"session {self.session_id or ''} is {'closed' if self._closed else 'not started'}".replace(
+                    "  ", " "
+                ),
+                self.session_id,
+            )
+        return self._core
+
+    async def send_message(self, message: Any) -> None:
+        """Send a user message (text or message dict)."""
+        self._require_open().send_message(message)
+        await self._process()
+
+    async def send_audio(self, audio: bytes, *, commit: bool = False) -> None:
+        """Send input audio."""
+        self._require_open().send_audio(audio, commit=commit)
+        await self._process()
+
+    async def interrupt(self) -> None:
+        """Interrupt the current response."""
+        self._require_open().interrupt()
+        await self._process()
+
+    async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
+        """Switch to ``agent`` without a handoff."""
+        core = self._require_open()
+        self._register_agent(agent)
+        spec = await agent_spec(agent, self._context)
+        self._current = agent
+        core.update_agent(spec)
+        await self._process()
+
+    async def approve_tool_call(self, call_id: str) -> bool:
+        """Approve a tool call waiting for approval."""
+        found = self._require_open().approve_tool_call(call_id)
+        await self._process()
+        return found
+
+    async def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
+        """Reject a tool call waiting for approval."""
+        found = self._require_open().reject_tool_call(call_id, message)
+        await self._process()
+        return found
+
+    # -------------------------------------------------------------- events
+
+    async def read_events(
+        self, after_seq: int, max_events: int = 256, timeout: float | None = None
+    ) -> EventBatch:
+        """Events after ``after_seq``; waits up to ``timeout`` for the first one
+        (``None``: until one comes or the session closes; 0: no wait)."""
+        max_events = max(1, min(max_events, self._log.capacity))
+        batch = self._log.read(after_seq, max_events)
+        if batch.events or batch.missed or self._closed or timeout == 0:
+            return self._batch(batch)
+        waiter = self._wakeup
+        try:
+            if timeout is None:
+                await waiter.wait()
+            else:
+                await asyncio.wait_for(waiter.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self._batch(self._log.read(after_seq, max_events))
+
+    def _batch(self, read: LogRead[RealtimeSessionEvent]) -> EventBatch:
+        closed = self._closed and read.last_seq >= self._log.last_seq
+        return EventBatch(read.events, read.last_seq, read.missed, closed)
+
+    def _wake(self) -> None:
+        # Waiters hold the current Event; setting it and swapping in a fresh one
+        # wakes all of them without a lock on the append path.
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    def _append(self, event: RealtimeSessionEvent) -> None:
+        self._log.append(event)
+        self._wake()
+
+    # ------------------------------------------------------- model events
+
+    async def on_event(self, event: me.RealtimeModelEvent) -> None:
+        """Feed one model event to the core and carry out what follows."""
+        if self._core is None or self._closed:
+            return
+        self._core.handle_model_event(event)
+        if (
+            isinstance(event, me.RealtimeModelConnectionStatusEvent)
+            and event.status == "disconnected"
+        ):
+            self._append(
+                RealtimeError({"message": "the model connection closed", "type": "connection_closed"})
+            )
+            await self._process()
+            self._spawn(self.close())
+            return
+        await self._process()
+
+    # -------------------------------------------------------------- output
+
+    async def _process(self) -> None:
+        core = self._core
+        if core is None:
+            return
+        async with self._lock:
+            while core.has_output():
+                for out in core.drain():
+                    if isinstance(out, EmitEvent):
+                        self._append(out.event)
+                    elif isinstance(out, SendToModel):
+                        if not self._closed:
+                            await self._model.send_event(out.event)
+                    elif isinstance(out, RunTool):
+                        self._spawn(self._run_tool(out))
+                    elif isinstance(out, RunHandoff):
+                        self._spawn(self._run_handoff(out))
+                    elif isinstance(out, RunGuardrails):
+                        if self._guardrail_rounds < _MAX_GUARDRAIL_ROUNDS:
+                            self._guardrail_rounds += 1
+                            self._spawn(self._run_guardrail_round(out))
+                        else:
+                            logger.info("session %s: guardrail round skipped (busy)", self.session_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "session %s: internal task failed: %r", self.session_id, task.exception()
+            )
+
+    async def _run_tool(self, out: RunTool) -> None:
+        agent = self._agents.get(out.agent_name, self._current)
+        tool = next((t for t in agent.tools if t.name == out.call.name), None)
+        if tool is None:
+            outcome = ToolOutcome(f"Error: tool {out.call.name!r} not found", "tool not found")
+        elif self._sequential_tools:
+            async with self._tool_lock:
+                outcome = await self._execute_tool(agent, tool, out)
+        else:
+            outcome = await self._execute_tool(agent, tool, out)
+        if self._core is None or self._closed:
+            return
+        self._core.tool_completed(out.call.call_id, outcome.output, outcome.error)
+        await self._process()
+
+    async def _execute_tool(
+        self, agent: RealtimeAgent[Any], tool: FunctionTool, out: RunTool
+    ) -> ToolOutcome:
+        return await self._tools_exec.run_tool(
+            agent,
+            tool,
+            call_id=out.call.call_id,
+            arguments=out.call.arguments,
+            context=self._context.context,
+            default_timeout=self._limits["tool_timeout_seconds"],
+        )
+
+    async def _run_handoff(self, out: RunHandoff) -> None:
+        core = self._core
+        if core is None:
+            return
+        source = self._agents.get(out.from_agent, self._current)
+        handoff: Handoff | None = None
+        for item in source.handoffs:
+            candidate = as_handoff(item)
+            if candidate.tool_name == out.call.name:
+                handoff = candidate
+                break
+        try:
+            if handoff is None:
+                raise LookupError(f"handoff {out.call.name!r} not found on agent {source.name!r}")
+            target = await handoff.on_invoke_handoff(self._context, out.call.arguments)
+            target = await self._resolver.resolve(out.to_agent, target)
+            spec = await agent_spec(target, self._context)
+        except Exception as exc:
+            if not self._closed:
+                core.handoff_failed(out.call.call_id, f"{type(exc).__name__}: {exc}")
+                await self._process()
+            return
+        if self._closed:
+            return
+        self._register_agent(target)
+        self._current = target
+        core.handoff_completed(out.call.call_id, spec)
+        await self._process()
+
+    async def _run_guardrail_round(self, out: RunGuardrails) -> None:
+        try:
+            agent = self._agents.get(out.agent_name, self._current)
+            guardrails = list(agent.output_guardrails) + self._run_guardrails
+            result = await self._guards_exec.run_guardrails(
+                agent,
+                guardrails,
+                text=out.text,
+                context=self._context.context,
+                timeout=self._limits["guardrail_timeout_seconds"],
+            )
+        finally:
+            self._guardrail_rounds -= 1
+        if self._core is None or self._closed:
+            return
+        for error in result.errors:
+            self._core.report_error({"message": error, "type": "guardrail_error"})
+        self._core.guardrails_completed(out.response_id, result.results)
+        await self._process()
+
+    def _register_agent(self, agent: RealtimeAgent[Any]) -> None:
+        # Every agent reachable by handoffs, so a RunTool naming one finds it.
+        stack = [agent]
+        while stack:
+            current = stack.pop()
+            if self._agents.get(current.name) is current:
+                continue
+            self._agents[current.name] = current
+            for item in current.handoffs:
+                target = item.agent if isinstance(item, Handoff) else item
+                if isinstance(target, RealtimeAgent) and self._agents.get(target.name) is not target:
+                    stack.append(target)

@@ -1,0 +1,137 @@
+"""Running user code: one tool call, one round of output guardrails.
+
+Shared by the in-process session and the worker actors, so a tool behaves the
+same wherever it runs: a timeout bounds every call, and an exception becomes
+the text the model sees plus an error, never a dead session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ray_realtime.runner.context import ToolContext, wrap_context
+from ray_realtime.runner.events import AgentRef, GuardrailRef, OutputGuardrailResult
+from ray_realtime.runner.guardrails import OutputGuardrail
+from ray_realtime.runner.tools import FunctionTool, ToolArgumentsError, tool_output_to_text
+
+__all__ = ["GuardrailRound", "ToolOutcome", "plain_data", "run_guardrails", "run_tool_call"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """The result of a tool call: ``output`` for the model; ``error`` set when
+    the call failed (``output`` then explains the failure to the model)."""
+
+    output: str
+    error: str | None = None
+
+
+async def run_tool_call(
+    tool: FunctionTool,
+    context: Any,
+    *,
+    call_id: str,
+    arguments: str,
+    default_timeout: float,
+) -> ToolOutcome:
+    """Run one call of ``tool`` with its timeout (``tool.timeout_seconds`` or
+    ``default_timeout``); never raises except on cancellation."""
+    timeout = tool.timeout_seconds or default_timeout
+    wrapper = wrap_context(context)
+    tool_ctx = ToolContext(
+        context=wrapper.context, tool_name=tool.name, tool_call_id=call_id, tool_arguments=arguments
+    )
+    try:
+        result = await asyncio.wait_for(tool.on_invoke_tool(tool_ctx, arguments), timeout)
+    except asyncio.TimeoutError:
+        message = f"Tool {tool.name!r} timed out after {timeout:g} s."
+        return ToolOutcome(f"Error: {message}", message)
+    except ToolArgumentsError as exc:
+        return ToolOutcome(f"Error: {exc}", str(exc))
+    except Exception as exc:
+        logger.info("tool %s raised %s", tool.name, type(exc).__name__)
+        message = f"Tool {tool.name!r} raised {type(exc).__name__}: {exc}"
+        if tool.failure_error_function is None:
+            return ToolOutcome(f"Error: {message}", message)
+        try:
+            output = tool.failure_error_function(wrapper, exc)
+        except Exception as inner:
+            output = f"Error: {message} (and its failure_error_function raised {inner!r})"
+        return ToolOutcome(str(output), message)
+    try:
+        return ToolOutcome(tool_output_to_text(result))
+    except Exception as exc:
+        message = f"Tool {tool.name!r} returned a value that cannot be made text: {exc}"
+        return ToolOutcome(f"Error: {message}", message)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailRound:
+    """The results of one round of guardrails, plus the errors of those that failed."""
+
+    results: list[OutputGuardrailResult]
+    errors: list[str]
+
+
+async def run_guardrails(
+    guardrails: Sequence[OutputGuardrail],
+    context: Any,
+    agent: Any,
+    agent_name: str,
+    text: str,
+    *,
+    timeout: float,
+) -> GuardrailRound:
+    """Run every guardrail on ``text`` concurrently, each bounded by ``timeout``.
+
+    A guardrail that raises or times out counts as not tripped and is reported
+    in ``errors``: one broken check must not silence the others.
+    """
+    wrapper = wrap_context(context)
+
+    async def one(guardrail: OutputGuardrail) -> OutputGuardrailResult | str:
+        name = guardrail.get_name()
+        try:
+            output = await asyncio.wait_for(guardrail.run(wrapper, agent, text), timeout)
+        except asyncio.TimeoutError:
+            return f"Guardrail {name!r} timed out after {timeout:g} s."
+        except Exception as exc:
+            return f"Guardrail {name!r} raised {type(exc).__name__}: {exc}"
+        return OutputGuardrailResult(
+            guardrail=GuardrailRef(name),
+            agent=AgentRef(agent_name),
+            agent_output=text,
+            tripwire_triggered=bool(output.tripwire_triggered),
+            output_info=plain_data(output.output_info),
+        )
+
+    outcomes = await asyncio.gather(*(one(g) for g in guardrails))
+    results = [o for o in outcomes if isinstance(o, OutputGuardrailResult)]
+    errors = [o for o in outcomes if isinstance(o, str)]
+    return GuardrailRound(results, errors)
+
+
+def plain_data(value: Any, _depth: int = 0) -> Any:
+    """``value`` if it is plain data (str, numbers, None, bytes, lists, dicts
+    with str keys), else its ``repr`` — events must cross processes."""
+    if value is None or isinstance(value, (str, int, float, bool, bytes)):
+        return value
+    if _depth > 16:
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v, _depth + 1) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: plain_data(v, _depth + 1) for k, v in value.items()}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return plain_data(dump(mode="json"), _depth + 1)
+        except Exception:
+            return repr(value)
+    return repr(value)

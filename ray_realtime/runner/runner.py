@@ -1,0 +1,126 @@
+"""RealtimeRunner: starts realtime sessions for a starting agent."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from ray_realtime.exceptions import ConfigError
+from ray_realtime.model.interface import RealtimeModel
+from ray_realtime.runner.agent import RealtimeAgent
+from ray_realtime.runner.config import (
+    RealtimeModelConfig,
+    RealtimeRunConfig,
+    validate_model_config,
+    validate_run_config,
+)
+from ray_realtime.runner.driver import SessionDriver
+from ray_realtime.runner.session import InProcessBackend, RealtimeSession
+
+__all__ = ["MODEL_URL_ENV", "RealtimeRunner", "new_session_id", "resolve_model_config"]
+
+MODEL_URL_ENV = "RAY_REALTIME_MODEL_URL"
+"""Environment variable naming the realtime model URL to use by default."""
+
+
+def new_session_id() -> str:
+    """A fresh, unguessable session id."""
+    return f"rt_{uuid.uuid4().hex}"
+
+
+def resolve_model_config(
+    model_config: RealtimeModelConfig, *, local_url: str | None = None
+) -> RealtimeModelConfig:
+    """Where the session's model is: the config's ``url``; else OpenAI when an
+    API key is configured (``api_key`` or ``OPENAI_API_KEY``); else
+    ``RAY_REALTIME_MODEL_URL``; else the bundled local model server
+    (``local_url``, or this process's embedded server)."""
+    if model_config.get("url"):
+        return model_config
+    if model_config.get("api_key") or os.environ.get("OPENAI_API_KEY"):
+        return model_config
+    resolved: RealtimeModelConfig = dict(model_config)  # type: ignore[assignment]
+    url = os.environ.get(MODEL_URL_ENV) or local_url
+    if not url:
+        from ray_realtime.local.embedded import embedded_server_url
+
+        url = embedded_server_url()
+    resolved["url"] = url
+    return resolved
+
+
+class RealtimeRunner:
+    """Starts realtime sessions for ``starting_agent``.
+
+    ``model`` is a custom :class:`RealtimeModel` *instance*, used for one
+    session at a time and only with ``execution="in_process"`` (an actor
+    session builds its own connection); by default each session opens its own
+    OpenAI Realtime WebSocket connection, to the bundled local model server
+    when no OpenAI key is configured. ``config`` is the run config; its
+    ``execution`` chooses where sessions run (``"actor"`` by default).
+    """
+
+    def __init__(
+        self,
+        starting_agent: RealtimeAgent[Any],
+        *,
+        model: RealtimeModel | None = None,
+        config: RealtimeRunConfig | None = None,
+    ) -> None:
+        if not isinstance(starting_agent, RealtimeAgent):
+            raise ConfigError(
+                f"RealtimeRunner needs a RealtimeAgent, got {type(starting_agent).__name__}"
+            )
+        self._starting_agent = starting_agent
+        self._model = model
+        self._config = validate_run_config(config)
+        if model is not None and self.execution != "in_process":
+            raise ConfigError(
+                "a custom model instance runs in this process: pass "
+                "config={'execution': 'in_process'} with it"
+            )
+
+    @property
+    def execution(self) -> str:
+        """Where this runner's sessions run: ``"actor"`` or ``"in_process"``."""
+        return str(self._config.get("execution", default_execution()))
+
+    async def run(
+        self, *, context: Any = None, model_config: RealtimeModelConfig | None = None
+    ) -> RealtimeSession:
+        """A new session handle; ``async with`` it to start the session."""
+        checked = validate_model_config(model_config)
+        if self.execution == "in_process":
+            return self._in_process_session(context, checked)
+        from ray_realtime.actors.handle import actor_session
+
+        return await actor_session(self._starting_agent, context, self._config, checked)
+
+    def _in_process_session(
+        self, context: Any, model_config: RealtimeModelConfig
+    ) -> RealtimeSession:
+        if self._model is not None:
+            model = self._model
+        else:
+            from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+
+            model = OpenAIRealtimeWebSocketModel()
+            model_config = resolve_model_config(model_config)
+        driver = SessionDriver(
+            agent=self._starting_agent,
+            model=model,
+            context=context,
+            run_config=self._config,
+            model_config=model_config,
+            session_id=new_session_id(),
+        )
+        return RealtimeSession(InProcessBackend(driver))
+
+
+def default_execution() -> str:
+    """The default execution mode: ``RAY_REALTIME_EXECUTION`` or ``"actor"``."""
+    value = os.environ.get("RAY_REALTIME_EXECUTION", "actor")
+    if value not in ("actor", "in_process"):
+        raise ConfigError(f"RAY_REALTIME_EXECUTION must be 'actor' or 'in_process', got {value!r}")
+    return value

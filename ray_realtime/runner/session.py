@@ -1,0 +1,299 @@
+"""RealtimeSession: the handle the user's process holds.
+
+The same class serves both execution modes; what differs is its backend: an
+in-process :class:`~ray_realtime.runner.driver.SessionDriver`, or a session
+actor reached through Ray. ``async for event in session`` reads the session's
+event log from this handle's own position, so several handles (or several
+processes) following one session each see every event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Protocol
+
+from ray_realtime.core import history as hist
+from ray_realtime.exceptions import SessionClosedError
+from ray_realtime.runner.agent import RealtimeAgent
+from ray_realtime.runner.driver import EventBatch, SessionDriver
+from ray_realtime.runner.events import (
+    RealtimeEventsLost,
+    RealtimeHistoryAdded,
+    RealtimeHistoryUpdated,
+    RealtimeSessionEvent,
+)
+from ray_realtime.runner.items import RealtimeItem
+
+__all__ = ["InProcessBackend", "RealtimeSession", "SessionBackend"]
+
+# How long one read waits for events before asking again; bounded so that a
+# handle notices a dead backend instead of waiting forever.
+_READ_WAIT_SECONDS = 5.0
+
+
+class SessionBackend(Protocol):
+    """Where a session runs, as the handle sees it."""
+
+    session_id: str
+
+    async def start(self) -> None:
+        """Create / connect the session."""
+        ...
+
+    async def send_message(self, message: Any) -> None:
+        """Send a user message."""
+        ...
+
+    async def send_audio(self, audio: bytes, commit: bool) -> None:
+        """Send input audio."""
+        ...
+
+    async def interrupt(self) -> None:
+        """Interrupt the current response."""
+        ...
+
+    async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
+        """Switch the active agent."""
+        ...
+
+    async def approve_tool_call(self, call_id: str) -> bool:
+        """Approve a waiting tool call."""
+        ...
+
+    async def reject_tool_call(self, call_id: str, message: str | None) -> bool:
+        """Reject a waiting tool call."""
+        ...
+
+    async def read_events(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
+        """Events after ``after_seq``, waiting up to ``timeout`` for one."""
+        ...
+
+    async def get_history(self) -> list[RealtimeItem]:
+        """The session's history now."""
+        ...
+
+    async def close(self) -> None:
+        """End the session."""
+        ...
+
+    async def detach(self) -> None:
+        """Let go of the session and leave it running."""
+        ...
+
+    def local_history(self) -> list[RealtimeItem] | None:
+        """The history when it is held in this process, else None."""
+        ...
+
+
+class InProcessBackend:
+    """Runs the session's driver in this process."""
+
+    def __init__(self, driver: SessionDriver) -> None:
+        self.driver = driver
+        self.session_id = driver.session_id
+
+    async def start(self) -> None:
+        """Connect the driver."""
+        await self.driver.start()
+
+    async def send_message(self, message: Any) -> None:
+        """Send a user message."""
+        await self.driver.send_message(message)
+
+    async def send_audio(self, audio: bytes, commit: bool) -> None:
+        """Send input audio."""
+        await self.driver.send_audio(audio, commit=commit)
+
+    async def interrupt(self) -> None:
+        """Interrupt."""
+        await self.driver.interrupt()
+
+    async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
+        """Switch agent."""
+        await self.driver.update_agent(agent)
+
+    async def approve_tool_call(self, call_id: str) -> bool:
+        """Approve a tool call."""
+        return await self.driver.approve_tool_call(call_id)
+
+    async def reject_tool_call(self, call_id: str, message: str | None) -> bool:
+        """Reject a tool call."""
+        return await self.driver.reject_tool_call(call_id, message)
+
+    async def read_events(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
+        """Read from the driver's log."""
+        return await self.driver.read_events(after_seq, max_events, timeout)
+
+    async def get_history(self) -> list[RealtimeItem]:
+        """The driver's history."""
+        return self.driver.history
+
+    async def close(self) -> None:
+        """Close the driver."""
+        await self.driver.close()
+
+    async def detach(self) -> None:
+        """An in-process session dies with its process; detaching closes it."""
+        await self.driver.close()
+
+    def local_history(self) -> list[RealtimeItem] | None:
+        """The driver's history."""
+        return self.driver.history
+
+
+class RealtimeSession:
+    """A realtime session: send it messages and audio, iterate its events.
+
+    Use it as ``async with await runner.run() as session:``; leaving the block
+    closes the session (or, after :meth:`detach`, leaves it running).
+    """
+
+    def __init__(self, backend: SessionBackend, *, after_seq: int = 0) -> None:
+        self._backend = backend
+        self._cursor = after_seq
+        self._entered = False
+        self._closed = False
+        self._detached = False
+        self._history_cache: list[RealtimeItem] = []
+
+    # ------------------------------------------------------------ identity
+
+    @classmethod
+    async def attach(cls, session_id: str, *, after_seq: int = 0) -> RealtimeSession:
+        """A handle to a running actor-backed session, from any process of the
+        cluster; it reads events after ``after_seq`` (0: from the oldest kept).
+        Raises :class:`SessionNotFoundError` or :class:`SessionLostError`."""
+        from ray_realtime.actors.handle import attach_session
+
+        return await attach_session(session_id, after_seq=after_seq)
+
+    @property
+    def session_id(self) -> str:
+        """The session's id; :meth:`attach` takes it from any process."""
+        return self._backend.session_id
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the last event this handle yielded."""
+        return self._cursor
+
+    @property
+    def history(self) -> list[RealtimeItem]:
+        """The history as this handle knows it (live for in-process sessions;
+        for remote ones, as of the last history event read — see
+        :meth:`get_history`)."""
+        local = self._backend.local_history()
+        return local if local is not None else list(self._history_cache)
+
+    async def get_history(self) -> list[RealtimeItem]:
+        """The session's history, fetched now."""
+        self._history_cache = await self._backend.get_history()
+        return list(self._history_cache)
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def enter(self) -> RealtimeSession:
+        """Start the session (what ``async with`` does on entry)."""
+        if not self._entered:
+            self._entered = True
+            await self._backend.start()
+        return self
+
+    async def __aenter__(self) -> RealtimeSession:
+        return await self.enter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._detached:
+            return
+        await self.close()
+
+    async def close(self) -> None:
+        """End the session; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._backend.close()
+
+    async def detach(self) -> None:
+        """Let go of the session and leave it running (actor sessions); another
+        process can :meth:`attach` to it by :attr:`session_id`."""
+        self._detached = True
+        self._closed = True
+        await self._backend.detach()
+
+    # ------------------------------------------------------------ commands
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosedError(f"session {self.session_id} is closed", self.session_id)
+
+    async def send_message(self, message: str | dict[str, Any]) -> None:
+        """Send a user message: text, or a ``{"type": "message", "role":
+        "user", "content": [...]}`` dict. The model replies."""
+        self._check_open()
+        await self._backend.send_message(message)
+
+    async def send_audio(self, audio: bytes, *, commit: bool = False) -> None:
+        """Send raw input audio in the session's input format; ``commit``
+        ends the user's turn when server voice detection is off."""
+        self._check_open()
+        await self._backend.send_audio(audio, commit)
+
+    async def interrupt(self) -> None:
+        """Stop the current response; its audio is truncated where playback is."""
+        self._check_open()
+        await self._backend.interrupt()
+
+    async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
+        """Switch the active agent (no handoff event)."""
+        self._check_open()
+        await self._backend.update_agent(agent)
+
+    async def approve_tool_call(self, call_id: str) -> bool:
+        """Run a tool call that is waiting for approval."""
+        self._check_open()
+        return await self._backend.approve_tool_call(call_id)
+
+    async def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
+        """Refuse a tool call that is waiting for approval."""
+        self._check_open()
+        return await self._backend.reject_tool_call(call_id, message)
+
+    # -------------------------------------------------------------- events
+
+    async def read_events(
+        self, after_seq: int | None = None, max_events: int = 256, timeout: float | None = 0.0
+    ) -> EventBatch:
+        """One batch of events after ``after_seq`` (default: this handle's
+        position), without moving the handle's position."""
+        after = self._cursor if after_seq is None else after_seq
+        return await self._backend.read_events(after, max_events, timeout)
+
+    def __aiter__(self) -> AsyncIterator[RealtimeSessionEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[RealtimeSessionEvent]:
+        while True:
+            batch = await self._backend.read_events(self._cursor, 256, _READ_WAIT_SECONDS)
+            if batch.missed:
+                yield RealtimeEventsLost(batch.missed)
+            first = batch.last_seq - len(batch.events) + 1
+            for offset, event in enumerate(batch.events):
+                self._cursor = first + offset
+                self._track_history(event)
+                yield event
+            self._cursor = batch.last_seq
+            if batch.closed:
+                return
+
+    def _track_history(self, event: RealtimeSessionEvent) -> None:
+        if isinstance(event, RealtimeHistoryUpdated):
+            self._history_cache = list(event.history)
+        elif isinstance(event, RealtimeHistoryAdded):
+            hist.insert_item(self._history_cache, event.item)

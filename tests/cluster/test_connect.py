@@ -1,0 +1,271 @@
+"""Tests for ray_realtime.cluster.connect.
+
+``test_embedded_ray_binds_loopback`` is the only test here that starts Ray; all
+other tests replace ``ray.init``/``ray.shutdown`` with fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import ray
+from ray._private import ray_constants
+
+from ray_realtime import exceptions
+from ray_realtime.cluster import connect as conn
+from ray_realtime.cluster.connect import (
+    LOOPBACK_IP,
+    PROJECT_NAMESPACE,
+    ClusterConnectError,
+    connect,
+    disconnect,
+    node_id,
+    ray_is_local,
+)
+
+ENV = conn.ENABLE_CLUSTER_ENV
+
+
+# --------------------------------------------------------------------------- real Ray
+
+
+@pytest.mark.ray
+def test_embedded_ray_binds_loopback(
+    monkeypatch: pytest.MonkeyPatch, record_property: Callable[[str, object], None]
+) -> None:
+    if ray.is_initialized():
+        pytest.skip(
+            "Ray is already initialised in this process (shared test runtime); "
+            "connect() would only return False, so the embedded start cannot be tested"
+        )
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(ENV, raising=False)  # restored after the test
+    started = False
+    try:
+        t0 = time.perf_counter()
+        started = connect(num_cpus=1)
+        record_property("ray_init_seconds", round(time.perf_counter() - t0, 2))
+        assert started is True
+        assert ray.is_initialized()
+
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        assert [n["NodeManagerAddress"] for n in alive] == [LOOPBACK_IP]
+        assert ray.util.get_node_ip_address() == LOOPBACK_IP
+        assert ray.get_runtime_context().namespace == PROJECT_NAMESPACE
+        assert node_id() == alive[0]["NodeID"]
+        assert ray_is_local() is True
+
+        # Already initialised: nothing happens and the caller must not shut down.
+        assert connect() is False
+        assert connect("auto", num_cpus=4) is False
+        disconnect(False)
+        assert ray.is_initialized()
+    finally:
+        disconnect(started)
+        if ray.is_initialized():  # connect() failed half-way; Ray is ours anyway
+            ray.shutdown()
+    assert not ray.is_initialized()
+    assert ray_is_local() is False
+
+
+# --------------------------------------------------------------------------- fake Ray
+
+
+class FakeRay:
+    """Records ray.init/ray.shutdown calls without starting anything."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.initialized = False
+        self.fail = fail
+        self.init_calls: list[dict[str, Any]] = []
+        self.cluster_flag_during_init: list[bool] = []
+        self.shutdowns = 0
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, **kwargs: Any) -> None:
+        self.init_calls.append(kwargs)
+        self.cluster_flag_during_init.append(ray_constants.ENABLE_RAY_CLUSTER)
+        if self.fail is not None:
+            raise self.fail
+        self.initialized = True
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.initialized = False
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRay]:
+    fake = FakeRay()
+    monkeypatch.setattr(conn.ray, "is_initialized", fake.is_initialized)
+    monkeypatch.setattr(conn.ray, "init", fake.init)
+    monkeypatch.setattr(conn.ray, "shutdown", fake.shutdown)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(ENV, raising=False)
+    yield fake
+
+
+def test_already_initialised_does_nothing(fake_ray: FakeRay) -> None:
+    fake_ray.initialized = True
+    assert connect() is False
+    assert connect("10.0.0.1:6379") is False
+    assert fake_ray.init_calls == []
+    disconnect(False)
+    assert fake_ray.shutdowns == 0
+
+
+def test_embedded_mode_arguments(fake_ray: FakeRay) -> None:
+    previous_flag = ray_constants.ENABLE_RAY_CLUSTER
+    runtime_env = {"env_vars": {"X": "1"}}
+    assert connect(num_cpus=2, runtime_env=runtime_env, log_to_driver=True) is True
+    assert fake_ray.init_calls == [
+        {
+            "address": "local",
+            "namespace": PROJECT_NAMESPACE,
+            "num_cpus": 2,
+            "runtime_env": runtime_env,
+            "log_to_driver": True,
+            "include_dashboard": False,
+            "_node_ip_address": "127.0.0.1",
+        }
+    ]
+    assert os.environ[ENV] == "0"
+    # Ray's import-time cluster flag is forced off during init, then restored.
+    assert fake_ray.cluster_flag_during_init == [False]
+    assert ray_constants.ENABLE_RAY_CLUSTER == previous_flag
+
+
+def test_embedded_mode_respects_explicit_cluster_env(
+    fake_ray: FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV, "1")
+    assert connect() is True
+    assert fake_ray.cluster_flag_during_init == [True]
+    assert os.environ[ENV] == "1"
+
+
+def test_local_address_forces_embedded_even_with_ray_address(
+    fake_ray: FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert connect("local", namespace="other") is True
+    (call,) = fake_ray.init_calls
+    assert call["address"] == "local"
+    assert call["namespace"] == "other"
+    assert call["_node_ip_address"] == "127.0.0.1"
+
+
+def test_empty_ray_address_means_embedded(
+    fake_ray: FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    assert connect() is True
+    assert fake_ray.init_calls[0]["address"] == "local"
+
+
+@pytest.mark.parametrize(
+    ("address", "env_address", "expected"),
+    [
+        ("auto", None, "auto"),
+        ("ray://head:10001", None, "ray://head:10001"),
+        (None, "10.0.0.1:6379", "10.0.0.1:6379"),
+        ("10.0.0.2:6379", "10.0.0.1:6379", "10.0.0.2:6379"),
+    ],
+)
+def test_join_mode_arguments(
+    fake_ray: FakeRay,
+    monkeypatch: pytest.MonkeyPatch,
+    address: str | None,
+    env_address: str | None,
+    expected: str,
+) -> None:
+    if env_address is not None:
+        monkeypatch.setenv("RAY_ADDRESS", env_address)
+    assert connect(address) is True
+    assert fake_ray.init_calls == [
+        {
+            "address": expected,
+            "namespace": PROJECT_NAMESPACE,
+            "runtime_env": None,
+            "log_to_driver": False,
+        }
+    ]
+    assert ENV not in os.environ  # joining never touches the loopback switch
+
+
+def test_join_mode_rejects_num_cpus(fake_ray: FakeRay) -> None:
+    with pytest.raises(ValueError, match="num_cpus"):
+        connect("auto", num_cpus=2)
+    assert fake_ray.init_calls == []
+
+
+@pytest.mark.parametrize("address", [None, "10.0.0.1:6379"])
+def test_failures_are_wrapped(fake_ray: FakeRay, address: str | None) -> None:
+    cause = ConnectionError("Could not find any running Ray instance.")
+    fake_ray.fail = cause
+    with pytest.raises(ClusterConnectError) as info:
+        connect(address)
+    err = info.value
+    assert err.__cause__ is cause
+    assert err.address == address
+    assert "Could not find any running Ray instance" in str(err)
+    assert fake_ray.shutdowns == 1  # half-initialised state is cleaned up
+    assert isinstance(err, exceptions.ClusterConnectError)
+    assert isinstance(err, exceptions.ClusterError)
+
+
+def test_cluster_connect_error_pickles() -> None:
+    err = ClusterConnectError("could not connect", "10.0.0.1:6379")
+    clone = pickle.loads(pickle.dumps(err))
+    assert type(clone) is ClusterConnectError
+    assert clone.args == ("could not connect", "10.0.0.1:6379")
+    assert (clone.message, clone.address) == ("could not connect", "10.0.0.1:6379")
+    assert str(clone) == "could not connect"
+    assert pickle.loads(pickle.dumps(ClusterConnectError("x"))).address is None
+
+
+def test_disconnect_only_shuts_down_what_it_started(fake_ray: FakeRay) -> None:
+    disconnect(True)  # not initialised: nothing to do
+    assert fake_ray.shutdowns == 0
+    assert connect() is True
+    disconnect(False)
+    assert fake_ray.shutdowns == 0
+    disconnect(True)
+    assert fake_ray.shutdowns == 1
+    assert not fake_ray.initialized
+
+
+def test_helpers_without_ray(fake_ray: FakeRay) -> None:
+    assert ray_is_local() is False
+    with pytest.raises(RuntimeError, match="connect"):
+        node_id()
+
+
+@pytest.mark.parametrize(
+    ("addresses", "expected"),
+    [
+        (["127.0.0.1"], True),
+        (["127.0.0.1", "::1", "localhost"], True),
+        (["127.0.0.1", "10.0.0.5"], False),
+        (["node-a.internal"], False),
+        ([], False),
+    ],
+)
+def test_ray_is_local(
+    fake_ray: FakeRay,
+    monkeypatch: pytest.MonkeyPatch,
+    addresses: list[str],
+    expected: bool,
+) -> None:
+    fake_ray.initialized = True
+    nodes = [{"NodeManagerAddress": a, "Alive": True} for a in addresses]
+    nodes.append({"NodeManagerAddress": "10.9.9.9", "Alive": False})  # dead nodes don't count
+    monkeypatch.setattr(conn.ray, "nodes", lambda: nodes)
+    assert ray_is_local() is expected
