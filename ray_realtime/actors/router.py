@@ -82,6 +82,7 @@ class Router:
         self._loop_task: asyncio.Task[None] | None = None
         self._started = False
         self._reconcile_lock: asyncio.Lock | None = None
+        self._ready = asyncio.Event()
         self.placements = 0
 
     # ----------------------------------------------------------- lifecycle
@@ -92,9 +93,13 @@ class Router:
         if not self._started:
             self._started = True
             self._reconcile_lock = asyncio.Lock()
-            await self._rebuild()
-            await self.reconcile()
+            try:
+                await self._rebuild()
+                await self.reconcile()
+            finally:
+                self._ready.set()
             self._loop_task = asyncio.get_running_loop().create_task(self._control_loop())
+        await self._ready.wait()
         return await self.status()
 
     async def shutdown(self) -> None:

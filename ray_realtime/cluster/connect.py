@@ -113,10 +113,11 @@ def _cluster_flag_from_env() -> Iterator[None]:
         yield
         return
     previous = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
-    if previous is None:  # pragma: no cover - layout of a future Ray
+    value = os.environ.get(ENABLE_CLUSTER_ENV)
+    if previous is None or value is None:  # pragma: no cover - future Ray / unset
         yield
         return
-    ray_constants.ENABLE_RAY_CLUSTER = _env_truthy(os.environ.get(ENABLE_CLUSTER_ENV, "1"))
+    ray_constants.ENABLE_RAY_CLUSTER = _env_truthy(value)
     try:
         yield
     finally:

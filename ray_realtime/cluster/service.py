@@ -8,7 +8,6 @@ OpenAI key is configured, a local model server on each node.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ray_realtime.actors import raylib
@@ -24,9 +23,6 @@ __all__ = [
     "service_status",
     "shutdown_service",
 ]
-
-_start_lock: asyncio.Lock | None = None
-
 
 def get_router() -> Any:
     """The router's handle; :class:`ServiceNotRunningError` if it is not deployed."""
@@ -46,23 +42,19 @@ async def ensure_service(
 
     ``config`` only applies when this call deploys the router.
     """
-    global _start_lock
     connect(address)
     router = raylib.get_named_actor(raylib.ROUTER_NAME)
     if router is not None:
         return router
-    if _start_lock is None:
-        _start_lock = asyncio.Lock()
-    async with _start_lock:
-        router = raylib.get_named_actor(raylib.ROUTER_NAME)
-        if router is None:
-            from ray_realtime.actors.remote import RouterActor
+    from ray_realtime.actors.remote import RouterActor
 
-            cfg = config if isinstance(config, ServiceConfig) else ServiceConfig.from_dict(config)
-            options = raylib.actor_options(name=raylib.ROUTER_NAME)
-            options["get_if_exists"] = True
-            router = RouterActor.options(**options).remote(cfg.to_dict())
-        await router.start.remote()
+    cfg = config if isinstance(config, ServiceConfig) else ServiceConfig.from_dict(config)
+    options = raylib.actor_options(name=raylib.ROUTER_NAME)
+    # Two processes deploying at once get the same router, not two.
+    options["get_if_exists"] = True
+    router = RouterActor.options(**options).remote(cfg.to_dict())
+    # start() is idempotent; every caller waits until the pools are up.
+    await router.start.remote()
     return router
 
 

@@ -209,13 +209,13 @@ def parse_tools(value: object, param: str) -> list[dict[str, Any]]:
     for i, raw in enumerate(expect_list(value, param, max_len=MAX_TOOLS)):
         p = f"{param}[{i}]"
         obj = expect_dict(raw, p)
-        reject_unknown(obj, ("type", "name", "description", "parameters"), p)
         if obj.get("type", "function") != "function":
             raise ProtocolError(
                 "unsupported_tool",
                 f"Invalid '{p}.type': only function tools are supported.",
                 f"{p}.type",
             )
+        reject_unknown(obj, ("type", "name", "description", "parameters"), p)
         name = expect_str(obj.get("name"), f"{p}.name", pattern=TOOL_NAME_PATTERN)
         if name in names:
             raise ProtocolError("duplicate_tool", f"Duplicate tool name '{name}'.", f"{p}.name")

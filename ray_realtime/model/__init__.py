@@ -1,6 +1,8 @@
 """The realtime model layer: the model seam, its events and inputs, and the
 OpenAI Realtime WebSocket implementation."""
 
+from typing import TYPE_CHECKING, Any
+
 from ray_realtime.model.events import (
     RealtimeModelAudioDoneEvent,
     RealtimeModelAudioEvent,
@@ -33,8 +35,21 @@ from ray_realtime.model.inputs import (
     RealtimeModelUserInput,
 )
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
-from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 from ray_realtime.model.playback import RealtimePlaybackState, RealtimePlaybackTracker
+
+if TYPE_CHECKING:
+    from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use so that the I/O-free core, which needs the event
+    # classes above, does not pull in websockets.
+    if name == "OpenAIRealtimeWebSocketModel":
+        from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+
+        return OpenAIRealtimeWebSocketModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "OpenAIRealtimeWebSocketModel",

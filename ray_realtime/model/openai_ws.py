@@ -555,6 +555,8 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
                     await self._handle_message(message)
                 except Exception as exc:
                     # Nothing a peer sends may stop the reader: report and go on.
+                    if self._closing:
+                        continue  # e.g. a truncate racing close(): not worth reporting
                     if not isinstance(exc, (ProtocolError, ModelConnectionError)):
                         logger.exception("unexpected error handling a realtime server event")
                     await self._emit(
@@ -604,7 +606,21 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             ):
                 await self._interrupt(cancel=False)
 
-        events = server_event_to_model_events(data)
+        # Sequencing state is updated before conversion (with lenient field
+        # access) so a malformed response event cannot leave it stuck busy.
+        if kind == "response.created":
+            self._create_in_flight = None
+            self._active_responses.add(self._response_id(data))
+        elif kind == "response.done":
+            self._active_responses.discard(self._response_id(data))
+            self._unseen_response_active = False
+
+        try:
+            events = server_event_to_model_events(data)
+        except ProtocolError:
+            if kind == "response.done":
+                await self._flush_deferred_response()
+            raise
 
         if kind == "error":
             if self._handle_response_error(events):
@@ -614,16 +630,11 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             # A failed response.create frees the slot for a deferred one.
             await self._flush_deferred_response()
             return
-        if kind == "response.created":
-            self._create_in_flight = None
-            self._active_responses.add(self._response_id(data))
         for event in events:
             if isinstance(event, RealtimeModelAudioEvent):
                 self._received.on_audio(event.item_id, event.content_index, len(event.data))
             await self._emit(event)
         if kind == "response.done":
-            self._active_responses.discard(self._response_id(data))
-            self._unseen_response_active = False
             await self._flush_deferred_response()
 
     @staticmethod

@@ -73,7 +73,7 @@ class RealtimeSessionModelSettings(TypedDict, total=False):
     speed: float
     input_audio_format: RealtimeAudioFormat
     output_audio_format: RealtimeAudioFormat
-    input_audio_transcription: RealtimeInputAudioTranscriptionConfig
+    input_audio_transcription: RealtimeInputAudioTranscriptionConfig | None
     turn_detection: RealtimeTurnDetectionConfig | None
     tool_choice: Literal["auto", "none", "required"] | str
     max_output_tokens: int | Literal["inf"]

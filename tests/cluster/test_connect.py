@@ -104,9 +104,9 @@ class FakeRay:
 @pytest.fixture
 def fake_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRay]:
     fake = FakeRay()
-    monkeypatch.setattr(conn.ray, "is_initialized", fake.is_initialized)
-    monkeypatch.setattr(conn.ray, "init", fake.init)
-    monkeypatch.setattr(conn.ray, "shutdown", fake.shutdown)
+    monkeypatch.setattr(ray, "is_initialized", fake.is_initialized)
+    monkeypatch.setattr(ray, "init", fake.init)
+    monkeypatch.setattr(ray, "shutdown", fake.shutdown)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(ENV, raising=False)
     yield fake
@@ -267,5 +267,5 @@ def test_ray_is_local(
     fake_ray.initialized = True
     nodes = [{"NodeManagerAddress": a, "Alive": True} for a in addresses]
     nodes.append({"NodeManagerAddress": "10.9.9.9", "Alive": False})  # dead nodes don't count
-    monkeypatch.setattr(conn.ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
     assert ray_is_local() is expected

@@ -52,13 +52,10 @@ def test_data_types_are_frozen_hashable_and_copy_their_mappings() -> None:
     assert pickle.loads(pickle.dumps(req)) == req
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [{"capacity": -1, "sessions": 0}, {"capacity": 1, "sessions": -1}],
-)
-def test_node_info_rejects_negative_numbers(kwargs: dict[str, int]) -> None:
+@pytest.mark.parametrize(("capacity", "sessions"), [(-1, 0), (1, -1)])
+def test_node_info_rejects_negative_numbers(capacity: int, sessions: int) -> None:
     with pytest.raises(ValueError):
-        NodeInfo("a", **kwargs)
+        NodeInfo("a", capacity=capacity, sessions=sessions)
 
 
 def test_requirement_rejects_negative_resources() -> None:

@@ -53,11 +53,6 @@ def test_forbidden_check_is_by_top_level_package() -> None:
     assert not is_forbidden("ray_realtime.core") and not is_forbidden("rayleigh")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ray_realtime/model/__init__.py eagerly imports model.openai_ws (websockets), "
-    "so importing the core (which needs ray_realtime.model.events) loads websockets",
-)
 def test_importing_session_core_does_not_load_ray_or_websockets() -> None:
     code = (
         "import json, sys\n"

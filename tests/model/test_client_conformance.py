@@ -17,6 +17,7 @@ import pytest
 from ray_realtime.model import (
     OpenAIRealtimeWebSocketModel,
     RealtimeModelSendAudio,
+    RealtimeModelSendEvent,
     RealtimeModelSendInterrupt,
     RealtimeModelSendRawMessage,
     RealtimeModelSendSessionUpdate,
@@ -223,7 +224,7 @@ async def test_every_input_over_the_wire_conforms(peer: FakePeer, case: str) -> 
         tool_call = RealtimeModelToolCallEvent(
             name="get_weather", call_id="call_1", arguments='{"city": "Paris"}', id="item_f"
         )
-        inputs = [
+        inputs: list[RealtimeModelSendEvent] = [
             RealtimeModelSendUserInput("hello"),
             RealtimeModelSendUserInput(
                 {

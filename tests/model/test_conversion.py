@@ -58,8 +58,8 @@ from ray_realtime.runner.items import (
 # Schema checks shared with the other test files
 # ---------------------------------------------------------------------------
 
-CLIENT_EVENT = TypeAdapter(RealtimeClientEvent)
-SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
+CLIENT_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeClientEvent)
+SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 
 
 def assert_no_extra(value: Any, path: str = "event") -> None:

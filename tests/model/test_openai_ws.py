@@ -24,6 +24,7 @@ from ray_realtime.exceptions import ConfigError, InputTooLargeError, ModelConnec
 from ray_realtime.model import (
     OpenAIRealtimeWebSocketModel,
     RealtimeModelAudioInterruptedEvent,
+    RealtimeModelConnectionStatusEvent,
     RealtimeModelEvent,
     RealtimeModelListener,
     RealtimeModelSendAudio,
@@ -251,6 +252,23 @@ async def test_close_is_idempotent_and_leaves_no_task(connected: Connect) -> Non
         await model.send_event(RealtimeModelSendUserInput("hi"))
 
 
+async def test_a_listener_may_close_the_model(peer: FakePeer, connected: Connect) -> None:
+    model, recorder = await connected()
+
+    class Closer(RealtimeModelListener):
+        async def on_event(self, event: RealtimeModelEvent) -> None:
+            if event.type == "turn_started":
+                await model.close()
+
+    model.add_listener(Closer())
+    await peer.send(response_created("resp_1"))
+    await recorder.wait_count("connection_status", 3)
+    assert recorder.events[-1] == RealtimeModelConnectionStatusEvent(status="disconnected")
+    await eventually(
+        lambda: "realtime-model-reader" not in {t.get_name() for t in asyncio.all_tasks()}
+    )
+
+
 async def test_close_before_connect_is_a_no_op() -> None:
     model = OpenAIRealtimeWebSocketModel()
     await model.close()
@@ -272,7 +290,7 @@ async def test_server_close_reports_exception_and_disconnect(
     (exc,) = recorder.of_type("exception")
     assert exc.exception_type == "ModelConnectionError"
     assert "1011" in exc.message
-    assert recorder.events[-1].status == "disconnected"
+    assert recorder.events[-1] == RealtimeModelConnectionStatusEvent(status="disconnected")
     with pytest.raises(ModelConnectionError):
         await model.send_event(RealtimeModelSendUserInput("hi"))
 
@@ -444,6 +462,20 @@ async def test_g711_milliseconds(peer: FakePeer, connected: Connect) -> None:
     assert truncate["audio_end_ms"] == 100
 
 
+async def test_session_update_changes_the_millisecond_count(
+    peer: FakePeer, connected: Connect
+) -> None:
+    model, recorder = await connected()
+    await model.send_event(RealtimeModelSendSessionUpdate({"output_audio_format": "g711_alaw"}))
+    (_, update) = await peer.wait_count("session.update", 2)
+    assert update["session"]["audio"]["output"]["format"] == {"type": "audio/pcma"}
+    await peer.send(response_created("resp_1"), audio_delta("item_a", b"\xd5" * 400))
+    await recorder.wait_count("audio")
+    await model.send_event(RealtimeModelSendInterrupt())
+    (truncate,) = await peer.wait_count("conversation.item.truncate", 1)
+    assert truncate["audio_end_ms"] == 50
+
+
 async def test_forced_cancel_when_idle(peer: FakePeer, connected: Connect) -> None:
     model, recorder = await connected()
     await model.send_event(RealtimeModelSendInterrupt(force_response_cancel=True))
@@ -591,6 +623,22 @@ async def test_failed_response_create_frees_the_slot(peer: FakePeer, connected: 
     await peer.send(error_event("bad", code="invalid_value", event_id=create["event_id"]))
     await recorder.wait_count("error")
     await peer.wait_count("response.create", 2)  # the deferred one went out
+
+
+async def test_malformed_response_done_still_frees_the_slot(
+    peer: FakePeer, connected: Connect
+) -> None:
+    model, recorder = await connected()
+    await peer.send(response_created("resp_1"))
+    await recorder.wait_count("turn_started")
+    await model.send_event(RealtimeModelSendUserInput("hi"))  # deferred
+    await peer.wait_count("conversation.item.create", 1)
+    await peer.send_raw(
+        json.dumps({**response_done("resp_1"), "response": {"id": "resp_1", "status": 5}})
+    )
+    (exc,) = await recorder.wait_count("exception")
+    assert "'status' must be a string" in exc.message
+    await peer.wait_count("response.create", 1)
 
 
 async def test_audio_commit_requests_a_response_only_without_turn_detection(
@@ -811,7 +859,7 @@ async def test_connection_refused_is_a_model_connection_error_without_the_key() 
     assert "could not connect" in str(exc)
     _assert_secret_absent(SECRET, str(exc), repr(exc), repr(exc.args))
     assert exc.__cause__ is None and exc.__suppress_context__
-    assert [e.status for e in recorder.events] == ["connecting", "disconnected"]
+    assert [getattr(e, "status", None) for e in recorder.events] == ["connecting", "disconnected"]
 
 
 async def test_handshake_rejected_is_a_model_connection_error() -> None:
