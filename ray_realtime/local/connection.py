@@ -57,7 +57,7 @@ _EVENT_KEYS: dict[str, tuple[str, ...]] = {
     "conversation.item.truncate": ("item_id", "content_index", "audio_end_ms"),
     "response.create": ("response",),
     "response.cancel": ("response_id",),
-    "output_audio_buffer.clear": ("response_id",),
+    "output_audio_buffer.clear": (),
 }
 
 
