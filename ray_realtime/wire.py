@@ -52,10 +52,16 @@ Bounds
     payload being read; maps to half of it, as an entry takes at least two
     bytes), so a hostile length prefix is rejected before anything is
     allocated for it, and decoded memory stays proportional to the input.
-    Nesting is bounded by msgpack's own stack limit and, for extension types,
-    by the interpreter's recursion limit; both are reported as
-    ``ProtocolError``. Map keys must be ``str`` (``strict_map_key``); encode
-    checks keys up front so a bad key fails at the sender, not the receiver.
+    Nesting: at most :data:`MAX_DEPTH` (16) dataclasses/items inside each
+    other (session events nest 3 deep). Each such level costs the msgpack
+    unpacker a C stack frame of about 45 KB, so an unbounded depth would
+    crash the process (seen at ~23 levels in a 1 MiB thread stack) before
+    Python's recursion limit; 16 levels fit in a 1 MiB stack. Encode refuses
+    deeper values too, so whatever it produces decodes. Plain containers nest
+    up to msgpack's own limits (511 on encode, 1024 on decode). Violations are
+    ``SerializationError`` / ``ProtocolError``.
+    Map keys must be ``str`` (``strict_map_key``); encode checks keys up front
+    so that a bad key fails at the sender, not at the receiver.
 
 Errors
     Encoding raises only :class:`~ray_realtime.exceptions.SerializationError`;
@@ -103,6 +109,7 @@ from ray_realtime.runner.items import (
 )
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_MESSAGE_BYTES",
     "REGISTRY",
     "decode",
@@ -115,6 +122,9 @@ __all__ = [
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest message :func:`encode` produces and :func:`decode` accepts (64 MiB)."""
+
+MAX_DEPTH = 16
+"""Most dataclasses/items nested in each other in one message (events nest 3 deep)."""
 
 _EXT_DATACLASS = 1
 _EXT_ITEM = 2
@@ -184,7 +194,7 @@ _LENIENT_FIELDS: dict[type[Any], frozenset[str]] = {
     _session_events.OutputGuardrailResult: frozenset({"output_info"}),
 }
 
-_Encoder = Callable[[Any], msgpack.ExtType]
+_Encoder = Callable[[Any, "_Encoding"], msgpack.ExtType]
 _Decoder = Callable[[list[Any]], Any]
 
 _ENCODERS: dict[type[Any], _Encoder] = {}
@@ -214,30 +224,51 @@ def _type_name(obj: object) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
-def _default(obj: Any) -> msgpack.ExtType:
-    """msgpack's ``default``: called for every value msgpack cannot pack itself."""
-    try:
-        encoder = _ENCODERS[type(obj)]
-    except KeyError:
-        raise SerializationError(
-            f"cannot encode a value of type {_type_name(obj)}: only plain data "
-            "(None, bool, int, float, str, bytes, list, tuple, dict with str keys), "
-            "registered event/input dataclasses and history items can cross"
-        ) from None
-    return encoder(obj)
+class _Encoding:
+    """The state of one encode call: how many dataclasses/items deep it is.
 
+    Per call, not per module or thread, so concurrent encodes cannot disturb
+    each other's count.
+    """
 
-def _packer() -> msgpack.Packer:
-    # use_bin_type: bytes -> msgpack bin, str -> msgpack str; raw bytes stay raw.
-    # Spelled out again in the generated encoders (a **options call costs more).
-    return _Packer(default=_default, use_bin_type=True, buf_size=_PAYLOAD_BUFFER)
+    __slots__ = ("default", "depth")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        # msgpack's ``default``, bound once and handed to every nested packer.
+        self.default: Callable[[Any], msgpack.ExtType] = self._default
+
+    def _default(self, obj: Any) -> msgpack.ExtType:
+        """Called by msgpack for every value it cannot pack itself."""
+        try:
+            encoder = _ENCODERS[type(obj)]
+        except KeyError:
+            raise SerializationError(
+                f"cannot encode a value of type {_type_name(obj)}: only plain data "
+                "(None, bool, int, float, str, bytes, list, tuple, dict with str keys), "
+                "registered event/input dataclasses and history items can cross"
+            ) from None
+        depth = self.depth
+        if depth >= MAX_DEPTH:
+            raise SerializationError(
+                f"cannot encode: more than {MAX_DEPTH} dataclasses/items nested in each other"
+            )
+        self.depth = depth + 1
+        ext = encoder(obj, self)
+        self.depth = depth  # not restored on error: the whole encode fails
+        return ext
+
+    def packer(self) -> msgpack.Packer:
+        # use_bin_type: bytes -> msgpack bin, str -> msgpack str; raw bytes stay raw.
+        # Spelled out again in the generated encoders (a **options call costs more).
+        return _Packer(default=self.default, use_bin_type=True, buf_size=_PAYLOAD_BUFFER)
 
 
 def _check_keys(value: Any) -> Any:
     """Raise if a dict inside ``value`` has a non-``str`` key; return ``value``.
 
     Only containers are walked; anything else is left to the packer (which
-    calls :func:`_default` for dataclasses and items, and checks those there).
+    calls the encoders of dataclasses and items, and those check their own).
     """
     if isinstance(value, dict):
         for key, item in value.items():
@@ -255,12 +286,14 @@ def _check_keys(value: Any) -> Any:
     return value
 
 
-def _plain_or_repr(value: Any) -> Any:
+def _plain_or_repr(value: Any, state: _Encoding) -> Any:
     """``value`` if it can be encoded, else its ``repr`` (for user data fields)."""
+    depth = state.depth
     try:
         _check_keys(value)
-        _packer().pack(value)
+        state.packer().pack(value)
     except (SerializationError, TypeError, ValueError, OverflowError, RecursionError):
+        state.depth = depth
         try:
             return repr(value)
         except Exception:
@@ -268,10 +301,10 @@ def _plain_or_repr(value: Any) -> Any:
     return value
 
 
-def _encode_item(item: BaseModel) -> msgpack.ExtType:
-    data = item_to_dict(item)  # type: ignore[arg-type]
+def _encode_item(item: Any, state: _Encoding) -> msgpack.ExtType:
+    data = item_to_dict(item)
     _check_keys(data)  # extra fields (extra="allow") may hold anything
-    return _ExtType(_EXT_ITEM, _packer().pack(data))
+    return _ExtType(_EXT_ITEM, state.packer().pack(data))
 
 
 def _pack(obj: Any) -> bytes:
@@ -279,7 +312,7 @@ def _pack(obj: Any) -> bytes:
     try:
         if isinstance(obj, _CONTAINERS):
             _check_keys(obj)
-        data: bytes = _packer().pack(obj)
+        data: bytes = _Encoding().packer().pack(obj)
     except SerializationError:
         raise
     except RecursionError:
@@ -326,36 +359,72 @@ def encode_batch(events: list[Any], last_seq: int, missed: int, closed: bool) ->
 # --------------------------------------------------------------------------- decode
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    """msgpack's ``ext_hook``: rebuild a dataclass (ext 1) or history item (ext 2)."""
-    n = len(data)
-    value = _unpackb(
+def _unpack(data: bytes | bytearray | memoryview, size: int, ext_hook: Any) -> Any:
+    # Every declared length is bounded by the bytes present (a map entry takes
+    # at least two), so a hostile length prefix fails before any allocation.
+    return _unpackb(
         data,
-        ext_hook=_ext_hook,
-        raw=False,
-        strict_map_key=True,
-        max_str_len=n,
-        max_bin_len=n,
-        max_array_len=n,
-        max_map_len=n // 2,
-        max_ext_len=n,
+        ext_hook=ext_hook,
+        raw=False,  # msgpack str -> str, bin -> bytes
+        strict_map_key=True,  # map keys: str (or bytes) only
+        max_str_len=size,
+        max_bin_len=size,
+        max_array_len=size,
+        max_map_len=size // 2,
+        max_ext_len=size,
     )
-    if code == _EXT_DATACLASS:
-        if type(value) is not list or not value:
-            raise ProtocolError("a dataclass payload must be a non-empty array")
-        try:
-            decoder = _DECODERS[value[0]]
-        except (KeyError, TypeError):
-            raise ProtocolError(f"unknown dataclass tag {value[0]!r}") from None
-        return decoder(value)
-    if code == _EXT_ITEM:
-        if type(value) is not dict:
-            raise ProtocolError("a history item payload must be a map")
-        try:
-            return item_from_dict(value)
-        except ValidationError as exc:
-            raise ProtocolError(f"invalid history item: {exc}") from exc
-    raise ProtocolError(f"unknown msgpack extension type {code}")
+
+
+class _Decoding:
+    """The state of one decode call: how many extension values deep it is.
+
+    Each level of extension nesting costs a (large) C stack frame of the
+    msgpack unpacker, so it is bounded by :data:`MAX_DEPTH` rather than left
+    to overflow the stack.
+    """
+
+    __slots__ = ("depth", "ext_hook")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        # msgpack's ``ext_hook``, bound once and handed to every nested unpack.
+        self.ext_hook: Callable[[int, bytes], Any] = self._ext_hook
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        """Rebuild a dataclass (ext 1) or a history item (ext 2)."""
+        depth = self.depth
+        if depth >= MAX_DEPTH:
+            raise ProtocolError(f"more than {MAX_DEPTH} extension values nested in each other")
+        self.depth = depth + 1
+        n = len(data)
+        value = _unpackb(
+            data,
+            ext_hook=self.ext_hook,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=n,
+            max_bin_len=n,
+            max_array_len=n,
+            max_map_len=n // 2,
+            max_ext_len=n,
+        )  # _unpack() inlined: this runs twice per audio event
+        self.depth = depth  # not restored on error: the whole decode fails
+        if code == _EXT_DATACLASS:
+            if type(value) is not list or not value:
+                raise ProtocolError("a dataclass payload must be a non-empty array")
+            try:
+                decoder = _DECODERS[value[0]]
+            except (KeyError, TypeError):
+                raise ProtocolError(f"unknown dataclass tag {value[0]!r}") from None
+            return decoder(value)
+        if code == _EXT_ITEM:
+            if type(value) is not dict:
+                raise ProtocolError("a history item payload must be a map")
+            try:
+                return item_from_dict(value)
+            except ValidationError as exc:
+                raise ProtocolError(f"invalid history item: {exc}") from exc
+        raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
@@ -370,17 +439,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     if n > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message is {n} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        return _unpackb(
-            data,
-            ext_hook=_ext_hook,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=n,
-            max_bin_len=n,
-            max_array_len=n,
-            max_map_len=n // 2,
-            max_ext_len=n,
-        )
+        return _unpack(data, n, _Decoding().ext_hook)
     except ProtocolError:
         raise
     except RecursionError:
@@ -498,25 +557,24 @@ def _register(cls: type[Any], tag: str | None = None) -> None:
     for f in sent:
         plain = all(m in known or m.startswith("Literal[") for m in _union_members(f.type))
         if f.name in lenient:
-            reads.append(f"_plain_or_repr(o.{f.name})")
+            reads.append(f"_plain_or_repr(o.{f.name}, s)")
         elif plain:
             reads.append(f"o.{f.name}")
         else:
             reads.append(f"_check_keys(o.{f.name})")
     payload = (
-        f"_Packer(default=_default, use_bin_type=True, buf_size={_PAYLOAD_BUFFER})"
+        f"_Packer(default=s.default, use_bin_type=True, buf_size={_PAYLOAD_BUFFER})"
         f".pack([_tag, {', '.join(reads)}])"
     )
     encoder = _compile(
         "encode",
         # ExtType is a namedtuple; tuple.__new__ skips its Python-level checks
         # of the code and data (both known good here), a third of its cost.
-        f"def encode(o):\n    return _tnew(_ExtType, ({_EXT_DATACLASS}, {payload}))\n",
+        f"def encode(o, s):\n    return _tnew(_ExtType, ({_EXT_DATACLASS}, {payload}))\n",
         {
             "_tnew": tuple.__new__,
             "_ExtType": _ExtType,
             "_Packer": _Packer,
-            "_default": _default,
             "_check_keys": _check_keys,
             "_plain_or_repr": _plain_or_repr,
             "_tag": tag,

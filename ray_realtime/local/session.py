@@ -144,8 +144,8 @@ def parse_turn_detection(value: object, param: str) -> TurnDetection | None:
                 idle_timeout_ms=expect_int(
                     obj["idle_timeout_ms"],
                     f"{param}.idle_timeout_ms",
-                    minimum=5_000,
-                    maximum=30_000,
+                    minimum=0,
+                    maximum=3_600_000,
                 ),
             )
     elif kind == "semantic_vad":

@@ -721,7 +721,7 @@ async def test_item_ordering_delete_and_retrieve(client: Client) -> None:
             },
         }
     )
-    added, done = await client.recv_until("conversation.item.done")
+    added, _ = await client.recv_until("conversation.item.done")
     assert added["previous_item_id"] == first["id"]
     assert added["item"]["id"] == "my_item"
     await client.send(
@@ -792,118 +792,97 @@ async def test_input_audio_buffer_is_bounded() -> None:
 
 VALID_ITEM = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}
 
+
+def _session(**fields: Any) -> str:
+    return json.dumps({"type": "session.update", "session": {"type": "realtime", **fields}})
+
+
+def _event(event_type: str, **fields: Any) -> str:
+    return json.dumps({"type": event_type, **fields})
+
+
 BAD_INPUTS: list[tuple[str, str | bytes, str, str | None]] = [
     ("malformed_json", "{not json", "invalid_json", None),
     ("deeply_nested_json", "[" * 100_000, "invalid_json", None),
     ("json_array", "[1, 2]", "invalid_event", None),
     ("json_string", '"hello"', "invalid_event", None),
-    ("unknown_type", '{"type": "nope.event", "event_id": "e1"}', "unknown_event", "e1"),
+    ("unknown_type", _event("nope.event", event_id="e1"), "unknown_event", "e1"),
     ("missing_type", '{"event_id": "e2"}', "missing_required_parameter", "e2"),
     ("type_not_string", '{"type": 5}', "invalid_type", None),
-    ("event_id_not_string", '{"type": "response.create", "event_id": 7}', "invalid_type", None),
-    (
-        "unknown_field",
-        '{"type": "response.create", "event_id": "e3", "bogus": 1}',
-        "unknown_parameter",
-        "e3",
-    ),
+    ("event_id_not_string", _event("response.create", event_id=7), "invalid_type", None),
+    ("unknown_field", _event("response.create", event_id="e3", bogus=1), "unknown_parameter", "e3"),
     (
         "audio_not_base64",
-        '{"type": "input_audio_buffer.append", "audio": "***", "event_id": "e4"}',
+        _event("input_audio_buffer.append", audio="***", event_id="e4"),
         "invalid_value",
         "e4",
     ),
-    (
-        "audio_not_string",
-        '{"type": "input_audio_buffer.append", "audio": 12}',
-        "invalid_type",
-        None,
-    ),
+    ("audio_not_string", _event("input_audio_buffer.append", audio=12), "invalid_type", None),
     (
         "item_id_not_string",
-        '{"type": "conversation.item.delete", "item_id": 42, "event_id": "e5"}',
+        _event("conversation.item.delete", item_id=42, event_id="e5"),
         "invalid_type",
         "e5",
     ),
-    (
-        "unknown_item",
-        '{"type": "conversation.item.delete", "item_id": "missing"}',
-        "item_not_found",
-        None,
-    ),
+    ("unknown_item", _event("conversation.item.delete", item_id="missing"), "item_not_found", None),
     (
         "bad_role",
-        '{"type": "conversation.item.create", "item": {"type": "message", "role": "robot", "content": []}}',
+        _event(
+            "conversation.item.create", item={"type": "message", "role": "robot", "content": []}
+        ),
         "invalid_value",
         None,
     ),
-    ("item_not_object", '{"type": "conversation.item.create", "item": "x"}', "invalid_type", None),
+    ("item_not_object", _event("conversation.item.create", item="x"), "invalid_type", None),
     (
         "bad_previous",
-        json.dumps(
-            {"type": "conversation.item.create", "previous_item_id": "zz", "item": VALID_ITEM}
-        ),
+        _event("conversation.item.create", previous_item_id="zz", item=VALID_ITEM),
         "item_not_found",
         None,
     ),
     (
         "truncate_wrong_type",
-        '{"type": "conversation.item.truncate", "item_id": "a", "content_index": "0", "audio_end_ms": 1}',
-        "item_not_found",
+        _event("conversation.item.truncate", item_id=5, content_index=0, audio_end_ms=1),
+        "invalid_type",
         None,
     ),
     (
         "session_missing_type",
-        '{"type": "session.update", "session": {"instructions": "x"}}',
+        _event("session.update", session={}),
         "missing_required_parameter",
         None,
     ),
     (
         "session_bad_format",
-        '{"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"format": {"type": "audio/ogg"}}}}}',
+        _session(audio={"output": {"format": {"type": "audio/ogg"}}}),
         "invalid_value",
         None,
     ),
-    (
-        "session_unknown_field",
-        '{"type": "session.update", "session": {"type": "realtime", "bogus": 1}}',
-        "unknown_parameter",
-        None,
-    ),
+    ("session_unknown_field", _session(bogus=1), "unknown_parameter", None),
     (
         "session_bad_threshold",
-        '{"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 3}}}}}',
+        _session(audio={"input": {"turn_detection": {"type": "server_vad", "threshold": 3}}}),
         "invalid_value",
         None,
     ),
-    (
-        "mcp_tool",
-        '{"type": "session.update", "session": {"type": "realtime", "tools": [{"type": "mcp", "server_label": "x"}]}}',
-        "unsupported_tool",
-        None,
-    ),
+    ("mcp_tool", _session(tools=[{"type": "mcp", "server_label": "x"}]), "unsupported_tool", None),
     (
         "both_modalities",
-        '{"type": "response.create", "response": {"output_modalities": ["audio", "text"]}}',
+        _event("response.create", response={"output_modalities": ["audio", "text"]}),
         "invalid_value",
         None,
     ),
     (
         "cancel_nothing",
-        '{"type": "response.cancel", "event_id": "e6"}',
+        _event("response.cancel", event_id="e6"),
         "response_cancel_not_active",
         "e6",
     ),
-    (
-        "commit_empty",
-        '{"type": "input_audio_buffer.commit"}',
-        "input_audio_buffer_commit_empty",
-        None,
-    ),
+    ("commit_empty", _event("input_audio_buffer.commit"), "input_audio_buffer_commit_empty", None),
     ("binary_frame", b"\x00\x01\x02", "binary_not_supported", None),
     (
         "too_large",
-        json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (1 << 20)}),
+        _event("input_audio_buffer.append", audio="A" * (1 << 20)),
         "event_too_large",
         None,
     ),
