@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import random
+import threading
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
@@ -766,16 +768,6 @@ def test_nested_error_inside_a_batch_is_a_protocol_error() -> None:
         wire.decode_batch(data)
 
 
-def test_deeply_nested_extensions_raise_protocol_error() -> None:
-    # RealtimeRawModelEvent(data=RealtimeRawModelEvent(data=...)), 5000 levels deep
-    payload = msgpack.packb(None)
-    for _ in range(5000):
-        array = b"\x92" + msgpack.packb("RealtimeRawModelEvent") + payload
-        payload = msgpack.packb(msgpack.ExtType(1, array))
-    with pytest.raises(ProtocolError):
-        wire.decode(payload)
-
-
 @pytest.mark.parametrize(
     "data",
     [
@@ -814,3 +806,76 @@ def test_forged_type_cannot_be_injected() -> None:
     decoded = wire.decode(ext(1, ["RealtimeAudioEnd", "item", 0]))
     assert decoded == RealtimeAudioEnd(item_id="item", content_index=0)
     assert decoded.type == "audio_end"
+
+
+# --------------------------------------------------------------------------- nesting depth
+
+
+def nested_raw_event(levels: int) -> Any:
+    """``levels`` dataclasses inside each other: RealtimeRawModelEvent(...(AgentRef))."""
+    value: Any = AGENT
+    for _ in range(levels - 1):
+        value = RealtimeRawModelEvent(data=value)
+    return value
+
+
+def nested_ext_message(levels: int) -> bytes:
+    payload = msgpack.packb(None)
+    for _ in range(levels):
+        array = b"\x92" + msgpack.packb("RealtimeRawModelEvent") + payload
+        payload = msgpack.packb(msgpack.ExtType(1, array))
+    return payload
+
+
+def test_nesting_up_to_max_depth_roundtrips() -> None:
+    value = nested_raw_event(wire.MAX_DEPTH)
+    assert roundtrip(value) == value
+    assert wire.decode(nested_ext_message(wire.MAX_DEPTH)) is not None
+
+
+def test_nesting_over_max_depth_is_refused_both_ways() -> None:
+    with pytest.raises(SerializationError, match="nested"):
+        wire.encode(nested_raw_event(wire.MAX_DEPTH + 1))
+    with pytest.raises(ProtocolError, match="nested"):
+        wire.decode(nested_ext_message(wire.MAX_DEPTH + 1))
+    # far deeper: would overflow the C stack without the bound
+    with pytest.raises(ProtocolError, match="nested"):
+        wire.decode(nested_ext_message(5000))
+
+
+def test_max_depth_decodes_in_a_small_thread_stack() -> None:
+    result: list[Any] = []
+    previous = threading.stack_size(1024 * 1024)
+    try:
+        thread = threading.Thread(
+            target=lambda: result.append(wire.decode(nested_ext_message(wire.MAX_DEPTH)))
+        )
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(previous)
+    assert len(result) == 1
+
+
+def test_depth_survives_a_repr_fallback_midway() -> None:
+    # output_info fails two dataclasses deep; the encode goes on with the right depth
+    opaque_deep = RealtimeRawModelEvent(data=RealtimeRawModelEvent(data=Opaque()))  # type: ignore[arg-type]
+    inner = guardrail_result([opaque_deep])
+    event = RealtimeGuardrailTripped(guardrail_results=[inner, inner], message="m")
+    value = nested_raw_event(wire.MAX_DEPTH)
+    decoded = roundtrip([event, value, event])
+    assert decoded[1] == value
+    for tripped in (decoded[0], decoded[2]):
+        for result in tripped.guardrail_results:
+            assert result.output_info == repr([opaque_deep])
+            assert "<Opaque 7>" in result.output_info
+
+
+def test_concurrent_encodes_and_decodes_do_not_interfere() -> None:
+    batch = [*audio_events(8), *SESSION_EVENTS, nested_raw_event(wire.MAX_DEPTH)]
+
+    def work(_: int) -> bool:
+        return all(wire.decode_events(wire.encode_events(batch)) == batch for _ in range(20))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(work, range(8)))
