@@ -61,7 +61,11 @@ from ray_realtime.runner.events import (
     RealtimeToolStart,
     ToolRef,
 )
-from ray_realtime.runner.guardrails import GuardrailFunctionOutput, OutputGuardrail, output_guardrail
+from ray_realtime.runner.guardrails import (
+    GuardrailFunctionOutput,
+    OutputGuardrail,
+    output_guardrail,
+)
 from ray_realtime.runner.handoffs import Handoff, realtime_handoff
 from ray_realtime.runner.items import (
     AssistantAudio,

@@ -20,7 +20,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _format_status(status: dict[str, Any]) -> str:
-    header = ("node", "address", "alive", "drained", "sessions", "actors", "warm", "tools", "guards", "model")
+    header = (
+        "node",
+        "address",
+        "alive",
+        "drained",
+        "sessions",
+        "actors",
+        "warm",
+        "tools",
+        "guards",
+        "model",
+    )
     rows = [header]
     for n in status["nodes"]:
         rows.append(
@@ -124,8 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", default=None, help="Ray address to join (default: embedded)")
     serve.add_argument("--warm-pool", type=int, default=1, help="ready session actors per node")
     serve.add_argument("--tool-workers", type=int, default=1, help="tool workers per node")
-    serve.add_argument("--guardrail-workers", type=int, default=1, help="guardrail workers per node")
-    serve.add_argument("--sessions-per-actor", type=int, default=1, help="sessions packed per actor")
+    serve.add_argument(
+        "--guardrail-workers", type=int, default=1, help="guardrail workers per node"
+    )
+    serve.add_argument(
+        "--sessions-per-actor", type=int, default=1, help="sessions packed per actor"
+    )
     serve.add_argument("--max-sessions-per-node", type=int, default=200)
     serve.set_defaults(func=_serve)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ray_realtime.runner.agent import RealtimeAgent
+from ray_realtime.runner.config import RealtimeRunConfig
 from ray_realtime.runner.context import RunContextWrapper
 from ray_realtime.runner.events import (
     RealtimeAgentEndEvent,
@@ -57,10 +59,9 @@ def get_weather(city: str) -> str:
 
 
 def _where_am_i() -> str:
+    ray = sys.modules.get("ray")
     try:
-        import ray
-
-        if ray.is_initialized():
+        if ray is not None and ray.is_initialized():
             ctx = ray.get_runtime_context()
             return f"ran on node {ctx.get_node_id()[:8]}, worker pid {os.getpid()}"
     except Exception:
@@ -78,7 +79,7 @@ def no_secrets(ctx: RunContextWrapper[Any], agent: Any, text: str) -> GuardrailF
 def build_demo_agent() -> RealtimeAgent[Any]:
     """The demo's agents: an assistant with a weather tool, a guardrail and a
     handoff to a billing agent."""
-    billing = RealtimeAgent(
+    billing: RealtimeAgent[Any] = RealtimeAgent(
         name="Billing Agent",
         instructions="You handle billing questions.",
         handoff_description="Questions about invoices and payments.",
@@ -127,7 +128,9 @@ async def _collect_turn(
             elif isinstance(event, RealtimeToolEnd):
                 result.details.append(f"tool_end   {event.tool.name} -> {event.output}")
             elif isinstance(event, RealtimeHandoffEvent):
-                result.details.append(f"handoff    {event.from_agent.name} -> {event.to_agent.name}")
+                result.details.append(
+                    f"handoff    {event.from_agent.name} -> {event.to_agent.name}"
+                )
             elif isinstance(event, RealtimeGuardrailTripped):
                 names = ", ".join(r.guardrail.name for r in event.guardrail_results)
                 result.details.append(f"guardrail  {names} tripped on: {event.message[:60]!r}")
@@ -186,17 +189,21 @@ async def run_demo(
 ) -> list[DemoResult]:
     """Run the demo's scenarios concurrently, ``rounds`` times; print as it goes."""
     agent = build_demo_agent()
-    runner = RealtimeRunner(agent, config={"execution": execution})  # type: ignore[typeddict-item]
+    config: RealtimeRunConfig = {"execution": "actor" if execution == "actor" else "in_process"}
+    runner = RealtimeRunner(agent, config=config)
     if execution == "actor":
         from ray_realtime.cluster.service import ensure_service, service_status
 
         t0 = time.perf_counter()
         printer("starting the service (embedded Ray, router, worker pools, local model)...")
-        await ensure_service()
+        # A warm session actor per scenario, so every session starts warm.
+        await ensure_service({"warm_pool_size": 5})
         status = await service_status()
         node_list = ", ".join(n["node_id"][:8] for n in status["nodes"])
         printer(f"service ready in {time.perf_counter() - t0:.1f} s on node(s) {node_list}")
-    model = "OpenAI Realtime" if os.environ.get("OPENAI_API_KEY") else "the bundled local model server"
+    model = (
+        "OpenAI Realtime" if os.environ.get("OPENAI_API_KEY") else "the bundled local model server"
+    )
     printer(f"model: {model}; execution: {execution}")
 
     async def say(text: str) -> Callable[[RealtimeSession], Awaitable[None]]:
@@ -229,8 +236,11 @@ async def run_demo(
         results.extend(batch)
         for r in batch:
             mark = "ok " if r.ok else "FAIL"
-            printer(f"[{mark}] round {round_no + 1} {r.name:18s} start {r.start_ms:7.1f} ms  "
-                    f"turn {r.turn_ms:7.1f} ms  audio chunks {r.audio_chunks:3d}  reply {r.reply[:50]!r}")
+            printer(
+                f"[{mark}] round {round_no + 1} {r.name:18s} start {r.start_ms:7.1f} ms  "
+                f"turn {r.turn_ms:7.1f} ms  audio chunks {r.audio_chunks:3d}  "
+                f"reply {r.reply[:50]!r}"
+            )
             for line in r.details:
                 printer(f"        {line}")
     starts = [r.start_ms for r in results]
@@ -238,6 +248,10 @@ async def run_demo(
     printer(
         f"summary: {len(results)} sessions, {sum(r.ok for r in results)} ok; "
         f"session start p50 {statistics.median(starts):.1f} ms (max {max(starts):.1f}); "
-        + (f"turn p50 {statistics.median(turns):.1f} ms (max {max(turns):.1f})" if turns else "no turns")
+        + (
+            f"turn p50 {statistics.median(turns):.1f} ms (max {max(turns):.1f})"
+            if turns
+            else "no turns"
+        )
     )
     return results

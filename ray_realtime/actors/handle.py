@@ -87,9 +87,7 @@ class ActorBackend:
 
     def _translate(self, exc: BaseException) -> BaseException:
         if raylib.is_actor_gone(exc):
-            return SessionLostError(
-                f"the actor of session {self.session_id} died", self.session_id
-            )
+            return SessionLostError(f"the actor of session {self.session_id} died", self.session_id)
         return _unwrap(exc)
 
     async def _call(self, method: str, *args: Any) -> Any:
@@ -124,7 +122,9 @@ class ActorBackend:
         """Reject a tool call."""
         return bool(await self._call("reject_tool_call", call_id, message))
 
-    async def read_events(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
+    async def read_events(
+        self, after_seq: int, max_events: int, timeout: float | None
+    ) -> EventBatch:
         """One long-poll for a batch of events."""
         data = await self._call("read_events", after_seq, max_events, timeout)
         events, last_seq, missed, closed = wire.decode_batch(data)
@@ -133,7 +133,10 @@ class ActorBackend:
     async def get_history(self) -> list[RealtimeItem]:
         """The history, fetched from the actor."""
         data = await self._call("get_history")
-        return [item if not isinstance(item, dict) else item_from_dict(item) for item in wire.decode(data)]
+        return [
+            item if not isinstance(item, dict) else item_from_dict(item)
+            for item in wire.decode(data)
+        ]
 
     async def close(self) -> None:
         """Close the session on its actor; idempotent."""
@@ -184,8 +187,8 @@ async def actor_session(
 
 async def attach_session(session_id: str, *, after_seq: int = 0) -> RealtimeSession:
     """A handle to a running session, from any process of the cluster."""
-    from ray_realtime.cluster.service import get_router
     from ray_realtime.cluster.connect import connect
+    from ray_realtime.cluster.service import get_router
 
     connect()
     try:

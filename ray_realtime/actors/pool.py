@@ -20,7 +20,13 @@ from ray_realtime.runner.execution import GuardrailRound, ToolOutcome
 from ray_realtime.runner.guardrails import OutputGuardrail
 from ray_realtime.runner.tools import FunctionTool
 
-__all__ = ["PoolGuardrailExecutor", "PoolToolExecutor", "SessionObjects", "WorkerPool", "WorkerSlot"]
+__all__ = [
+    "PoolGuardrailExecutor",
+    "PoolToolExecutor",
+    "SessionObjects",
+    "WorkerPool",
+    "WorkerSlot",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ray_realtime.exceptions import SerializationError
 
 __all__ = [
-    "ActorGone",
     "NAMESPACE",
     "ROUTER_NAME",
+    "ActorGone",
     "actor_options",
     "current_node_id",
     "dumps",
@@ -62,10 +62,11 @@ def ref_key(ref: Any) -> str:
 def dumps(value: Any, what: str = "value") -> bytes:
     """Pickle ``value`` with Ray's cloudpickle; :class:`SerializationError` if it can't be."""
     try:
-        return bytes(cloudpickle.dumps(value))
+        return bytes(cloudpickle.dumps(value))  # type: ignore[no-untyped-call]
     except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
         raise SerializationError(
-            f"the {what} cannot be serialised to reach the session actor: {type(exc).__name__}: {exc}"
+            f"the {what} cannot be serialised to reach the session actor: {reason}"
         ) from None
 
 
@@ -125,7 +126,7 @@ async def gather_with_timeout(refs: list[Any], timeout: float) -> list[Any]:
     tasks = [asyncio.ensure_future(one(r)) for r in refs]
     if not tasks:
         return []
-    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
         task.cancel()
     results: list[Any] = []

@@ -165,7 +165,9 @@ class Router:
                 self._sessions[sid] = name
                 self._session_nodes[sid] = state.node_id
         if found:
-            logger.info("router rebuilt %d actors, %d sessions", len(self._actors), len(self._sessions))
+            logger.info(
+                "router rebuilt %d actors, %d sessions", len(self._actors), len(self._sessions)
+            )
 
     # ---------------------------------------------------------- reconcile
 
@@ -187,7 +189,7 @@ class Router:
         import ray
 
         seen: set[str] = set()
-        for info in ray.nodes():
+        for info in ray.nodes():  # type: ignore[no-untyped-call]
             node_id = str(info.get("NodeID", ""))
             if not node_id:
                 continue
@@ -199,7 +201,8 @@ class Router:
             state.alive = bool(info.get("Alive", False))
             state.address = str(info.get("NodeManagerAddress", ""))
             state.resources = {
-                str(k): float(v) for k, v in (info.get("Resources") or {}).items()
+                str(k): float(v)
+                for k, v in (info.get("Resources") or {}).items()
                 if not str(k).startswith("node:")
             }
             state.labels = {str(k): str(v) for k, v in (info.get("Labels") or {}).items()}
@@ -228,7 +231,9 @@ class Router:
         while len(self._lost) > _LOST_KEPT:
             self._lost.popitem(last=False)
         if state.sessions:
-            logger.warning("session actor %s lost %d sessions: %s", state.name, len(state.sessions), reason)
+            logger.warning(
+                "session actor %s lost %d sessions: %s", state.name, len(state.sessions), reason
+            )
 
     def _top_up(self, node: NodeState) -> list[Any]:
         cfg = self._config
@@ -247,7 +252,9 @@ class Router:
         warm = sum(
             1
             for s in self._actors.values()
-            if s.kind == "session" and s.node_id == node.node_id and not s.sessions
+            if s.kind == "session"
+            and s.node_id == node.node_id
+            and not s.sessions
             and s.capacity == cfg.sessions_per_actor
         ) + sum(1 for n in self._starting if n.startswith(f"session:{node.node_id}:"))
         for _ in range(max(0, cfg.warm_pool_size - warm)):
@@ -257,7 +264,12 @@ class Router:
     async def _create(self, kind: str, node_id: str, capacity: int) -> ActorState | None:
         from ray_realtime.actors import remote
 
-        prefix = {"session": SESSION_PREFIX, "tool": TOOL_PREFIX, "guardrail": GUARD_PREFIX, "model": MODEL_PREFIX}[kind]
+        prefix = {
+            "session": SESSION_PREFIX,
+            "tool": TOOL_PREFIX,
+            "guardrail": GUARD_PREFIX,
+            "model": MODEL_PREFIX,
+        }[kind]
         name = f"{prefix}{uuid.uuid4().hex[:12]}"
         token = f"{kind}:{node_id}:{name}"
         self._starting.add(token)
@@ -301,7 +313,11 @@ class Router:
         task.add_done_callback(self._tasks.discard)
 
     def _worker_list(self, kind: str) -> list[tuple[str, str, Any]]:
-        return [(s.name, s.node_id, s.handle) for s in self._actors.values() if s.kind == kind and s.ready]
+        return [
+            (s.name, s.node_id, s.handle)
+            for s in self._actors.values()
+            if s.kind == kind and s.ready
+        ]
 
     # ---------------------------------------------------------- placement
 
@@ -325,12 +341,16 @@ class Router:
                 resources=dict((requirement or {}).get("resources") or {}),
                 labels=dict((requirement or {}).get("labels") or {}),
             )
-            node_id = choose_node(self._node_infos(), req, max_sessions_per_node=self._config.max_sessions_per_node)
+            node_id = choose_node(
+                self._node_infos(), req, max_sessions_per_node=self._config.max_sessions_per_node
+            )
             state = self._free_actor(node_id, capacity)
             if state is None:
                 state = await self._create("session", node_id, capacity)
                 if state is None:
-                    raise SessionLostError(f"could not start a session actor on node {node_id}", session_id)
+                    raise SessionLostError(
+                        f"could not start a session actor on node {node_id}", session_id
+                    )
             # Placed again while the actor was starting: keep the first one.
             name = self._sessions.get(session_id)
             if name is None:
@@ -350,7 +370,11 @@ class Router:
     def _placement(self, session_id: str, actor_name: str) -> dict[str, Any]:
         state = self._actors[actor_name]
         model = next(
-            (s for s in self._actors.values() if s.kind == "model" and s.node_id == state.node_id and s.ready),
+            (
+                s
+                for s in self._actors.values()
+                if s.kind == "model" and s.node_id == state.node_id and s.ready
+            ),
             None,
         )
         return {
@@ -367,8 +391,11 @@ class Router:
         candidates = [
             s
             for s in self._actors.values()
-            if s.kind == "session" and s.ready and s.node_id == node_id
-            and s.capacity == capacity and len(s.sessions) < s.capacity
+            if s.kind == "session"
+            and s.ready
+            and s.node_id == node_id
+            and s.capacity == capacity
+            and len(s.sessions) < s.capacity
         ]
         if not candidates:
             return None
@@ -419,8 +446,11 @@ class Router:
                 self._retire(state)
             return
         warm = sum(
-            1 for s in self._actors.values()
-            if s.kind == "session" and s.node_id == state.node_id and not s.sessions
+            1
+            for s in self._actors.values()
+            if s.kind == "session"
+            and s.node_id == state.node_id
+            and not s.sessions
             and s.capacity == state.capacity
         )
         node = self._nodes.get(state.node_id)

@@ -119,7 +119,9 @@ class GuardrailWorker(_Worker):
 
         self._calls += 1
         agent = await self._cache.get(agent_refs[0])
-        run_guardrails_list = await self._cache.get(run_guardrail_refs[0]) if run_guardrail_refs else []
+        run_guardrails_list = (
+            await self._cache.get(run_guardrail_refs[0]) if run_guardrail_refs else []
+        )
         context = await self._context(ctx_refs)
         guardrails = list(agent.output_guardrails) + list(run_guardrails_list)
         result = await run_guardrails(guardrails, context, agent, agent.name, text, timeout=timeout)

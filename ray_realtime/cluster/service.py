@@ -24,6 +24,7 @@ __all__ = [
     "shutdown_service",
 ]
 
+
 def get_router() -> Any:
     """The router's handle; :class:`ServiceNotRunningError` if it is not deployed."""
     router = raylib.get_named_actor(raylib.ROUTER_NAME)

@@ -39,7 +39,7 @@ class ServiceConfig:
                 continue
             if f.name in ("warm_pool_size",):
                 ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-            elif f.type in ("int",) or isinstance(value, int) and not isinstance(value, float):
+            elif f.type in ("int",) or (isinstance(value, int) and not isinstance(value, float)):
                 ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
             else:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0

@@ -163,7 +163,9 @@ async def agent_spec(agent: RealtimeAgent[Any], context: RunContextWrapper[Any])
     for item in agent.handoffs:
         handoff = as_handoff(item)
         if await _enabled(handoff.is_enabled, context, agent):
-            handoffs.append(HandoffSpec(handoff.tool_name, handoff.agent_name, handoff.to_definition()))
+            handoffs.append(
+                HandoffSpec(handoff.tool_name, handoff.agent_name, handoff.to_definition())
+            )
     return AgentSpec(
         name=agent.name,
         instructions=instructions,
@@ -319,12 +321,8 @@ class SessionDriver(RealtimeModelListener):
 
     def _require_open(self) -> SessionCore:
         if self._closed or self._core is None:
-            raise SessionClosedError(
-                f"session {self.session_id or ''} is {'closed' if self._closed else 'not started'}".replace(
-                    "  ", " "
-                ),
-                self.session_id,
-            )
+            state = "closed" if self._closed else "not started"
+            raise SessionClosedError(f"session {self.session_id} is {state}", self.session_id)
         return self._core
 
     async def send_message(self, message: Any) -> None:
@@ -410,7 +408,9 @@ class SessionDriver(RealtimeModelListener):
             and event.status == "disconnected"
         ):
             self._append(
-                RealtimeError({"message": "the model connection closed", "type": "connection_closed"})
+                RealtimeError(
+                    {"message": "the model connection closed", "type": "connection_closed"}
+                )
             )
             await self._process()
             self._spawn(self.close())
@@ -440,7 +440,9 @@ class SessionDriver(RealtimeModelListener):
                             self._guardrail_rounds += 1
                             self._spawn(self._run_guardrail_round(out))
                         else:
-                            logger.info("session %s: guardrail round skipped (busy)", self.session_id)
+                            logger.info(
+                                "session %s: guardrail round skipped (busy)", self.session_id
+                            )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -450,9 +452,7 @@ class SessionDriver(RealtimeModelListener):
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error(
-                "session %s: internal task failed: %r", self.session_id, task.exception()
-            )
+            logger.error("session %s: internal task failed: %r", self.session_id, task.exception())
 
     async def _run_tool(self, out: RunTool) -> None:
         agent = self._agents.get(out.agent_name, self._current)
@@ -540,5 +540,8 @@ class SessionDriver(RealtimeModelListener):
             self._agents[current.name] = current
             for item in current.handoffs:
                 target = item.agent if isinstance(item, Handoff) else item
-                if isinstance(target, RealtimeAgent) and self._agents.get(target.name) is not target:
+                if (
+                    isinstance(target, RealtimeAgent)
+                    and self._agents.get(target.name) is not target
+                ):
                     stack.append(target)

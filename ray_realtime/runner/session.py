@@ -65,7 +65,9 @@ class SessionBackend(Protocol):
         """Reject a waiting tool call."""
         ...
 
-    async def read_events(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
+    async def read_events(
+        self, after_seq: int, max_events: int, timeout: float | None
+    ) -> EventBatch:
         """Events after ``after_seq``, waiting up to ``timeout`` for one."""
         ...
 
@@ -121,7 +123,9 @@ class InProcessBackend:
         """Reject a tool call."""
         return await self.driver.reject_tool_call(call_id, message)
 
-    async def read_events(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
+    async def read_events(
+        self, after_seq: int, max_events: int, timeout: float | None
+    ) -> EventBatch:
         """Read from the driver's log."""
         return await self.driver.read_events(after_seq, max_events, timeout)
 
