@@ -1,0 +1,141 @@
+"""The data plane over a real loopback WebSocket, with a real session driver
+talking to the local model server (no Ray needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from ray_realtime.actors.dataplane import (
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHORIZED,
+    DataPlaneClient,
+    DataPlaneServer,
+)
+from ray_realtime.local import LocalModelServer
+from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+from ray_realtime.runner.agent import RealtimeAgent
+from ray_realtime.runner.driver import SessionDriver
+from ray_realtime.runner.events import RealtimeAgentEndEvent, RealtimeAudio, RealtimeSessionEvent
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[SessionDriver, DataPlaneServer]]:
+    async with LocalModelServer() as server:
+        driver = SessionDriver(
+            agent=RealtimeAgent(name="Assistant", instructions="Be brief."),
+            model=OpenAIRealtimeWebSocketModel(),
+            model_config={"url": server.url},
+            session_id="rt_test",
+        )
+        await driver.start()
+        plane = DataPlaneServer(lambda sid: (driver, TOKEN) if sid == driver.session_id else None)
+        await plane.start()
+        try:
+            yield driver, plane
+        finally:
+            await plane.stop()
+            await driver.close()
+
+
+async def _until_agent_end(client: DataPlaneClient, after: int) -> tuple[list[Any], int]:
+    seen: list[RealtimeSessionEvent] = []
+    cursor = after
+    async with asyncio.timeout(10):
+        while True:
+            batch = await client.read(cursor, 256, 5.0)
+            seen.extend(batch.events)
+            cursor = batch.last_seq
+            if any(isinstance(e, RealtimeAgentEndEvent) for e in batch.events):
+                return seen, cursor
+            assert not batch.closed
+
+
+async def test_events_are_pushed_and_audio_flows(
+    setup: tuple[SessionDriver, DataPlaneServer],
+) -> None:
+    driver, plane = setup
+    client = await DataPlaneClient.open(plane.url, driver.session_id, TOKEN, 0)
+    try:
+        await driver.send_message("Hello over the data plane")
+        events, cursor = await _until_agent_end(client, 0)
+        assert any(isinstance(e, RealtimeAudio) and e.audio.data for e in events)
+        assert cursor == driver.last_seq or cursor <= driver.last_seq
+        # Input audio over the socket: a tone then silence is a spoken turn.
+        t = np.arange(int(0.5 * 24000)) / 24000
+        tone = (0.4 * 32767 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+        audio = tone + bytes(int(0.9 * 24000) * 2)
+        for i in range(0, len(audio), 1920):
+            await client.send_audio(audio[i : i + 1920], False)
+        events, _ = await _until_agent_end(client, cursor)
+        assert plane.frames_in >= len(audio) // 1920
+        history = driver.history
+        assert any(getattr(i, "role", "") == "user" for i in history)
+    finally:
+        await client.close()
+
+
+async def test_reader_resumes_mid_batch(setup: tuple[SessionDriver, DataPlaneServer]) -> None:
+    driver, plane = setup
+    client = await DataPlaneClient.open(plane.url, driver.session_id, TOKEN, 0)
+    try:
+        await driver.send_message("Hello")
+        first = await client.read(0, 1, 5.0)
+        assert len(first.events) == 1 and first.last_seq == 1
+        assert client.can_serve(1) and not client.can_serve(0)
+        rest = await client.read(1, 256, 5.0)
+        assert rest.last_seq >= 2 and rest.missed == 0
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("session_id", "token", "code"),
+    [("rt_test", "wrong", CLOSE_UNAUTHORIZED), ("rt_unknown", TOKEN, CLOSE_NOT_FOUND)],
+)
+async def test_bad_hello_is_refused(
+    setup: tuple[SessionDriver, DataPlaneServer], session_id: str, token: str, code: int
+) -> None:
+    _, plane = setup
+    client = await DataPlaneClient.open(plane.url, session_id, token, 0)
+    batch = await client.read(0, 10, 5.0)
+    assert batch.closed and not batch.events
+    await client.close()
+    async with connect(plane.url) as ws:
+        await ws.send(msgpack.packb({"session_id": session_id, "token": token, "after_seq": 0}))
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == code
+
+
+async def test_garbage_frame_closes_socket_not_session(
+    setup: tuple[SessionDriver, DataPlaneServer],
+) -> None:
+    driver, plane = setup
+    async with connect(plane.url) as ws:
+        await ws.send(
+            msgpack.packb({"session_id": driver.session_id, "token": TOKEN, "after_seq": 0})
+        )
+        await ws.send(b"\xc1 not msgpack")
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                while True:
+                    await ws.recv()
+    assert not driver.closed
+    start = driver.last_seq
+    client = await DataPlaneClient.open(plane.url, driver.session_id, TOKEN, start)
+    try:
+        await driver.send_message("still alive?")
+        events, _ = await _until_agent_end(client, start)
+        assert events
+    finally:
+        await client.close()
