@@ -55,6 +55,8 @@ class RunGuardrails:
     item_id: str
     text: str
     agent_name: str
+    final: bool = False
+    """True for the check at the end of a response, which must not be skipped."""
     kind: Literal["run_guardrails"] = "run_guardrails"
 
 

@@ -475,7 +475,7 @@ class SessionCore:
         step = self._limits["debounce_text_length"]
         state.next_threshold = (len(text) // step + 1) * step
         state.checked_len = len(text)
-        self._out.append(RunGuardrails(response_id, item_id, text, self._agent.name))
+        self._out.append(RunGuardrails(response_id, item_id, text, self._agent.name, final))
 
     def _on_turn_ended(self, event: me.RealtimeModelTurnEndedEvent) -> None:
         state = self._guards.pop(event.response_id, None)

@@ -53,8 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Guardrail rounds in flight per session; more are skipped (the final check of
-# the response still runs), so a slow guardrail cannot pile up tasks.
+# Guardrail rounds in flight per session; more periodic ones are skipped (the
+# final check of a response always runs), so a slow guardrail cannot pile up tasks.
 _MAX_GUARDRAIL_ROUNDS = 8
 
 
@@ -220,7 +220,7 @@ class SessionDriver(RealtimeModelListener):
         self._core: SessionCore | None = None
         self._log: EventLog[RealtimeSessionEvent] = EventLog(self._limits["event_log_size"])
         self._wakeup = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._processing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sequential_tools = not self._run_config.get("async_tool_calls", True)
         self._tool_lock = asyncio.Lock()
@@ -261,6 +261,7 @@ class SessionDriver(RealtimeModelListener):
             session_id=self.session_id,
             agent=self._current.name,
             events=self._log.last_seq,
+            events_kept=len(self._log),
             tasks=len(self._tasks),
             closed=self._closed,
         )
@@ -420,10 +421,15 @@ class SessionDriver(RealtimeModelListener):
     # -------------------------------------------------------------- output
 
     async def _process(self) -> None:
+        # One task carries out the core's outputs at a time, in order. A call
+        # that arrives while one is running (including a re-entrant one: the
+        # model may report an event from inside send_event) returns at once;
+        # the running loop drains what it added.
         core = self._core
-        if core is None:
+        if core is None or self._processing:
             return
-        async with self._lock:
+        self._processing = True
+        try:
             while core.has_output():
                 for out in core.drain():
                     if isinstance(out, EmitEvent):
@@ -436,13 +442,13 @@ class SessionDriver(RealtimeModelListener):
                     elif isinstance(out, RunHandoff):
                         self._spawn(self._run_handoff(out))
                     elif isinstance(out, RunGuardrails):
-                        if self._guardrail_rounds < _MAX_GUARDRAIL_ROUNDS:
+                        if out.final or self._guardrail_rounds < _MAX_GUARDRAIL_ROUNDS:
                             self._guardrail_rounds += 1
                             self._spawn(self._run_guardrail_round(out))
                         else:
-                            logger.info(
-                                "session %s: guardrail round skipped (busy)", self.session_id
-                            )
+                            logger.info("session %s: guardrail round skipped (busy)", self.session_id)
+        finally:
+            self._processing = False
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -77,6 +78,7 @@ CHUNK_MS = 40
 BYTES_PER_MS = 48
 SAMPLE_RATE = 24_000
 
+T = TypeVar("T")
 Predicate = Callable[[RealtimeSessionEvent, list[RealtimeSessionEvent]], bool]
 
 
@@ -116,14 +118,19 @@ async def open_session(
     session = await runner.run(
         context=context, model_config={"url": srv.url, **(model_config or {})}
     )
-    await asyncio.wait_for(session.enter(), 5 * UNIT)
+    await within(session.enter())
     try:
         yield session
     finally:
-        await asyncio.wait_for(session.close(), 5 * UNIT)
+        await within(session.close())
     driver = session._backend.driver  # type: ignore[attr-defined]
     assert driver.closed
     assert not driver._tasks, f"tasks left after close: {driver._tasks}"
+
+
+async def within(awaitable: Awaitable[T], units: float = 5.0) -> T:
+    """``await awaitable``, failing the test (TimeoutError) after ``units`` units."""
+    return await asyncio.wait_for(awaitable, units * UNIT)
 
 
 async def collect(
@@ -146,6 +153,11 @@ async def collect(
     except asyncio.TimeoutError:
         pytest.fail(f"timed out after {timeout * UNIT:g} s; saw {[e.type for e in events]}")
     return events
+
+
+async def drain(session: RealtimeSession) -> list[RealtimeSessionEvent]:
+    """Every event left, until the iteration ends (the session closed)."""
+    return [e async for e in session]
 
 
 def nth(event_type: str, count: int = 1) -> Predicate:
@@ -190,15 +202,16 @@ async def poll(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait (bounded) until ``condition()`` holds."""
 
     async def run() -> None:
-        while not condition():
+        # Bounded polling (the caller's timeout), for state with no event to await.
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
-    await asyncio.wait_for(run(), timeout * UNIT)
+    await within(run(), timeout)
 
 
 async def say_and_expect(session: RealtimeSession, text: str) -> str:
     """Send ``say text`` and return the reply of that turn."""
-    await session.send_message(f"say {text}")
+    await within(session.send_message(f"say {text}"))
     await collect(session, nth("agent_end"))
     return transcript(assistant_items(session.history)[-1])
 
@@ -209,12 +222,12 @@ async def wait_for_logged(session: RealtimeSession, event_type: str) -> Any:
 
     async def run() -> Any:
         while True:
-            batch = await session.read_events(after_seq=0, timeout=0)
+            batch = await within(session.read_events(after_seq=0, timeout=0))
             if any(e.type == event_type for e in batch.events):
                 return batch
             await asyncio.sleep(0.01)
 
-    return await asyncio.wait_for(run(), 5 * UNIT)
+    return await within(run())
 
 
 def tone_then_silence(tone_s: float, silence_s: float) -> bytes:
@@ -231,7 +244,7 @@ def tone_then_silence(tone_s: float, silence_s: float) -> bytes:
 async def test_text_turn_events_audio_and_history(server: LocalModelServer) -> None:
     agent = RealtimeAgent(name="Assistant", instructions="Be brief.")
     async with open_session(agent, server) as session:
-        await session.send_message("hello there")
+        await within(session.send_message("hello there"))
         events = await collect(session, nth("agent_end"))
 
     reply = "You said: hello there"
@@ -326,7 +339,7 @@ def explode() -> str:
 
 async def run_tool_turn(session: RealtimeSession, text: str) -> list[RealtimeSessionEvent]:
     """A user message that calls a tool: the call's response, then the reply."""
-    await session.send_message(text)
+    await within(session.send_message(text))
     return await collect(session, nth("agent_end", 2))
 
 
@@ -342,8 +355,6 @@ async def run_tool_turn(session: RealtimeSession, text: str) -> list[RealtimeSes
 async def test_tool_turn(
     server: LocalModelServer, message: str, tool: str, arguments: dict[str, Any], output: str
 ) -> None:
-    import json
-
     agent = RealtimeAgent(name="Assistant", tools=[get_weather, lookup_order, whoami])
     async with open_session(agent, server, context={"user": "ada"}) as session:
         events = await run_tool_turn(session, message)
@@ -438,11 +449,11 @@ def _ordering_tools(record: list[str]) -> list[Any]:
 
 
 async def _two_calls(session: RealtimeSession) -> list[RealtimeSessionEvent]:
-    await session.send_message("run slow first")
+    await within(session.send_message("run slow first"))
     # The second message follows the first call, so the model calls again.
     events = await collect(session, nth("tool_start"))
-    await session.send_message("run fast second")
-    events += await collect(session, nth("tool_end", 2 - len(of_type(events, RealtimeToolEnd))))
+    await within(session.send_message("run fast second"))
+    events += await collect(session, nth("tool_end", 2))
     return events
 
 
@@ -485,10 +496,10 @@ async def test_handoff_switches_agent_before_the_reply(server: LocalModelServer)
     async with open_session(
         agent, server, context={"user": "ada"}, emit_raw_model_events=True
     ) as session:
-        await session.send_message("please transfer to billing agent")
+        await within(session.send_message("please transfer to billing agent"))
         events = await collect(session, nth("agent_end", 2))
         # The session now belongs to the billing agent: its next reply is forced.
-        await session.send_message("hello?")
+        await within(session.send_message("hello?"))
         events += await collect(session, nth("agent_end"))
 
     assert calls == [{"user": "ada"}]
@@ -523,42 +534,65 @@ async def test_handoff_switches_agent_before_the_reply(server: LocalModelServer)
         raise AssertionError("raw event not found")
 
     update_at = index_of(
-        lambda d: d.get("type") == "session.updated"
-        and d["session"].get("instructions") == "Always reply: billing here"
+        lambda d: (
+            d.get("type") == "session.updated"
+            and d["session"].get("instructions") == "Always reply: billing here"
+        )
     )
     output_at = index_of(
-        lambda d: d.get("type") == "conversation.item.added"
-        and d["item"].get("type") == "function_call_output"
+        lambda d: (
+            d.get("type") == "conversation.item.added"
+            and d["item"].get("type") == "function_call_output"
+        )
     )
     assert update_at < output_at
 
 
 # ------------------------------------------------------------------ guardrails
 
-
-async def test_output_guardrail_trips_once_and_feeds_back(paced_server: LocalModelServer) -> None:
-    checked: list[str] = []
+def word_filter_guardrail(checked: list[str], delay: float) -> Any:
+    """An output guardrail named ``word_filter`` tripping on "secret"; it
+    records every text it checks and takes ``delay`` seconds."""
 
     @output_guardrail(name="word_filter")
     async def word_filter(
         ctx: RunContextWrapper[Any], agent: Any, text: str
     ) -> GuardrailFunctionOutput:
         checked.append(text)
-        # Slow enough that several rounds that see the word are in flight.
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(delay)
         found = "secret" in text.lower()
         return GuardrailFunctionOutput(output_info={"found": found}, tripwire_triggered=found)
 
-    reply = (
-        "the secret is out now and I will keep talking about it for quite a while "
-        "so that the reply is long enough to be cut"
+    return word_filter
+
+
+TEXT_ONLY = {"output_modalities": ["text"]}
+
+
+async def test_output_guardrail_trips_once_per_response_and_feeds_back(
+    server: LocalModelServer,
+) -> None:
+    """Text replies: every guarded round (and the final check) of the first
+    response sees the word, yet only one trip acts; the model gets the
+    feedback message and answers it."""
+    checked: list[str] = []
+    reply = "the secret is out and now we talk"  # 33 characters: 4 rounds + final
+    agent = RealtimeAgent(
+        name="Assistant", output_guardrails=[word_filter_guardrail(checked, 0.1 * UNIT)]
     )
-    agent = RealtimeAgent(name="Assistant", output_guardrails=[word_filter])
     async with open_session(
-        agent, paced_server, guardrails_settings={"debounce_text_length": 10}
+        agent,
+        server,
+        guardrails_settings={"debounce_text_length": 10},
+        model_settings=TEXT_ONLY,
     ) as session:
-        await session.send_message(f"say {reply}")
-        events = await collect(session, nth("agent_end", 2), timeout=10)
+        await within(session.send_message(f"say {reply}"))
+        events = await collect(session, nth("agent_end", 2))
+        feedback = guardrail_feedback_message(["word_filter"])
+        # Let every round still in flight finish (bounded); none may trip again.
+        driver = session._backend.driver  # type: ignore[attr-defined]
+        await poll(lambda: driver._guardrail_rounds == 0)
+        events += (await within(session.read_events())).events
 
     tripped = of_type(events, RealtimeGuardrailTripped)
     assert len(tripped) == 1, f"{len(tripped)} trips; rounds saw {checked}"
@@ -569,14 +603,79 @@ async def test_output_guardrail_trips_once_and_feeds_back(paced_server: LocalMod
     assert result.output_info == {"found": True}
     assert "secret" in tripped[0].message
     assert reply.startswith(tripped[0].message)
-    # More than one round saw the word; only the first trip acted.
     assert sum("secret" in text for text in checked) >= 2, checked
+
+    assert user_texts(session.history) == [f"say {reply}", feedback]
+    first, second = assistant_items(session.history)
+    assert transcript(first) == reply
+    assert transcript(second) == f"You said: {feedback}"
+
+
+async def test_output_guardrail_final_check_runs_when_rounds_are_busy(
+    server: LocalModelServer,
+) -> None:
+    checked: list[str] = []
+    reply = (
+        "this reply is long enough to have more than eight guarded rounds "
+        "in flight and ends with the secret"
+    )
+    agent = RealtimeAgent(
+        name="Assistant", output_guardrails=[word_filter_guardrail(checked, 0.3 * UNIT)]
+    )
+    async with open_session(
+        agent,
+        server,
+        guardrails_settings={"debounce_text_length": 10},
+        model_settings=TEXT_ONLY,
+    ) as session:
+        await within(session.send_message(f"say {reply}"))
+        events = await collect(session, nth("guardrail_tripped"), timeout=1.5)
+    assert len(checked[-1]) == len(reply)
+    assert of_type(events, RealtimeGuardrailTripped)[0].message == reply
+
+
+async def test_output_guardrail_trips_during_audio(paced_server: LocalModelServer) -> None:
+    checked: list[str] = []
+    reply = "the secret is out now and I will keep talking about it for a while"
+    agent = RealtimeAgent(name="Assistant", output_guardrails=[word_filter_guardrail(checked, 0.0)])
+    async with open_session(
+        agent, paced_server, guardrails_settings={"debounce_text_length": 10}
+    ) as session:
+        await within(session.send_message(f"say {reply}"))
+        events = await collect(session, nth("guardrail_tripped"))
+    (tripped,) = of_type(events, RealtimeGuardrailTripped)
+    assert [r.guardrail.name for r in tripped.guardrail_results] == ["word_filter"]
+    assert "secret" in tripped.message and reply.startswith(tripped.message)
+    # It tripped mid-reply, on the first round that saw the word.
+    assert len(tripped.message) < len(reply)
+    assert tripped.message == next(text for text in checked if "secret" in text)
+
+
+async def test_output_guardrail_interrupts_audio_and_feeds_back(
+    paced_server: LocalModelServer,
+) -> None:
+    checked: list[str] = []
+    reply = (
+        "the secret is out now and I will keep talking about it for quite a while "
+        "so that the reply is long enough to be cut"
+    )
+    agent = RealtimeAgent(
+        name="Assistant", output_guardrails=[word_filter_guardrail(checked, 0.1 * UNIT)]
+    )
+    async with open_session(
+        agent, paced_server, guardrails_settings={"debounce_text_length": 10}
+    ) as session:
+        await within(session.send_message(f"say {reply}"))
+        events = await collect(session, nth("agent_end", 2), timeout=4)
+
+    tripped = of_type(events, RealtimeGuardrailTripped)
+    assert len(tripped) == 1, f"{len(tripped)} trips; rounds saw {checked}"
+    assert "secret" in tripped[0].message
 
     first_item = assistant_items(session.history)[0]
     kinds = [e.type for e in events]
     trip_at = kinds.index("guardrail_tripped")
-    first_end = kinds.index("agent_end")
-    assert trip_at < first_end
+    assert trip_at < kinds.index("agent_end")
     interrupted = of_type(events, RealtimeAudioInterrupted)
     assert [e.item_id for e in interrupted] == [first_item.item_id]
     assert trip_at < kinds.index("audio_interrupted")
@@ -606,7 +705,7 @@ async def test_spoken_turn_found_by_vad(server: LocalModelServer) -> None:
         model_settings={"input_audio_transcription": {"model": "gpt-4o-transcribe"}},
     ) as session:
         for i in range(0, len(audio), chunk):
-            await session.send_audio(audio[i : i + chunk])
+            await within(session.send_audio(audio[i : i + chunk]))
         events = await collect(session, nth("agent_end"))
         # The transcription may come after the reply; wait (bounded) for it.
         await poll(
@@ -620,9 +719,7 @@ async def test_spoken_turn_found_by_vad(server: LocalModelServer) -> None:
         history = session.history
 
     user_added = [
-        e.item
-        for e in of_type(events, RealtimeHistoryAdded)
-        if isinstance(e.item, UserMessageItem)
+        e.item for e in of_type(events, RealtimeHistoryAdded) if isinstance(e.item, UserMessageItem)
     ]
     assert len(user_added) == 1
     assert [type(p) for p in user_added[0].content] == [InputAudio]
@@ -647,10 +744,10 @@ async def test_interrupt_cuts_the_reply(paced_server: LocalModelServer) -> None:
     reply = "this is a long reply that will be interrupted well before it can finish speaking"
     agent = RealtimeAgent(name="Assistant")
     async with open_session(agent, paced_server) as session:
-        await session.send_message(f"say {reply}")
+        await within(session.send_message(f"say {reply}"))
         events = await collect(session, nth("audio"))
         item_id = events[-1].item_id  # type: ignore[union-attr]
-        await session.interrupt()
+        await within(session.interrupt(), 1)
         events += await collect(session, nth("agent_end"))
         history = session.history
         # The session goes on after an interruption.
@@ -681,13 +778,17 @@ async def test_message_over_limit_is_refused_and_session_goes_on(
     agent = RealtimeAgent(name="Assistant")
     async with open_session(agent, server, max_message_chars=50) as session:
         with pytest.raises(InputTooLargeError) as info:
-            await session.send_message("x" * 51)
+            await within(session.send_message("x" * 51))
         assert (info.value.size, info.value.limit) == (51, 50)
         with pytest.raises(InputTooLargeError):
-            await session.send_message(
-                {"type": "message", "role": "user", "content": [
-                    {"type": "input_text", "text": "y" * 51}
-                ]}
+            await within(
+                session.send_message(
+                    {
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "y" * 51}],
+                    }
+                )
             )
         assert await say_and_expect(session, "still here") == "still here"
         assert user_texts(session.history) == ["say still here"]
@@ -697,27 +798,27 @@ async def test_bad_audio_is_refused(server: LocalModelServer) -> None:
     agent = RealtimeAgent(name="Assistant")
     async with open_session(agent, server, max_audio_chunk_bytes=1000) as session:
         with pytest.raises(UserError) as info:
-            await session.send_audio("not bytes")  # type: ignore[arg-type]
+            await within(session.send_audio("not bytes"))  # type: ignore[arg-type]
         assert not isinstance(info.value, InputTooLargeError)
         with pytest.raises(InputTooLargeError) as too_big:
-            await session.send_audio(b"\0" * 1002)
+            await within(session.send_audio(b"\0" * 1002))
         assert (too_big.value.size, too_big.value.limit) == (1002, 1000)
-        await session.send_audio(b"\0" * 1000)  # at the limit: fine
+        await within(session.send_audio(b"\0" * 1000))  # at the limit: fine
         assert await say_and_expect(session, "ok") == "ok"
 
 
 async def test_commands_after_close_raise(server: LocalModelServer) -> None:
     agent = RealtimeAgent(name="Assistant")
     async with open_session(agent, server) as session:
-        await session.close()
-        await session.close()  # idempotent
+        await within(session.close())
+        await within(session.close())  # idempotent
         with pytest.raises(SessionClosedError) as info:
-            await session.send_message("hello")
+            await within(session.send_message("hello"))
         assert info.value.session_id == session.session_id
         with pytest.raises(SessionClosedError):
-            await session.send_audio(b"\0\0")
+            await within(session.send_audio(b"\0\0"))
         with pytest.raises(SessionClosedError):
-            await session.interrupt()
+            await within(session.interrupt())
 
 
 def test_unknown_config_key_fails_at_construction() -> None:
@@ -729,7 +830,7 @@ def test_unknown_config_key_fails_at_construction() -> None:
 async def test_iteration_ends_after_close(server: LocalModelServer) -> None:
     agent = RealtimeAgent(name="Assistant")
     async with open_session(agent, server) as session:
-        await session.send_message("say hi")
+        await within(session.send_message("say hi"))
         seen: list[str] = []
 
         async def read_all() -> None:
@@ -739,10 +840,10 @@ async def test_iteration_ends_after_close(server: LocalModelServer) -> None:
         reader = asyncio.create_task(read_all())
         await poll(lambda: "agent_end" in seen)
         assert not reader.done()  # an open session keeps its reader waiting
-        await session.close()
-        await asyncio.wait_for(reader, 2 * UNIT)
+        await within(session.close())
+        await within(reader, 2)
         # A new iteration of a closed session ends too, at once.
-        assert [e async for e in session] == []
+        assert await within(drain(session)) == []
 
 
 async def test_unreachable_model_fails_entry_and_leaves_no_task() -> None:
@@ -753,16 +854,26 @@ async def test_unreachable_model_fails_entry_and_leaves_no_task() -> None:
     before = asyncio.all_tasks()
     runner = make_runner(RealtimeAgent(name="Assistant"))
     session = await runner.run(model_config={"url": f"ws://127.0.0.1:{port}/v1/realtime"})
-    with pytest.raises(ModelConnectionError):
-        async with session:
-            raise AssertionError("entered a session without a model")
+    with pytest.raises(ModelConnectionError, match=str(port)):
+        await within(session.__aenter__())
     driver = session._backend.driver  # type: ignore[attr-defined]
     assert driver.closed
-    # Nothing may keep running: the driver's tasks end within a loop turn or two.
-    await poll(lambda: not driver._tasks and asyncio.all_tasks() <= before, timeout=1)
+
+    def settled() -> bool:
+        others = asyncio.all_tasks() - before - {asyncio.current_task()}
+        return not driver._tasks and not others
+
+    # Nothing keeps running. (The driver spawns a close() task on the
+    # "disconnected" status of the failed connect; it returns on its first
+    # step, so allow it a few loop turns.)
+    await poll(settled, timeout=1)
     with pytest.raises(SessionClosedError):
-        await session.send_message("hello")
-    assert [e.type async for e in session] == []
+        await within(session.send_message("hello"))
+    with pytest.raises(SessionClosedError):
+        await within(session.send_audio(b"\0\0"))
+    # Iteration ends at once; at most the connection error was logged.
+    leftovers = await within(drain(session))
+    assert all(isinstance(e, RealtimeError) for e in leftovers), leftovers
 
 
 # ---------------------------------------------------------------- event reading
@@ -771,7 +882,7 @@ async def test_unreachable_model_fails_entry_and_leaves_no_task() -> None:
 async def test_read_events_does_not_move_the_iterator(server: LocalModelServer) -> None:
     agent = RealtimeAgent(name="Assistant")
     async with open_session(agent, server) as session:
-        await session.send_message("hello")
+        await within(session.send_message("hello"))
         batch = await wait_for_logged(session, "agent_end")
         assert any(e.type == "agent_end" for e in batch.events)
         assert batch.missed == 0 and not batch.closed
@@ -783,10 +894,10 @@ async def test_read_events_does_not_move_the_iterator(server: LocalModelServer) 
         assert cursor == len(head)
         assert head == batch.events[:cursor]
 
-        again = await session.read_events(after_seq=0)
+        again = await within(session.read_events(after_seq=0))
         assert again.events == batch.events
         assert session.last_seq == cursor
-        mine = await session.read_events()  # default: from this handle's position
+        mine = await within(session.read_events())  # default: from this handle's position
         assert mine.events == batch.events[cursor:]
         assert session.last_seq == cursor
 
@@ -809,7 +920,7 @@ async def test_slow_reader_gets_events_lost_and_log_stays_bounded(
             return seq
 
         log.append = tracking_append
-        await session.send_message("say " + "many words to speak " * 8)
+        await within(session.send_message("say " + "many words to speak " * 8))
         await wait_for_logged(session, "agent_end")
         produced = log.last_seq
         assert produced > 3 * 16
