@@ -93,6 +93,10 @@ def _serve(args: argparse.Namespace) -> int:
     started = connect(args.address)
 
     async def run() -> None:
+        from ray_realtime.actors import raylib
+
+        # Only stop on Ctrl-C what this command deployed, not a service it joined.
+        deployed_here = raylib.get_named_actor(raylib.ROUTER_NAME) is None
         await ensure_service(config)
         print(_format_status(await service_status()), flush=True)
         print("ray-realtime service running; Ctrl-C to stop", flush=True)
@@ -101,8 +105,11 @@ def _serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        print("stopping the service...", flush=True)
-        await shutdown_service()
+        if deployed_here:
+            print("stopping the service...", flush=True)
+            await shutdown_service()
+        else:
+            print("leaving the service running (this command joined it)", flush=True)
 
     try:
         asyncio.run(run())

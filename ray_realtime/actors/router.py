@@ -26,7 +26,12 @@ from typing import Any
 from ray_realtime.actors import raylib
 from ray_realtime.cluster.placement import NodeInfo, PlacementRequirement, choose_node
 from ray_realtime.cluster.service_config import ServiceConfig
-from ray_realtime.exceptions import ConfigError, SessionLostError, SessionNotFoundError
+from ray_realtime.exceptions import (
+    ConfigError,
+    NoCapacityError,
+    SessionLostError,
+    SessionNotFoundError,
+)
 
 __all__ = ["Router"]
 
@@ -75,6 +80,9 @@ class Router:
         self._actors: dict[str, ActorState] = {}
         self._sessions: dict[str, str] = {}
         self._session_nodes: dict[str, str] = {}
+        # Sessions being placed while their actor starts: counted as load, so
+        # concurrent placements do not all pick the same node.
+        self._reserved: dict[str, str] = {}
         self._lost: OrderedDict[str, str] = OrderedDict()
         self._agents: dict[str, tuple[int, bytes]] = {}
         self._starting: set[str] = set()
@@ -179,6 +187,7 @@ class Router:
             await self._check_health()
             creations: list[Any] = []
             for node in self._nodes.values():
+                self._trim_warm(node)
                 if not node.alive or node.drained:
                     continue
                 creations.extend(self._top_up(node))
@@ -261,6 +270,26 @@ class Router:
             jobs.append(self._create("session", node.node_id, cfg.sessions_per_actor))
         return jobs
 
+    def _trim_warm(self, node: NodeState) -> None:
+        """Retire warm actors beyond the target (a refill that raced a session
+        ending, or one that finished after its node was drained)."""
+        cfg = self._config
+        if any(n.startswith(f"session:{node.node_id}:") for n in self._starting):
+            return  # settle first
+        target = cfg.warm_pool_size if node.alive and not node.drained else 0
+        warm = [
+            s
+            for s in self._actors.values()
+            if s.kind == "session"
+            and s.node_id == node.node_id
+            and s.ready
+            and not s.sessions
+            and s.capacity == cfg.sessions_per_actor
+        ]
+        warm.sort(key=lambda s: s.created)
+        for state in warm[target:]:
+            self._retire(state)
+
     async def _create(self, kind: str, node_id: str, capacity: int) -> ActorState | None:
         from ray_realtime.actors import remote
 
@@ -341,12 +370,14 @@ class Router:
                 resources=dict((requirement or {}).get("resources") or {}),
                 labels=dict((requirement or {}).get("labels") or {}),
             )
-            node_id = choose_node(
-                self._node_infos(), req, max_sessions_per_node=self._config.max_sessions_per_node
-            )
+            node_id = self._choose_node(req, capacity)
             state = self._free_actor(node_id, capacity)
             if state is None:
-                state = await self._create("session", node_id, capacity)
+                self._reserved[session_id] = node_id
+                try:
+                    state = await self._create("session", node_id, capacity)
+                finally:
+                    self._reserved.pop(session_id, None)
                 if state is None:
                     raise SessionLostError(
                         f"could not start a session actor on node {node_id}", session_id
@@ -361,6 +392,31 @@ class Router:
                 self.placements += 1
             self._spawn(self._refill(state.node_id))
         return self._placement(session_id, name)
+
+    def _choose_node(self, req: PlacementRequirement, capacity: int) -> str:
+        infos = self._node_infos()
+        limit = self._config.max_sessions_per_node
+        if capacity > 1:
+            # Packing: fill a partly used actor of this size before opening
+            # another one (each actor costs a process), on an eligible node.
+            open_nodes = {
+                s.node_id
+                for s in self._actors.values()
+                if s.kind == "session"
+                and s.ready
+                and s.capacity == capacity
+                and 0 < len(s.sessions) < capacity
+            }
+            if open_nodes:
+                try:
+                    return choose_node(
+                        [n for n in infos if n.node_id in open_nodes],
+                        req,
+                        max_sessions_per_node=limit,
+                    )
+                except NoCapacityError:
+                    pass
+        return choose_node(infos, req, max_sessions_per_node=limit)
 
     async def _refill(self, node_id: str) -> None:
         node = self._nodes.get(node_id)
@@ -404,7 +460,7 @@ class Router:
 
     def _node_infos(self) -> list[NodeInfo]:
         counts: dict[str, int] = {}
-        for node_id in self._session_nodes.values():
+        for node_id in [*self._session_nodes.values(), *self._reserved.values()]:
             counts[node_id] = counts.get(node_id, 0) + 1
         return [
             NodeInfo(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from typing import Any
@@ -85,9 +86,10 @@ class SessionHost:
     # -------------------------------------------------------------- status
 
     async def ping(self) -> dict[str, Any]:
-        """Liveness and load: node, sessions, capacity."""
+        """Liveness and load: node, process, sessions, capacity."""
         return {
             "node_id": self.node_id,
+            "pid": os.getpid(),
             "name": self.name,
             "sessions": list(self._sessions),
             "capacity": self.capacity,

@@ -1,15 +1,19 @@
 """Tests for ray_realtime.cluster.connect.
 
-``test_embedded_ray_binds_loopback`` is the only test here that starts Ray; all
-other tests replace ``ray.init``/``ray.shutdown`` with fakes.
+``test_embedded_ray_binds_loopback`` is the only test here that starts Ray (in
+a child process, so it runs even when the test session already holds Ray);
+all other tests replace ``ray.init``/``ray.shutdown`` with fakes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
-import time
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,43 +38,79 @@ ENV = conn.ENABLE_CLUSTER_ENV
 # --------------------------------------------------------------------------- real Ray
 
 
+# The embedded start runs in a child process: the test session may already
+# hold a Ray runtime (the shared cluster fixture of tests/conftest.py), and
+# connect() in this process would then only return False.
+_EMBEDDED_CHECK = r"""
+import json, sys, time
+
+import ray
+
+from ray_realtime.cluster.connect import (
+    LOOPBACK_IP, PROJECT_NAMESPACE, connect, disconnect, node_id, ray_is_local,
+)
+
+checks = {}
+started = False
+try:
+    t0 = time.perf_counter()
+    started = connect(num_cpus=1)
+    checks["ray_init_seconds"] = round(time.perf_counter() - t0, 2)
+    checks["started"] = started
+    checks["initialized"] = ray.is_initialized()
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    checks["addresses"] = [n["NodeManagerAddress"] for n in alive]
+    checks["node_ip"] = ray.util.get_node_ip_address()
+    checks["namespace"] = ray.get_runtime_context().namespace
+    checks["node_id_matches"] = node_id() == alive[0]["NodeID"]
+    checks["is_local"] = ray_is_local()
+    # Already initialised: nothing happens and the caller must not shut down.
+    checks["second_connect"] = connect()
+    checks["auto_connect"] = connect("auto", num_cpus=4)
+    disconnect(False)
+    checks["still_initialized"] = ray.is_initialized()
+finally:
+    disconnect(started)
+    if ray.is_initialized():  # connect() failed half-way; Ray is ours anyway
+        ray.shutdown()
+checks["after_shutdown_initialized"] = ray.is_initialized()
+checks["after_shutdown_is_local"] = ray_is_local()
+checks["expected"] = {"loopback": LOOPBACK_IP, "namespace": PROJECT_NAMESPACE}
+print(json.dumps(checks))
+"""
+
+
 @pytest.mark.ray
-def test_embedded_ray_binds_loopback(
-    monkeypatch: pytest.MonkeyPatch, record_property: Callable[[str, object], None]
-) -> None:
-    if ray.is_initialized():
-        pytest.skip(
-            "Ray is already initialised in this process (shared test runtime); "
-            "connect() would only return False, so the embedded start cannot be tested"
-        )
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv(ENV, raising=False)  # restored after the test
-    started = False
-    try:
-        t0 = time.perf_counter()
-        started = connect(num_cpus=1)
-        record_property("ray_init_seconds", round(time.perf_counter() - t0, 2))
-        assert started is True
-        assert ray.is_initialized()
-
-        alive = [n for n in ray.nodes() if n["Alive"]]
-        assert [n["NodeManagerAddress"] for n in alive] == [LOOPBACK_IP]
-        assert ray.util.get_node_ip_address() == LOOPBACK_IP
-        assert ray.get_runtime_context().namespace == PROJECT_NAMESPACE
-        assert node_id() == alive[0]["NodeID"]
-        assert ray_is_local() is True
-
-        # Already initialised: nothing happens and the caller must not shut down.
-        assert connect() is False
-        assert connect("auto", num_cpus=4) is False
-        disconnect(False)
-        assert ray.is_initialized()
-    finally:
-        disconnect(started)
-        if ray.is_initialized():  # connect() failed half-way; Ray is ours anyway
-            ray.shutdown()
-    assert not ray.is_initialized()
-    assert ray_is_local() is False
+def test_embedded_ray_binds_loopback(record_property: Callable[[str, object], None]) -> None:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.pop(ENV, None)  # connect() must set the loopback switch itself
+    root = Path(__file__).resolve().parent.parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-c", _EMBEDDED_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(root),
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    checks = json.loads(proc.stdout.strip().splitlines()[-1])
+    record_property("ray_init_seconds", checks["ray_init_seconds"])
+    assert checks["started"] is True
+    assert checks["initialized"] is True
+    assert checks["addresses"] == [LOOPBACK_IP]
+    assert checks["node_ip"] == LOOPBACK_IP
+    assert checks["namespace"] == PROJECT_NAMESPACE
+    assert checks["expected"] == {"loopback": LOOPBACK_IP, "namespace": PROJECT_NAMESPACE}
+    assert checks["node_id_matches"] is True
+    assert checks["is_local"] is True
+    assert checks["second_connect"] is False
+    assert checks["auto_connect"] is False
+    assert checks["still_initialized"] is True
+    assert checks["after_shutdown_initialized"] is False
+    assert checks["after_shutdown_is_local"] is False
 
 
 # --------------------------------------------------------------------------- fake Ray
