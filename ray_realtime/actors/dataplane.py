@@ -37,7 +37,7 @@ from ray_realtime.exceptions import ModelConnectionError, ProtocolError
 from ray_realtime.runner.driver import EventBatch, SessionDriver
 from ray_realtime.runner.events import RealtimeSessionEvent
 
-__all__ = ["DataPlaneClient", "DataPlaneServer"]
+__all__ = ["DataPlaneBroken", "DataPlaneClient", "DataPlaneServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ CLOSE_BAD_HELLO = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_SESSION_ENDED = 4000
+
+
+class DataPlaneBroken(Exception):
+    """The socket dropped without the session ending: use Ray calls instead."""
+
 
 Lookup = Callable[[str], "tuple[SessionDriver, str] | None"]
 
@@ -169,6 +174,7 @@ class DataPlaneClient:
         self._stream_seq = after_seq
         self._served_seq = after_seq
         self._closed = False
+        self._broken = False
 
     @classmethod
     async def open(
@@ -194,14 +200,26 @@ class DataPlaneClient:
         """The newest sequence number received."""
         return self._stream_seq
 
+    @property
+    def broken(self) -> bool:
+        """Whether the socket dropped without the session ending."""
+        return self._broken
+
     def can_serve(self, after_seq: int) -> bool:
         """Whether a read after ``after_seq`` can come from this stream (the
         stream only moves forward from what it has already handed out)."""
+        if self._broken and not self._pending:
+            return False
         return self._served_seq <= after_seq <= self._stream_seq
 
     async def send_audio(self, audio: bytes, commit: bool) -> None:
-        """Send one audio frame (no reply)."""
-        await self._ws.send(msgpack.packb([OP_AUDIO, audio, commit], use_bin_type=True))
+        """Send one audio frame (no reply); :class:`DataPlaneBroken` if the
+        socket is gone."""
+        try:
+            await self._ws.send(msgpack.packb([OP_AUDIO, audio, commit], use_bin_type=True))
+        except ConnectionClosed:
+            self._broken = True
+            raise DataPlaneBroken("the data plane socket dropped") from None
 
     async def read(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
         """Events after ``after_seq`` from the stream, waiting up to ``timeout``."""
@@ -209,6 +227,8 @@ class DataPlaneClient:
         if not self._pending and not self._closed:
             await self._receive(timeout)
             self._drop_through(after_seq)
+            if self._broken and not self._pending:
+                raise DataPlaneBroken("the data plane socket dropped")
         taken = [self._pending.popleft() for _ in range(min(max_events, len(self._pending)))]
         if taken:
             last = taken[-1][0]
@@ -230,8 +250,14 @@ class DataPlaneClient:
             frame = await asyncio.wait_for(self._ws.recv(), timeout)
         except asyncio.TimeoutError:
             return
-        except ConnectionClosed:
-            self._closed = True
+        except ConnectionClosed as exc:
+            # A normal end comes as a closed batch first; anything else
+            # (the actor died, the network dropped) is not the session's end.
+            received = exc.rcvd
+            if received is not None and received.code == CLOSE_SESSION_ENDED:
+                self._closed = True
+            else:
+                self._broken = True
             return
         if not isinstance(frame, bytes):
             raise ProtocolError("data plane sent a text frame")

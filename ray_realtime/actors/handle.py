@@ -13,7 +13,14 @@ from typing import Any
 
 from ray_realtime import wire
 from ray_realtime.actors import raylib
-from ray_realtime.exceptions import SessionClosedError, SessionLostError
+from ray_realtime.actors.dataplane import DataPlaneBroken, DataPlaneClient
+from ray_realtime.exceptions import (
+    InputTooLargeError,
+    ModelConnectionError,
+    SessionClosedError,
+    SessionLostError,
+    UserError,
+)
 from ray_realtime.runner.agent import RealtimeAgent
 from ray_realtime.runner.config import RealtimeModelConfig, RealtimeRunConfig
 from ray_realtime.runner.driver import EventBatch
@@ -47,11 +54,19 @@ class ActorBackend:
         self._placement = placement
         self._actor: Any = placement["actor"] if placement else None
         self._closed = False
+        self._plane: DataPlaneClient | None = None
+        self._max_audio = 0
+        self.use_data_plane = bool(self._run_config.get("data_plane", True))
 
     @property
     def node_id(self) -> str:
         """The node the session runs on ("" before start)."""
         return str(self._placement["node_id"]) if self._placement else ""
+
+    @property
+    def data_plane_connected(self) -> bool:
+        """Whether audio and events travel over the direct socket now."""
+        return self._plane is not None and not self._plane.broken
 
     @property
     def actor_name(self) -> str:
@@ -78,12 +93,30 @@ class ActorBackend:
             "guardrail_workers": placement["guardrail_workers"],
         }
         try:
-            await self._actor.open_session.remote(self.session_id, self._payload, options)
+            info = await self._actor.open_session.remote(self.session_id, self._payload, options)
         except BaseException as exc:
             router.session_ended.remote(self.session_id, placement["actor_name"])
             self._actor = None
             raise self._translate(exc) from None
         self._payload = None
+        await self._open_data_plane(info, after_seq=0)
+
+    async def connect_data_plane(self, after_seq: int) -> None:
+        """Open the direct socket to an already running session (attach)."""
+        if self.use_data_plane:
+            info = await self._call("data_plane")
+            await self._open_data_plane(info, after_seq)
+
+    async def _open_data_plane(self, info: dict[str, Any], after_seq: int) -> None:
+        self._max_audio = int(info.get("max_audio_chunk_bytes", 0))
+        url = info.get("data_url")
+        if not self.use_data_plane or not url:
+            return
+        try:
+            self._plane = await DataPlaneClient.open(url, self.session_id, info["token"], after_seq)
+        except ModelConnectionError:
+            # Ray calls still work; only the fast path is missing.
+            self._plane = None
 
     def _translate(self, exc: BaseException) -> BaseException:
         if raylib.is_actor_gone(exc):
@@ -103,7 +136,24 @@ class ActorBackend:
         await self._call("send_message", message)
 
     async def send_audio(self, audio: bytes, commit: bool) -> None:
-        """Send raw audio bytes."""
+        """Send raw audio bytes: over the data plane when it is up (checked
+        here first, as the socket gives no reply), else as a Ray call."""
+        plane = self._plane
+        if plane is not None and not plane.broken:
+            if not isinstance(audio, (bytes, bytearray, memoryview)):
+                raise UserError(f"send_audio takes bytes, not {type(audio).__name__}")
+            size = audio.nbytes if isinstance(audio, memoryview) else len(audio)
+            if self._max_audio and size > self._max_audio:
+                raise InputTooLargeError(
+                    f"audio chunk of {size} bytes is over the limit of {self._max_audio}",
+                    size,
+                    self._max_audio,
+                )
+            try:
+                await plane.send_audio(bytes(audio), commit)
+                return
+            except DataPlaneBroken:
+                pass
         await self._call("send_audio", audio, commit)
 
     async def interrupt(self) -> None:
@@ -126,6 +176,12 @@ class ActorBackend:
         self, after_seq: int, max_events: int, timeout: float | None
     ) -> EventBatch:
         """One long-poll for a batch of events."""
+        plane = self._plane
+        if plane is not None and plane.can_serve(after_seq):
+            try:
+                return await plane.read(after_seq, max_events, timeout)
+            except DataPlaneBroken:
+                pass
         data = await self._call("read_events", after_seq, max_events, timeout)
         events, last_seq, missed, closed = wire.decode_batch(data)
         return EventBatch(events, last_seq, missed, closed)
@@ -144,6 +200,7 @@ class ActorBackend:
             self._closed = True
             return
         self._closed = True
+        await self._close_plane()
         try:
             await self._actor.close_session.remote(self.session_id)
         except BaseException as exc:
@@ -152,8 +209,17 @@ class ActorBackend:
                 raise translated from None
 
     async def detach(self) -> None:
-        """Leave the session running; nothing to do on the actor."""
+        """Leave the session running; only this handle's socket closes."""
         self._closed = True
+        await self._close_plane()
+
+    async def _close_plane(self) -> None:
+        plane, self._plane = self._plane, None
+        if plane is not None:
+            try:
+                await plane.close()
+            except Exception:
+                pass
 
     def local_history(self) -> list[RealtimeItem] | None:
         """Remote sessions keep their history in the actor."""
@@ -196,6 +262,7 @@ async def attach_session(session_id: str, *, after_seq: int = 0) -> RealtimeSess
     except BaseException as exc:
         raise _unwrap(exc) from None
     backend = ActorBackend(session_id, placement=placement)
+    await backend.connect_data_plane(after_seq)
     session = RealtimeSession(backend, after_seq=after_seq)
     session._entered = True
     return session

@@ -27,6 +27,7 @@ __all__ = [
     "is_actor_gone",
     "kill",
     "loads",
+    "node_ip",
     "put",
     "ref_key",
 ]
@@ -51,6 +52,14 @@ def current_node_id() -> str:
     if not ray.is_initialized():
         return ""
     return str(ray.get_runtime_context().get_node_id())
+
+
+def node_ip() -> str:
+    """This node's address as Ray knows it (127.0.0.1 in the embedded mode):
+    servers of ours that other nodes must reach bind it, nothing wider."""
+    if not ray.is_initialized():
+        return "127.0.0.1"
+    return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
 
 
 def ref_key(ref: Any) -> str:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from collections import OrderedDict
 from typing import Any
 
 from ray_realtime import wire
 from ray_realtime.actors import raylib
+from ray_realtime.actors.dataplane import DataPlaneServer
 from ray_realtime.actors.pool import (
     PoolGuardrailExecutor,
     PoolToolExecutor,
@@ -81,6 +83,8 @@ class SessionHost:
         self._sessions: dict[str, SessionDriver] = {}
         self._closed: OrderedDict[str, SessionDriver] = OrderedDict()
         self._pools: dict[str, WorkerPool] = {}
+        self._tokens: dict[str, str] = {}
+        self._dataplane: DataPlaneServer | None = None
         self._started = time.monotonic()
 
     # -------------------------------------------------------------- status
@@ -105,7 +109,9 @@ class SessionHost:
 
     # ----------------------------------------------------------- lifecycle
 
-    async def open_session(self, session_id: str, payload: bytes, options: dict[str, Any]) -> str:
+    async def open_session(
+        self, session_id: str, payload: bytes, options: dict[str, Any]
+    ) -> dict[str, Any]:
         """Create and connect a session; idempotent for the same id.
 
         ``payload`` is the pickled ``(agent, context, run_config,
@@ -114,7 +120,7 @@ class SessionHost:
         handle)`` triples.
         """
         if session_id in self._sessions:
-            return self.node_id
+            return await self.data_plane(session_id)
         self._forget_old_closed()
         if len(self._sessions) >= self.capacity:
             raise NoCapacityError(
@@ -140,12 +146,46 @@ class SessionHost:
             on_closed=self._on_driver_closed,
         )
         self._sessions[session_id] = driver
+        self._tokens[session_id] = secrets.token_urlsafe(24)
         try:
             await driver.start()
         except BaseException:
             self._sessions.pop(session_id, None)
+            self._tokens.pop(session_id, None)
             raise
-        return self.node_id
+        return await self.data_plane(session_id)
+
+    async def data_plane(self, session_id: str) -> dict[str, Any]:
+        """How a handle reaches this session directly: ``data_url`` and the
+        session's ``token`` (a secret; it travels only over Ray), plus the
+        bounds the handle checks before sending (empty ``data_url`` when the
+        data plane could not start: handles then use Ray calls)."""
+        # A closed session stays readable for a while, so this works for it too.
+        driver = self._sessions.get(session_id) or self._closed.get(session_id)
+        if driver is None:
+            raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
+        info: dict[str, Any] = {
+            "node_id": self.node_id,
+            "data_url": "",
+            "token": self._tokens.get(session_id, ""),
+            "max_audio_chunk_bytes": driver.limits["max_audio_chunk_bytes"],
+        }
+        try:
+            if self._dataplane is None:
+                self._dataplane = DataPlaneServer(self._dataplane_lookup, raylib.node_ip())
+                await self._dataplane.start()
+            info["data_url"] = self._dataplane.url
+        except OSError as exc:
+            logger.warning("data plane server could not start: %s", exc)
+            self._dataplane = None
+        return info
+
+    def _dataplane_lookup(self, session_id: str) -> tuple[SessionDriver, str] | None:
+        driver = self._sessions.get(session_id) or self._closed.get(session_id)
+        token = self._tokens.get(session_id)
+        if driver is None or token is None:
+            return None
+        return driver, token
 
     async def close_session(self, session_id: str) -> None:
         """Close a session; closing a closed or unknown one is a no-op."""
@@ -173,6 +213,7 @@ class SessionHost:
             too_old = driver.closed_at is not None and now - driver.closed_at > _CLOSED_KEEP_SECONDS
             if len(self._closed) > _CLOSED_KEPT or too_old:
                 self._closed.pop(sid)
+                self._tokens.pop(sid, None)
             else:
                 break
 

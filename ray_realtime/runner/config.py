@@ -125,6 +125,9 @@ class RealtimeRunConfig(TypedDict, total=False):
     """Sessions packed into one session actor (default 1)."""
     placement: dict[str, Any]
     """Node requirement for the session: ``{"resources": {...}, "labels": {...}}``."""
+    data_plane: bool
+    """Actor sessions: carry audio and events over a direct WebSocket between
+    the handle and the session actor (default True); False uses Ray calls only."""
 
 
 class RealtimeModelConfig(TypedDict, total=False):

@@ -29,6 +29,7 @@ from ray_realtime.runner.agent import RealtimeAgent, resolve_instructions
 from ray_realtime.runner.config import (
     RealtimeModelConfig,
     RealtimeRunConfig,
+    SessionLimits,
     resolve_limits,
 )
 from ray_realtime.runner.context import RunContextWrapper, wrap_context
@@ -250,6 +251,11 @@ class SessionDriver(RealtimeModelListener):
         return self._core.history if self._core is not None else []
 
     @property
+    def limits(self) -> SessionLimits:
+        """The bounds this session keeps."""
+        return self._limits
+
+    @property
     def last_seq(self) -> int:
         """Sequence number of the newest event."""
         return self._log.last_seq
@@ -446,7 +452,9 @@ class SessionDriver(RealtimeModelListener):
                             self._guardrail_rounds += 1
                             self._spawn(self._run_guardrail_round(out))
                         else:
-                            logger.info("session %s: guardrail round skipped (busy)", self.session_id)
+                            logger.info(
+                                "session %s: guardrail round skipped (busy)", self.session_id
+                            )
         finally:
             self._processing = False
 

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from ray_realtime.actors.dataplane import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHORIZED,
+    DataPlaneBroken,
     DataPlaneClient,
     DataPlaneServer,
 )
@@ -107,8 +108,9 @@ async def test_bad_hello_is_refused(
 ) -> None:
     _, plane = setup
     client = await DataPlaneClient.open(plane.url, session_id, token, 0)
-    batch = await client.read(0, 10, 5.0)
-    assert batch.closed and not batch.events
+    with pytest.raises(DataPlaneBroken):
+        await client.read(0, 10, 5.0)
+    assert client.broken and not client.can_serve(0)
     await client.close()
     async with connect(plane.url) as ws:
         await ws.send(msgpack.packb({"session_id": session_id, "token": token, "after_seq": 0}))

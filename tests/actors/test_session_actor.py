@@ -51,6 +51,32 @@ def _runner(**config: Any) -> RealtimeRunner:
 # ------------------------------------------------------------------ turns
 
 
+def _speech() -> bytes:
+    import numpy as np
+
+    t = np.arange(int(0.5 * 24000)) / 24000
+    tone = (0.4 * 32767 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+    return tone + bytes(int(0.9 * 24000) * 2)
+
+
+@pytest.mark.parametrize("data_plane", [True, False])
+async def test_data_plane_and_ray_calls_carry_the_same_session(
+    ray_cluster: RayTestCluster, data_plane: bool
+) -> None:
+    async with await _runner(data_plane=data_plane).run() as session:
+        backend: Any = session._backend
+        assert backend.data_plane_connected is data_plane
+        await session.send_message("Hello there")
+        await collect_turns(session)
+        assert await last_reply(session) == "You said: Hello there"
+        audio = _speech()
+        for i in range(0, len(audio), 1920):
+            await session.send_audio(audio[i : i + 1920])
+        await collect_turns(session)
+        assert (await last_reply(session)).startswith("I heard ")
+        assert backend.data_plane_connected is data_plane
+
+
 async def test_text_turn_through_a_session_actor(ray_cluster: RayTestCluster) -> None:
     async with await _runner().run() as session:
         assert session.session_id.startswith("rt_")
@@ -87,7 +113,10 @@ async def test_slow_reader_is_told_how_many_events_it_missed(
     ray_cluster: RayTestCluster,
 ) -> None:
     log_size = 32
-    async with await _runner(event_log_size=log_size).run() as session:
+    # Over the data plane events are pushed to the handle's socket buffer as
+    # they happen (bounded by WebSocket flow control), so a reader only lags
+    # the actor's log when it leaves the stream; Ray reads show the log's bound.
+    async with await _runner(event_log_size=log_size, data_plane=False).run() as session:
         host = await session_host(ray_cluster.router, session.session_id)
         # About 130 audio chunks plus transcript updates, none of them read.
         await session.send_message("say " + "lots of words to speak " * 18)
@@ -116,7 +145,7 @@ async def test_slow_reader_is_told_how_many_events_it_missed(
         assert session.last_seq == last
         # The session goes on.
         await session.send_message("after the lag")
-        await collect_turns(session)
+        events = await collect_turns(session)
         assert await last_reply(session) == "You said: after the lag"
         stats = (await host.statistics.remote())[session.session_id]
         assert stats["events_kept"] == log_size

@@ -550,6 +550,7 @@ async def test_handoff_switches_agent_before_the_reply(server: LocalModelServer)
 
 # ------------------------------------------------------------------ guardrails
 
+
 def word_filter_guardrail(checked: list[str], delay: float) -> Any:
     """An output guardrail named ``word_filter`` tripping on "secret"; it
     records every text it checks and takes ``delay`` seconds."""
