@@ -21,6 +21,7 @@ from ray_realtime import (
     RealtimeAgentEndEvent,
     RealtimeAgentStartEvent,
     RealtimeAudio,
+    RealtimeError,
     RealtimeEventsLost,
     RealtimeRunner,
     RealtimeSession,
@@ -204,8 +205,25 @@ async def test_session_actor_death(ray_cluster: RayTestCluster) -> None:
 
         await wait_until(lost, 15 * UNIT, "the handle to report the session lost")
         print(f"the handle reported SessionLostError on call {calls[0]} after the kill")
-        with pytest.raises(SessionLostError):
-            await asyncio.wait_for(collect_turns(session), 15 * UNIT)
+        # Events the actor pushed before it died may still be buffered in the
+        # handle; once they are read, reading raises SessionLostError - unless
+        # the dying actor still closed the session itself (its model socket
+        # dropped first), in which case the stream ends with that error event.
+        tail: list[Any] = []
+
+        async def drain() -> None:
+            async for event in session:
+                tail.append(event)
+
+        try:
+            await asyncio.wait_for(drain(), 15 * UNIT)
+        except SessionLostError:
+            pass
+        else:
+            assert any(
+                isinstance(e, RealtimeError) and e.error.get("type") == "connection_closed"
+                for e in tail
+            ), f"the stream ended quietly: {[e.type for e in tail]}"
 
         async def router_knows() -> bool:
             try:
