@@ -91,6 +91,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -303,10 +304,28 @@ def _plain_or_repr(value: Any, state: _Encoding) -> Any:
     return value
 
 
+# History events carry the whole history, and history items are replaced, not
+# changed, when they update (see ray_realtime.runner.items): so an item's bytes
+# are encoded once and decoded once, then served from these bounded caches.
+# Without them every transcript delta paid pydantic dump + validate for every
+# item of the history on both sides of the wire.
+_ITEM_CACHE_SIZE = 4096
+_item_bytes: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+_item_objects: OrderedDict[bytes, Any] = OrderedDict()
+
+
 def _encode_item(item: Any, state: _Encoding) -> msgpack.ExtType:
+    key = id(item)
+    cached = _item_bytes.get(key)
+    if cached is not None and cached[0] is item:
+        return _ExtType(_EXT_ITEM, cached[1])
     data = item_to_dict(item)
     _check_keys(data)  # extra fields (extra="allow") may hold anything
-    return _ExtType(_EXT_ITEM, state.packer().pack(data))
+    payload = state.packer().pack(data)
+    _item_bytes[key] = (item, payload)
+    if len(_item_bytes) > _ITEM_CACHE_SIZE:
+        _item_bytes.popitem(last=False)
+    return _ExtType(_EXT_ITEM, payload)
 
 
 def _pack(obj: Any) -> bytes:
@@ -394,6 +413,10 @@ class _Decoding:
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         """Rebuild a dataclass (ext 1) or a history item (ext 2)."""
+        if code == _EXT_ITEM:
+            known = _item_objects.get(data)
+            if known is not None:
+                return known
         depth = self.depth
         if depth >= MAX_DEPTH:
             raise ProtocolError(f"more than {MAX_DEPTH} extension values nested in each other")
@@ -423,9 +446,13 @@ class _Decoding:
             if type(value) is not dict:
                 raise ProtocolError("a history item payload must be a map")
             try:
-                return item_from_dict(value)
+                item = item_from_dict(value)
             except ValidationError as exc:
                 raise ProtocolError(f"invalid history item: {exc}") from exc
+            _item_objects[bytes(data)] = item
+            if len(_item_objects) > _ITEM_CACHE_SIZE:
+                _item_objects.popitem(last=False)
+            return item
         raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
