@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     suite = importlib.import_module("bench.suite")
-    status: int = suite.main(argv)
+    status: int = suite.main(argv, prog="ray-realtime bench")
     return status
 
 

@@ -77,14 +77,26 @@ class ActorBackend:
         """Place the session through the router and open it on its actor."""
         if self._actor is not None:
             return
-        from ray_realtime.cluster.service import ensure_service
+        from ray_realtime.cluster.service import ensure_service, forget_router
 
         router = await ensure_service()
-        placement = await router.place_session.remote(
+        args = (
             self.session_id,
             self._run_config.get("placement"),
             self._run_config.get("sessions_per_actor"),
         )
+        try:
+            placement = await router.place_session.remote(*args)
+        except BaseException as exc:
+            if not raylib.is_actor_gone(exc):
+                raise _unwrap(exc) from None
+            # The cached router died (and may have been redeployed): look again.
+            forget_router()
+            router = await ensure_service()
+            try:
+                placement = await router.place_session.remote(*args)
+            except BaseException as again:
+                raise _unwrap(again) from None
         self._placement = placement
         self._actor = placement["actor"]
         options = {

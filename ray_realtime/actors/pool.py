@@ -80,8 +80,26 @@ class SessionObjects:
 
     def __init__(self, context_bytes: bytes, run_guardrails: list[OutputGuardrail]) -> None:
         self._agents: dict[int, tuple[Any, Any]] = {}
-        self.context_ref = raylib.put(context_bytes)
-        self.run_guardrails_ref = raylib.put(run_guardrails) if run_guardrails else None
+        self._context_bytes = context_bytes
+        self._run_guardrails = run_guardrails
+        self._context_ref: Any = None
+        self._run_guardrails_ref: Any = None
+
+    # Put on first use: a session that never calls a tool never pays for it,
+    # and session start stays a few method calls.
+    @property
+    def context_ref(self) -> Any:
+        """The reference of the pickled context."""
+        if self._context_ref is None:
+            self._context_ref = raylib.put(self._context_bytes)
+        return self._context_ref
+
+    @property
+    def run_guardrails_ref(self) -> Any | None:
+        """The reference of the run config's guardrails (None when there are none)."""
+        if self._run_guardrails_ref is None and self._run_guardrails:
+            self._run_guardrails_ref = raylib.put(self._run_guardrails)
+        return self._run_guardrails_ref
 
     def agent_ref(self, agent: RealtimeAgent[Any]) -> Any:
         """The reference of ``agent`` (put on first use; agents are few per session)."""

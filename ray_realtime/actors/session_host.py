@@ -30,6 +30,7 @@ from ray_realtime.actors.pool import (
     WorkerSlot,
 )
 from ray_realtime.exceptions import NoCapacityError, SessionClosedError, SessionNotFoundError
+from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 from ray_realtime.runner.agent import RealtimeAgent
 from ray_realtime.runner.driver import SessionDriver
 from ray_realtime.runner.items import item_to_dict
@@ -90,7 +91,10 @@ class SessionHost:
     # -------------------------------------------------------------- status
 
     async def ping(self) -> dict[str, Any]:
-        """Liveness and load: node, process, sessions, capacity."""
+        """Liveness and load: node, process, sessions, capacity. The first ping
+        (the router's readiness check) also readies the data plane, so a warm
+        actor's first session does not pay for it."""
+        await self._ensure_data_plane()
         return {
             "node_id": self.node_id,
             "pid": os.getpid(),
@@ -127,7 +131,6 @@ class SessionHost:
                 f"session actor {self.name or self.node_id} is full ({self.capacity} sessions)"
             )
         agent, context_bytes, run_config, model_config = raylib.loads(payload)
-        from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 
         context = raylib.loads(context_bytes)
         objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
@@ -170,15 +173,19 @@ class SessionHost:
             "token": self._tokens.get(session_id, ""),
             "max_audio_chunk_bytes": driver.limits["max_audio_chunk_bytes"],
         }
+        info["data_url"] = await self._ensure_data_plane()
+        return info
+
+    async def _ensure_data_plane(self) -> str:
         try:
             if self._dataplane is None:
                 self._dataplane = DataPlaneServer(self._dataplane_lookup, raylib.node_ip())
                 await self._dataplane.start()
-            info["data_url"] = self._dataplane.url
+            return self._dataplane.url
         except OSError as exc:
             logger.warning("data plane server could not start: %s", exc)
             self._dataplane = None
-        return info
+            return ""
 
     def _dataplane_lookup(self, session_id: str) -> tuple[SessionDriver, str] | None:
         driver = self._sessions.get(session_id) or self._closed.get(session_id)

@@ -18,6 +18,7 @@ from ray_realtime.exceptions import ServiceNotRunningError
 __all__ = [
     "drain_node",
     "ensure_service",
+    "forget_router",
     "get_router",
     "register_agent",
     "service_status",
@@ -44,8 +45,12 @@ async def ensure_service(
     ``config`` only applies when this call deploys the router.
     """
     connect(address)
+    cached = _cached_router()
+    if cached is not None:
+        return cached
     router = raylib.get_named_actor(raylib.ROUTER_NAME)
     if router is not None:
+        _remember_router(router)
         return router
     from ray_realtime.actors.remote import RouterActor
 
@@ -56,7 +61,33 @@ async def ensure_service(
     router = RouterActor.options(**options).remote(cfg.to_dict())
     # start() is idempotent; every caller waits until the pools are up.
     await router.start.remote()
+    _remember_router(router)
     return router
+
+
+# The router's handle, per Ray runtime: looking it up by name is a round trip
+# to the GCS that every session start would otherwise pay.
+_router_cache: dict[str, Any] = {}
+
+
+def _runtime_key() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_job_id())
+
+
+def _cached_router() -> Any | None:
+    return _router_cache.get(_runtime_key())
+
+
+def _remember_router(router: Any) -> None:
+    _router_cache.clear()
+    _router_cache[_runtime_key()] = router
+
+
+def forget_router() -> None:
+    """Drop the cached router handle (after the service was stopped)."""
+    _router_cache.clear()
 
 
 async def register_agent(agent: Any) -> int:
@@ -88,3 +119,4 @@ async def shutdown_service() -> None:
         await router.shutdown.remote()
     finally:
         raylib.kill(router)
+        forget_router()

@@ -29,6 +29,7 @@ class ServiceConfig:
     health_interval_seconds: float = 2.0
     health_timeout_seconds: float = 10.0
     actor_start_timeout_seconds: float = 60.0
+    refill_delay_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -37,12 +38,14 @@ class ServiceConfig:
                 if value is not None and not isinstance(value, bool):
                     raise ConfigError("local_model must be true, false or unset")
                 continue
-            if f.name in ("warm_pool_size",):
-                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-            elif f.type in ("int",) or (isinstance(value, int) and not isinstance(value, float)):
-                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if f.type == "int":
+                low = 0 if f.name == "warm_pool_size" else 1
+                ok = is_number and isinstance(value, int) and value >= low
+            elif f.name == "refill_delay_seconds":
+                ok = is_number and value >= 0
             else:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+                ok = is_number and value > 0
             if not ok:
                 raise ConfigError(f"service config {f.name} has an invalid value {value!r}")
 
