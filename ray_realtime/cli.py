@@ -1,4 +1,4 @@
-"""The ``ray-realtime`` command: demo, serve, status, local-model."""
+"""The ``ray-realtime`` command: demo, serve, status, bench, local-model."""
 
 from __future__ import annotations
 
@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--address", default=None, help="Ray address (default: auto)")
     status.set_defaults(func=_status)
 
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark suite (in-process vs actor, side by side)",
+        add_help=False,
+    )
+    bench.set_defaults(func=None)
+
     local = sub.add_parser("local-model", help="run the bundled local realtime model server")
     local.add_argument("--host", default="127.0.0.1")
     local.add_argument("--port", type=int, default=8765)
@@ -165,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ray-realtime`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # The suite parses its own options (--quick, --only, --out).
+        from ray_realtime.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 
