@@ -92,6 +92,13 @@ async def run(ctx: BenchContext) -> common.BenchResult:
         "reference",
     )
 
+    # an idle warm actor (the pool is full and no session is open)
+    await ctx.wait_warm(1, 15.0)
+    await ctx.settle()
+    busy = set((await ctx.session_actors()).values())
+    idle_names = [n for n in await ctx.named_actors("rr_session_") if n not in busy]
+    idle = [common.memory_of(p) for p in (await ctx.actor_pids(idle_names[:2])).values()]
+
     # dedicated actors
     ctx.log(f"memory: {n_dedicated} dedicated actor sessions")
     sessions = await ctx.open_sessions(n_dedicated, "actor", url)
@@ -99,9 +106,6 @@ async def run(ctx: BenchContext) -> common.BenchResult:
         failures += await _one_turn_each(sessions)
         await ctx.settle()
         mems = await _actor_memory(ctx, sessions)
-        busy = set(mems)
-        idle_names = [n for n in await ctx.named_actors("rr_session_") if n not in busy]
-        idle = [common.memory_of(p) for p in (await ctx.actor_pids(idle_names[:2])).values()]
     finally:
         await ctx.close_sessions(sessions)
     ded_uss = sum(m.uss for m in mems.values()) / max(1, len(mems))

@@ -94,7 +94,7 @@ async def run(ctx: BenchContext) -> common.BenchResult:
     result = common.BenchResult("start", "3. Session start")
     url = await ctx.model_url()
     await ctx.service()
-    n_warm = 6 if ctx.quick else 30
+    n_warm = 5 if ctx.quick else 30
     n_cold = 3 if ctx.quick else 8
     samples: dict[str, list[dict[str, Any]]] = {
         "in-process": [],

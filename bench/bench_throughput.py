@@ -171,7 +171,7 @@ async def run(ctx: BenchContext) -> common.BenchResult:
     result = common.BenchResult("throughput", "2. Event throughput, concurrent sessions")
     url = await ctx.model_url()
     levels = [1, 20] if ctx.quick else [1, 20, 100]
-    level_s = 2.0 if ctx.quick else 6.0
+    level_s = 1.5 if ctx.quick else 6.0
     runs: list[Run] = []
     for n in levels:
         # (label, mode, sessions per actor, seconds allowed to open them, extra run config)

@@ -110,7 +110,7 @@ async def run(ctx: BenchContext) -> common.BenchResult:
     url = await ctx.model_url()
     text = say_text(reply_chars(REPLY_CHUNKS))
     turns = 30 if ctx.quick else 200
-    depth_turns = 40 if ctx.quick else 200
+    depth_turns = 30 if ctx.quick else 200
     paths = (IN_PROCESS, ACTOR, ACTOR_RAY)
     data: dict[str, dict[str, Any]] = {}
     for path in paths:

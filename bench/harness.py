@@ -281,6 +281,8 @@ class BenchContext:
         self._router: Any = None
         self._open: set[Any] = set()
         self._service_lock: asyncio.Lock | None = None
+        self._last_placement = -math.inf
+        self._refill_delay = 0.0
         self.ray_start_s = math.nan
         self.service_start_s = math.nan
 
@@ -339,6 +341,10 @@ class BenchContext:
         t1 = time.perf_counter()
         self._router = await ensure_service(dict(SERVICE_CONFIG))
         self.service_start_s = time.perf_counter() - t1
+        status = await self._router.status.remote()
+        # The router tops its warm pool up this long after a placement (0 in
+        # versions without the setting); settle() waits that out.
+        self._refill_delay = float(status.get("config", {}).get("refill_delay_seconds", 0.0))
         self.log(
             f"embedded Ray started in {self.ray_start_s:.1f} s, service deployed in "
             f"{self.service_start_s:.1f} s"
@@ -429,6 +435,8 @@ class BenchContext:
         self._open.add(session)
         await asyncio.wait_for(session.__aenter__(), timeout)
         enter_ms = (time.perf_counter() - t0) * 1000
+        if mode == "actor":
+            self._last_placement = time.perf_counter()
         return OpenSession(session, EventStream(session), mode, enter_ms)
 
     async def open_sessions(
@@ -479,8 +487,12 @@ class BenchContext:
         """Wait (bounded) until our process tree is nearly idle, so a timed
         window does not pay for actor starts or retirements still going on.
         Idle means below 0.12 cores plus 8 millicores per process of the tree
-        (every Ray worker has a 10 ms timer). Returns the seconds waited."""
+        (every Ray worker has a 10 ms timer). The router's delayed refill after
+        the last placement is waited out first. Returns the seconds waited."""
         t0 = time.perf_counter()
+        refill_at = self._last_placement + self._refill_delay + 0.3
+        if self._refill_delay and t0 < refill_at:
+            await asyncio.sleep(min(refill_at - t0, max_wait))
         meter = common.CpuMeter()
         while time.perf_counter() - t0 < max_wait:
             meter.start()
