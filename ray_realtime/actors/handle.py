@@ -14,12 +14,11 @@ from typing import Any
 from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneBroken, DataPlaneClient
+from ray_realtime.core.session_core import check_audio_chunk, check_user_message
 from ray_realtime.exceptions import (
-    InputTooLargeError,
     ModelConnectionError,
     SessionClosedError,
     SessionLostError,
-    UserError,
 )
 from ray_realtime.runner.agent import RealtimeAgent
 from ray_realtime.runner.config import RealtimeModelConfig, RealtimeRunConfig
@@ -56,6 +55,7 @@ class ActorBackend:
         self._closed = False
         self._plane: DataPlaneClient | None = None
         self._max_audio = 0
+        self._max_message = 0
         self.use_data_plane = bool(self._run_config.get("data_plane", True))
 
     @property
@@ -121,11 +121,19 @@ class ActorBackend:
 
     async def _open_data_plane(self, info: dict[str, Any], after_seq: int) -> None:
         self._max_audio = int(info.get("max_audio_chunk_bytes", 0))
+        self._max_message = int(info.get("max_message_chars", 0))
         url = info.get("data_url")
-        if not self.use_data_plane or not url:
+        if not self.use_data_plane or not url or info.get("closed"):
+            # A closed session is read and refused over Ray, with typed errors.
             return
         try:
-            self._plane = await DataPlaneClient.open(url, self.session_id, info["token"], after_seq)
+            self._plane = await DataPlaneClient.open(
+                url,
+                self.session_id,
+                info["token"],
+                after_seq,
+                max_buffered=int(self._run_config.get("event_log_size", 4096)),
+            )
         except ModelConnectionError:
             # Ray calls still work; only the fast path is missing.
             self._plane = None
@@ -144,7 +152,16 @@ class ActorBackend:
             raise self._translate(exc) from None
 
     async def send_message(self, message: Any) -> None:
-        """Send a user message."""
+        """Send a user message: checked here and sent over the data plane when
+        it is up (no round trip on the turn's path), else as a Ray call."""
+        plane = self._plane
+        if plane is not None and not plane.broken and self._max_message:
+            checked = check_user_message(message, self._max_message)
+            try:
+                await plane.send_message(checked)
+                return
+            except DataPlaneBroken:
+                pass
         await self._call("send_message", message)
 
     async def send_audio(self, audio: bytes, commit: bool) -> None:
@@ -152,24 +169,23 @@ class ActorBackend:
         here first, as the socket gives no reply), else as a Ray call."""
         plane = self._plane
         if plane is not None and not plane.broken:
-            if not isinstance(audio, (bytes, bytearray, memoryview)):
-                raise UserError(f"send_audio takes bytes, not {type(audio).__name__}")
-            size = audio.nbytes if isinstance(audio, memoryview) else len(audio)
-            if self._max_audio and size > self._max_audio:
-                raise InputTooLargeError(
-                    f"audio chunk of {size} bytes is over the limit of {self._max_audio}",
-                    size,
-                    self._max_audio,
-                )
+            chunk = check_audio_chunk(audio, self._max_audio or (1 << 62))
             try:
-                await plane.send_audio(bytes(audio), commit)
+                await plane.send_audio(chunk, commit)
                 return
             except DataPlaneBroken:
                 pass
         await self._call("send_audio", audio, commit)
 
     async def interrupt(self) -> None:
-        """Interrupt."""
+        """Interrupt: over the data plane when it is up, else a Ray call."""
+        plane = self._plane
+        if plane is not None and not plane.broken:
+            try:
+                await plane.send_interrupt()
+                return
+            except DataPlaneBroken:
+                pass
         await self._call("interrupt")
 
     async def update_agent(self, agent: RealtimeAgent[Any]) -> None:

@@ -172,6 +172,8 @@ class SessionHost:
             "data_url": "",
             "token": self._tokens.get(session_id, ""),
             "max_audio_chunk_bytes": driver.limits["max_audio_chunk_bytes"],
+            "max_message_chars": driver.limits["max_message_chars"],
+            "closed": driver.closed,
         }
         info["data_url"] = await self._ensure_data_plane()
         return info

@@ -83,13 +83,55 @@ from ray_realtime.runner.events import (
 )
 from ray_realtime.runner.items import AssistantMessageItem, RealtimeItem
 
-__all__ = ["SessionCore", "guardrail_feedback_message"]
+__all__ = ["SessionCore", "check_audio_chunk", "check_user_message", "guardrail_feedback_message"]
 
 # Remembered ids are bounded: a long call must not grow these without limit.
 _SEEN_CALLS_KEPT = 4096
 _INTERRUPTED_ITEMS_KEPT = 64
 _PENDING_TRANSCRIPTS_KEPT = 64
 _GUARDED_RESPONSES_KEPT = 256
+
+
+def check_user_message(message: Any, limit: int) -> str | dict[str, Any]:
+    """A user message as it will be sent, or a :class:`UserError` (an
+    :class:`InputTooLargeError` past ``limit`` characters). Shared by the core
+    and by handles that send messages without a round trip."""
+    if isinstance(message, str):
+        size = len(message)
+        result: str | dict[str, Any] = message
+    elif isinstance(message, Mapping):
+        content = message.get("content")
+        if message.get("type", "message") != "message" or not isinstance(content, list):
+            raise UserError("a message dict needs type 'message' and a list 'content'")
+        size = 0
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") not in (
+                "input_text",
+                "input_image",
+            ):
+                raise UserError("message content parts must be input_text or input_image dicts")
+            size += len(str(part.get("text") or part.get("image_url") or ""))
+        result = dict(message)
+    else:
+        raise UserError(f"send_message takes a str or a message dict, not {type(message).__name__}")
+    if size > limit:
+        raise InputTooLargeError(
+            f"message of {size} characters is over the limit of {limit}", size, limit
+        )
+    return result
+
+
+def check_audio_chunk(audio: Any, limit: int) -> bytes:
+    """An audio chunk as bytes, or a :class:`UserError` (an
+    :class:`InputTooLargeError` past ``limit`` bytes)."""
+    if not isinstance(audio, (bytes, bytearray, memoryview)):
+        raise UserError(f"send_audio takes bytes, not {type(audio).__name__}")
+    size = audio.nbytes if isinstance(audio, memoryview) else len(audio)
+    if size > limit:
+        raise InputTooLargeError(
+            f"audio chunk of {size} bytes is over the limit of {limit}", size, limit
+        )
+    return audio if isinstance(audio, bytes) else bytes(audio)
 
 
 def guardrail_feedback_message(names: Iterable[str]) -> str:
@@ -203,51 +245,16 @@ class SessionCore:
 
     def send_message(self, message: str | Mapping[str, Any]) -> None:
         """Queue a user message; raises a :class:`UserError` on bad input."""
-        if isinstance(message, str):
-            if len(message) > self._limits["max_message_chars"]:
-                raise InputTooLargeError(
-                    f"message of {len(message)} characters is over the limit of "
-                    f"{self._limits['max_message_chars']}",
-                    len(message),
-                    self._limits["max_message_chars"],
-                )
-            self._send(RealtimeModelSendUserInput(message))
-            return
-        if not isinstance(message, Mapping):
-            raise UserError(
-                f"send_message takes a str or a message dict, not {type(message).__name__}"
-            )
-        content = message.get("content")
-        if message.get("type", "message") != "message" or not isinstance(content, list):
-            raise UserError("a message dict needs type 'message' and a list 'content'")
-        size = 0
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") not in (
-                "input_text",
-                "input_image",
-            ):
-                raise UserError("message content parts must be input_text or input_image dicts")
-            size += len(str(part.get("text") or part.get("image_url") or ""))
-        if size > self._limits["max_message_chars"]:
-            raise InputTooLargeError(
-                f"message of {size} characters is over the limit of "
-                f"{self._limits['max_message_chars']}",
-                size,
-                self._limits["max_message_chars"],
-            )
-        self._send(RealtimeModelSendUserInput(dict(message)))
+        checked = check_user_message(message, self._limits["max_message_chars"])
+        self._send(RealtimeModelSendUserInput(checked))
 
     def send_audio(self, audio: bytes, *, commit: bool = False) -> None:
         """Queue input audio; raises a :class:`UserError` on bad input."""
-        if not isinstance(audio, (bytes, bytearray, memoryview)):
-            raise UserError(f"send_audio takes bytes, not {type(audio).__name__}")
-        size = len(audio) if not isinstance(audio, memoryview) else audio.nbytes
-        limit = self._limits["max_audio_chunk_bytes"]
-        if size > limit:
-            raise InputTooLargeError(
-                f"audio chunk of {size} bytes is over the limit of {limit}", size, limit
+        self._send(
+            RealtimeModelSendAudio(
+                check_audio_chunk(audio, self._limits["max_audio_chunk_bytes"]), commit=commit
             )
-        self._send(RealtimeModelSendAudio(bytes(audio), commit=commit))
+        )
 
     def interrupt(self) -> None:
         """Queue an interrupt of the current response."""

@@ -356,6 +356,11 @@ class SessionDriver(RealtimeModelListener):
         core.update_agent(spec)
         await self._process()
 
+    async def report_error(self, error: dict[str, Any]) -> None:
+        """Emit an ``error`` event (input refused on a path with no reply)."""
+        self._require_open().report_error(error)
+        await self._process()
+
     async def approve_tool_call(self, call_id: str) -> bool:
         """Approve a tool call waiting for approval."""
         found = self._require_open().approve_tool_call(call_id)

@@ -141,3 +141,23 @@ async def test_garbage_frame_closes_socket_not_session(
         assert events
     finally:
         await client.close()
+
+
+async def test_requests_are_acked_with_typed_errors(
+    setup: tuple[SessionDriver, DataPlaneServer],
+) -> None:
+    from ray_realtime.exceptions import UserError
+
+    driver, plane = setup
+    client = await DataPlaneClient.open(plane.url, driver.session_id, TOKEN, 0)
+    try:
+        # The session refuses a malformed message: the error comes back typed.
+        with pytest.raises(UserError, match="type 'message'"):
+            await client.send_message({"type": "bogus"})
+        await client.send_message("Hello after a refusal")
+        events, _ = await _until_agent_end(client, 0)
+        assert any(isinstance(e, RealtimeAudio) for e in events)
+        await client.send_interrupt()
+    finally:
+        await client.close()
+    assert not driver.closed
