@@ -80,36 +80,28 @@ class ActorBackend:
         from ray_realtime.cluster.service import ensure_service, forget_router
 
         router = await ensure_service()
+        # One hop: the router places the session and opens it on its actor.
         args = (
             self.session_id,
+            self._payload,
             self._run_config.get("placement"),
             self._run_config.get("sessions_per_actor"),
         )
         try:
-            placement = await router.place_session.remote(*args)
+            placement = await router.start_session.remote(*args)
         except BaseException as exc:
             if not raylib.is_actor_gone(exc):
-                raise _unwrap(exc) from None
+                raise self._translate(exc) from None
             # The cached router died (and may have been redeployed): look again.
             forget_router()
             router = await ensure_service()
             try:
-                placement = await router.place_session.remote(*args)
+                placement = await router.start_session.remote(*args)
             except BaseException as again:
-                raise _unwrap(again) from None
+                raise self._translate(again) from None
         self._placement = placement
         self._actor = placement["actor"]
-        options = {
-            "model_url": placement["model_url"],
-            "tool_workers": placement["tool_workers"],
-            "guardrail_workers": placement["guardrail_workers"],
-        }
-        try:
-            info = await self._actor.open_session.remote(self.session_id, self._payload, options)
-        except BaseException as exc:
-            router.session_ended.remote(self.session_id, placement["actor_name"])
-            self._actor = None
-            raise self._translate(exc) from None
+        info = placement["session"]
         self._payload = None
         await self._open_data_plane(info, after_seq=0)
 
@@ -139,9 +131,10 @@ class ActorBackend:
             self._plane = None
 
     def _translate(self, exc: BaseException) -> BaseException:
+        exc = _unwrap(exc)
         if raylib.is_actor_gone(exc):
             return SessionLostError(f"the actor of session {self.session_id} died", self.session_id)
-        return _unwrap(exc)
+        return exc
 
     async def _call(self, method: str, *args: Any) -> Any:
         if self._actor is None:
@@ -274,7 +267,8 @@ async def actor_session(
             # The session actor may not share this process's environment.
             model_config["api_key"] = key
     context_bytes = raylib.dumps(context, "context")
-    payload = raylib.dumps((agent, context_bytes, run_config, model_config), "agent or run config")
+    agent_bytes = raylib.dumps(agent, "agent")
+    payload = raylib.dumps((agent_bytes, context_bytes, run_config, model_config), "run config")
     backend = ActorBackend(new_session_id(), payload=payload, run_config=run_config)
     return RealtimeSession(backend)
 

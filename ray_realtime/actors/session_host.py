@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 # Closed sessions stay readable this long (bounded in number), so a reader
 # can drain the last events and learn that the session ended.
 _CLOSED_KEPT = 64
+_AGENTS_KEPT = 32
 _CLOSED_KEEP_SECONDS = 120.0
 
 
@@ -85,6 +86,7 @@ class SessionHost:
         self._closed: OrderedDict[str, SessionDriver] = OrderedDict()
         self._pools: dict[str, WorkerPool] = {}
         self._tokens: dict[str, str] = {}
+        self._agents: OrderedDict[bytes, RealtimeAgent[Any]] = OrderedDict()
         self._dataplane: DataPlaneServer | None = None
         self._started = time.monotonic()
 
@@ -130,7 +132,8 @@ class SessionHost:
             raise NoCapacityError(
                 f"session actor {self.name or self.node_id} is full ({self.capacity} sessions)"
             )
-        agent, context_bytes, run_config, model_config = raylib.loads(payload)
+        agent_bytes, context_bytes, run_config, model_config = raylib.loads(payload)
+        agent = self._agent(agent_bytes)
 
         context = raylib.loads(context_bytes)
         objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
@@ -195,6 +198,18 @@ class SessionHost:
         if driver is None or token is None:
             return None
         return driver, token
+
+    def _agent(self, agent_bytes: bytes) -> RealtimeAgent[Any]:
+        # Rebuilding an agent re-creates its tools' argument models (pydantic
+        # classes): a few ms a session. Equal bytes are an equal agent, so the
+        # sessions of this actor share one copy (agents are never changed).
+        agent = self._agents.get(agent_bytes)
+        if agent is None:
+            agent = raylib.loads(agent_bytes)
+            self._agents[agent_bytes] = agent
+            while len(self._agents) > _AGENTS_KEPT:
+                self._agents.popitem(last=False)
+        return agent
 
     async def close_session(self, session_id: str) -> None:
         """Close a session; closing a closed or unknown one is a no-op."""
