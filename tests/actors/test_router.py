@@ -170,3 +170,39 @@ async def test_sessions_are_packed_into_one_actor(ray_cluster: RayTestCluster) -
 async def _actor_gone(name: str) -> bool:
     names = {e["name"] for e in ray.util.list_named_actors(all_namespaces=True)}
     return name not in names
+
+
+async def test_router_state_is_rebuilt_after_a_restart(ray_cluster: RayTestCluster) -> None:
+    from ray_realtime.actors import raylib
+    from ray_realtime.cluster.service import ensure_service, forget_router
+
+    agent: RealtimeAgent[Any] = RealtimeAgent(name="Assistant", instructions="You are helpful.")
+    async with await RealtimeRunner(agent, config=ACTOR).run() as session:
+        await session.send_message("before the router restarts")
+        await collect_turns(session)
+        before = await service_status()
+        old_router = ray_cluster.router
+        ray.kill(old_router, no_restart=True)
+        forget_router()
+
+        async def router_gone() -> bool:
+            return raylib.get_named_actor(raylib.ROUTER_NAME) is None
+
+        await wait_until(router_gone, 10 * UNIT, "the old router to go")
+        # A new router finds the running actors by name and asks them what they host.
+        router = await asyncio.wait_for(ensure_service(SERVICE_CONFIG), 60 * UNIT)
+        ray_cluster.router = router
+        placement = await router.lookup.remote(session.session_id)
+        assert placement["session_id"] == session.session_id
+        listed = {s["session_id"] for s in await router.list_sessions.remote()}
+        assert session.session_id in listed
+        after = await service_status()
+        by_node = {n["node_id"]: n for n in after["nodes"]}
+        for node in before["nodes"]:
+            rebuilt = by_node[node["node_id"]]
+            assert rebuilt["tool_workers"] == node["tool_workers"]
+            assert rebuilt["model_servers"] == node["model_servers"]
+        # The session never noticed: it goes on through the same actor.
+        await session.send_message("after the router restarted")
+        await collect_turns(session)
+        assert await last_reply(session) == "You said: after the router restarted"
