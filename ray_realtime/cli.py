@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run concurrent demo sessions on the embedded defaults")
     demo.add_argument("--in-process", action="store_true", help="run sessions in this process")
-    demo.add_argument("--rounds", type=int, default=1, help="times to run the scenarios")
+    demo.add_argument("--rounds", type=int, default=2, help="times to run the scenarios")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds per scenario")
     demo.set_defaults(func=_demo)
 

@@ -243,15 +243,20 @@ async def run_demo(
             )
             for line in r.details:
                 printer(f"        {line}")
-    starts = [r.start_ms for r in results]
-    turns = [r.turn_ms for r in results if r.ok]
-    printer(
-        f"summary: {len(results)} sessions, {sum(r.ok for r in results)} ok; "
-        f"session start p50 {statistics.median(starts):.1f} ms (max {max(starts):.1f}); "
-        + (
-            f"turn p50 {statistics.median(turns):.1f} ms (max {max(turns):.1f})"
-            if turns
-            else "no turns"
+    per_round = len(scenarios)
+    for round_no in range(rounds):
+        batch = results[round_no * per_round : (round_no + 1) * per_round]
+        starts = [r.start_ms for r in batch]
+        turns = [r.turn_ms for r in batch if r.ok]
+        note = " (fresh actors: first imports and fetches)" if round_no == 0 and rounds > 1 else ""
+        printer(
+            f"summary round {round_no + 1}{note}: {len(batch)} sessions, "
+            f"{sum(r.ok for r in batch)} ok; session start p50 {statistics.median(starts):.1f} ms "
+            f"(max {max(starts):.1f}); "
+            + (
+                f"turn p50 {statistics.median(turns):.1f} ms (max {max(turns):.1f})"
+                if turns
+                else "no turns"
+            )
         )
-    )
     return results
