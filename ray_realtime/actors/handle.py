@@ -29,13 +29,6 @@ from ray_realtime.runner.session import RealtimeSession
 __all__ = ["ActorBackend", "actor_session", "attach_session"]
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and type(exc).__name__.startswith("RayTaskError"):
-        return cause
-    return exc
-
-
 class ActorBackend:
     """A session that lives in a session actor."""
 
@@ -131,7 +124,7 @@ class ActorBackend:
             self._plane = None
 
     def _translate(self, exc: BaseException) -> BaseException:
-        exc = _unwrap(exc)
+        exc = raylib.unwrap_task_error(exc)
         if raylib.is_actor_gone(exc):
             return SessionLostError(f"the actor of session {self.session_id} died", self.session_id)
         return exc
@@ -282,7 +275,7 @@ async def attach_session(session_id: str, *, after_seq: int = 0) -> RealtimeSess
     try:
         placement = await get_router().lookup.remote(session_id)
     except BaseException as exc:
-        raise _unwrap(exc) from None
+        raise raylib.unwrap_task_error(exc) from None
     backend = ActorBackend(session_id, placement=placement)
     await backend.connect_data_plane(after_seq)
     session = RealtimeSession(backend, after_seq=after_seq)

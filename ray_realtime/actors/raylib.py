@@ -11,7 +11,7 @@ from typing import Any
 
 import ray
 import ray.cloudpickle as cloudpickle
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_realtime.exceptions import SerializationError
@@ -23,6 +23,7 @@ __all__ = [
     "actor_options",
     "current_node_id",
     "dumps",
+    "gather_with_timeout",
     "get_named_actor",
     "is_actor_gone",
     "kill",
@@ -30,6 +31,7 @@ __all__ = [
     "node_ip",
     "put",
     "ref_key",
+    "unwrap_task_error",
 ]
 
 NAMESPACE = "ray_realtime"
@@ -149,4 +151,10 @@ async def gather_with_timeout(refs: list[Any], timeout: float) -> list[Any]:
     return results
 
 
-__all__ += ["GetTimeoutError", "gather_with_timeout"]
+def unwrap_task_error(exc: BaseException) -> BaseException:
+    """The error an actor method raised, out of Ray's ``RayTaskError`` wrapper
+    (our exceptions are picklable, so the original crosses intact)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and type(exc).__name__.startswith("RayTaskError"):
+        return cause
+    return exc

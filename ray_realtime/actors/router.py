@@ -439,10 +439,7 @@ class Router:
         except Exception as exc:
             await self.session_ended(session_id, placement["actor_name"])
             # Hand the actor's own error on (not Ray's wrapper of it).
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, BaseException) and type(exc).__name__.startswith("RayTaskError"):
-                raise cause from None
-            raise
+            raise raylib.unwrap_task_error(exc) from None
         return {**placement, "session": info}
 
     async def _refill(self, node_id: str) -> None:
