@@ -80,6 +80,10 @@ class Router:
         self._actors: dict[str, ActorState] = {}
         self._sessions: dict[str, str] = {}
         self._session_nodes: dict[str, str] = {}
+        # Packed actors being started, with the slots placements reserved on them.
+        self._pending_packed: dict[
+            tuple[str, int], tuple[asyncio.Future[ActorState | None], int]
+        ] = {}
         # Sessions being placed while their actor starts: counted as load, so
         # concurrent placements do not all pick the same node.
         self._reserved: dict[str, str] = {}
@@ -375,9 +379,12 @@ class Router:
             if state is None:
                 self._reserved[session_id] = node_id
                 try:
-                    state = await self._create("session", node_id, capacity)
+                    state = await self._start_actor_for(node_id, capacity)
                 finally:
                     self._reserved.pop(session_id, None)
+                if state is not None and len(state.sessions) >= state.capacity:
+                    # Its slots went to others meanwhile: a fresh actor then.
+                    state = await self._create("session", node_id, capacity)
                 if state is None:
                     raise SessionLostError(
                         f"could not start a session actor on node {node_id}", session_id
@@ -393,6 +400,29 @@ class Router:
             self._spawn(self._refill(state.node_id))
         return self._placement(session_id, name)
 
+    async def _start_actor_for(self, node_id: str, capacity: int) -> ActorState | None:
+        """A new session actor for a placement. Packed placements that arrive
+        while one is starting take its free slots instead of each starting
+        another process."""
+        key = (node_id, capacity)
+        pending = self._pending_packed.get(key)
+        if capacity > 1 and pending is not None and pending[1] < capacity:
+            self._pending_packed[key] = (pending[0], pending[1] + 1)
+            return await asyncio.shield(pending[0])
+        future: asyncio.Future[ActorState | None] = asyncio.get_running_loop().create_future()
+        if capacity > 1:
+            self._pending_packed[key] = (future, 1)
+        try:
+            state = await self._create("session", node_id, capacity)
+            future.set_result(state)
+            return state
+        except BaseException:
+            future.set_result(None)
+            raise
+        finally:
+            if self._pending_packed.get(key, (None, 0))[0] is future:
+                del self._pending_packed[key]
+
     def _choose_node(self, req: PlacementRequirement, capacity: int) -> str:
         infos = self._node_infos()
         limit = self._config.max_sessions_per_node
@@ -406,6 +436,10 @@ class Router:
                 and s.ready
                 and s.capacity == capacity
                 and 0 < len(s.sessions) < capacity
+            } | {
+                node_id
+                for (node_id, size), (_, reserved) in self._pending_packed.items()
+                if size == capacity and reserved < capacity
             }
             if open_nodes:
                 try:

@@ -167,6 +167,27 @@ async def test_sessions_are_packed_into_one_actor(ray_cluster: RayTestCluster) -
     )
 
 
+async def test_concurrent_packed_placements_share_the_starting_actor(
+    ray_cluster: RayTestCluster,
+) -> None:
+    # Four at once, four per actor, no actor of that size yet: one process, not four.
+    runner = RealtimeRunner(
+        RealtimeAgent(name="Packed", instructions="Hi."),
+        config={**ACTOR, "sessions_per_actor": 4},
+    )
+    async with AsyncExitStack() as stack:
+        handles = [await runner.run() for _ in range(4)]
+        sessions = await asyncio.wait_for(
+            asyncio.gather(*(stack.enter_async_context(h) for h in handles)), 60 * UNIT
+        )
+        placements = [await placement_of(ray_cluster.router, s.session_id) for s in sessions]
+        names = {p["actor_name"] for p in placements}
+        assert len(names) == 1, placements
+    await wait_until(
+        lambda: _actor_gone(next(iter(names))), 15 * UNIT, "the packed actor to be retired"
+    )
+
+
 async def _actor_gone(name: str) -> bool:
     names = {e["name"] for e in ray.util.list_named_actors(all_namespaces=True)}
     return name not in names
