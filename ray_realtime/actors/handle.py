@@ -73,28 +73,39 @@ class ActorBackend:
         from ray_realtime.cluster.service import ensure_service, forget_router
 
         router = await ensure_service()
-        # One hop: the router places the session and opens it on its actor.
+        # Two direct calls (router, then actor) measured faster than letting
+        # the router forward the open: an async actor awaiting another actor
+        # adds more than the extra round trip from here (9 vs 14 ms).
         args = (
             self.session_id,
-            self._payload,
             self._run_config.get("placement"),
             self._run_config.get("sessions_per_actor"),
         )
         try:
-            placement = await router.start_session.remote(*args)
+            placement = await router.place_session.remote(*args)
         except BaseException as exc:
             if not raylib.is_actor_gone(exc):
-                raise self._translate(exc) from None
+                raise raylib.unwrap_task_error(exc) from None
             # The cached router died (and may have been redeployed): look again.
             forget_router()
             router = await ensure_service()
             try:
-                placement = await router.start_session.remote(*args)
+                placement = await router.place_session.remote(*args)
             except BaseException as again:
-                raise self._translate(again) from None
+                raise raylib.unwrap_task_error(again) from None
         self._placement = placement
         self._actor = placement["actor"]
-        info = placement["session"]
+        options = {
+            "model_url": placement["model_url"],
+            "tool_workers": placement["tool_workers"],
+            "guardrail_workers": placement["guardrail_workers"],
+        }
+        try:
+            info = await self._actor.open_session.remote(self.session_id, self._payload, options)
+        except BaseException as exc:
+            router.session_ended.remote(self.session_id, placement["actor_name"])
+            self._actor = None
+            raise self._translate(exc) from None
         self._payload = None
         await self._open_data_plane(info, after_seq=0)
 

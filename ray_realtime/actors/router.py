@@ -452,30 +452,6 @@ class Router:
                     pass
         return choose_node(infos, req, max_sessions_per_node=limit)
 
-    async def start_session(
-        self,
-        session_id: str,
-        payload: bytes,
-        requirement: dict[str, Any] | None = None,
-        sessions_per_actor: int | None = None,
-    ) -> dict[str, Any]:
-        """Place a session and open it on its actor, in one call from the
-        handle (idempotent for the same id). The reply is the placement plus
-        ``session``: what the actor said (its data plane, the bounds)."""
-        placement = await self.place_session(session_id, requirement, sessions_per_actor)
-        options = {
-            "model_url": placement["model_url"],
-            "tool_workers": placement["tool_workers"],
-            "guardrail_workers": placement["guardrail_workers"],
-        }
-        try:
-            info = await placement["actor"].open_session.remote(session_id, payload, options)
-        except Exception as exc:
-            await self.session_ended(session_id, placement["actor_name"])
-            # Hand the actor's own error on (not Ray's wrapper of it).
-            raise raylib.unwrap_task_error(exc) from None
-        return {**placement, "session": info}
-
     async def _refill(self, node_id: str) -> None:
         # A short pause lets actors of sessions that are ending come back to the
         # pool first: short sessions then reuse actors instead of each one
