@@ -32,7 +32,7 @@ import hmac
 import logging
 import pickle
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -70,7 +70,7 @@ class DataPlaneBroken(Exception):
     """The socket dropped without the session ending: use Ray calls instead."""
 
 
-Lookup = Callable[[str], "tuple[SessionDriver, str] | None"]
+Lookup = Callable[[str], "Awaitable[tuple[SessionDriver, str] | None]"]
 
 
 class DataPlaneServer:
@@ -117,7 +117,7 @@ class DataPlaneServer:
         if not isinstance(hello, dict) or not isinstance(hello.get("session_id"), str):
             await ws.close(CLOSE_BAD_HELLO, "bad hello")
             return
-        found = self._lookup(hello["session_id"])
+        found = await self._lookup(hello["session_id"])
         if found is None:
             await ws.close(CLOSE_NOT_FOUND, "no such session")
             return

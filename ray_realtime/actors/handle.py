@@ -8,7 +8,9 @@ errors are translated at this edge: a dead actor becomes
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 from typing import Any
 
 from ray_realtime import wire
@@ -95,18 +97,41 @@ class ActorBackend:
                 raise raylib.unwrap_task_error(again) from None
         self._placement = placement
         self._actor = placement["actor"]
+        token = secrets.token_urlsafe(24)
         options = {
             "model_url": placement["model_url"],
             "tool_workers": placement["tool_workers"],
             "guardrail_workers": placement["guardrail_workers"],
+            "token": token,
         }
+        # The data plane opens while the session opens: its hello waits on the
+        # actor for the session to be registered, so neither waits on the other.
+        early: asyncio.Task[DataPlaneClient] | None = None
+        url = placement.get("data_url")
+        if self.use_data_plane and url:
+            early = asyncio.ensure_future(DataPlaneClient.open(url, self.session_id, token, 0))
         try:
             info = await self._actor.open_session.remote(self.session_id, self._payload, options)
         except BaseException as exc:
             router.session_ended.remote(self.session_id, placement["actor_name"])
             self._actor = None
+            if early is not None:
+                early.cancel()
+                await asyncio.gather(early, return_exceptions=True)
             raise self._translate(exc) from None
         self._payload = None
+        fresh = info.get("data_url") == url and info.get("token") == token
+        if early is not None and fresh and not info.get("closed"):
+            try:
+                self._plane = await early
+                self._max_audio = int(info.get("max_audio_chunk_bytes", 0))
+                self._max_message = int(info.get("max_message_chars", 0))
+                return
+            except ModelConnectionError:
+                pass
+        elif early is not None:
+            early.cancel()
+            await asyncio.gather(early, return_exceptions=True)
         await self._open_data_plane(info, after_seq=0)
 
     async def connect_data_plane(self, after_seq: int) -> None:

@@ -169,7 +169,7 @@ class Router:
                 state.node_id = str(info.get("node_id", ""))
                 state.capacity = int(info.get("capacity", 1))
                 state.sessions = set(info.get("sessions", []))
-                state.url = str(info.get("url", ""))
+                state.url = str(info.get("url", "") or info.get("data_url", ""))
             else:
                 state.node_id = str(info)
             self._actors[name] = state
@@ -321,7 +321,10 @@ class Router:
             if kind == "model":
                 state.url = str(await asyncio.wait_for(_await(handle.start.remote()), timeout))
             else:
-                await asyncio.wait_for(_await(handle.ping.remote()), timeout)
+                info = await asyncio.wait_for(_await(handle.ping.remote()), timeout)
+                if isinstance(info, dict):
+                    # A session actor's data plane address, handed out with placements.
+                    state.url = str(info.get("data_url", ""))
             state.ready = True
             self._actors[name] = state
             if kind in ("tool", "guardrail"):
@@ -477,6 +480,7 @@ class Router:
             "actor": state.handle,
             "node_id": state.node_id,
             "model_url": model.url if model else "",
+            "data_url": state.url,
             "tool_workers": self._worker_list("tool"),
             "guardrail_workers": self._worker_list("guardrail"),
         }

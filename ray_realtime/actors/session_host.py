@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 # can drain the last events and learn that the session ended.
 _CLOSED_KEPT = 64
 _AGENTS_KEPT = 32
+# How long a data plane hello waits for its session to be opened (the handle
+# opens both at once).
+_HELLO_WAIT_SECONDS = 10.0
 _CLOSED_KEEP_SECONDS = 120.0
 
 
@@ -86,6 +89,7 @@ class SessionHost:
         self._closed: OrderedDict[str, SessionDriver] = OrderedDict()
         self._pools: dict[str, WorkerPool] = {}
         self._tokens: dict[str, str] = {}
+        self._registered = asyncio.Event()
         self._agents: OrderedDict[bytes, RealtimeAgent[Any]] = OrderedDict()
         self._dataplane: DataPlaneServer | None = None
         self._started = time.monotonic()
@@ -100,6 +104,7 @@ class SessionHost:
         return {
             "node_id": self.node_id,
             "pid": os.getpid(),
+            "data_url": self._dataplane.url if self._dataplane is not None else "",
             "name": self.name,
             "sessions": list(self._sessions),
             "capacity": self.capacity,
@@ -152,7 +157,14 @@ class SessionHost:
             on_closed=self._on_driver_closed,
         )
         self._sessions[session_id] = driver
-        self._tokens[session_id] = secrets.token_urlsafe(24)
+        # The handle may pick the token, so it can open the data plane while
+        # this call runs; the socket's hello then waits for this registration.
+        token = options.get("token")
+        self._tokens[session_id] = (
+            token if isinstance(token, str) and len(token) >= 16 else secrets.token_urlsafe(24)
+        )
+        self._registered.set()
+        self._registered = asyncio.Event()
         try:
             await driver.start()
         except BaseException:
@@ -192,12 +204,20 @@ class SessionHost:
             self._dataplane = None
             return ""
 
-    def _dataplane_lookup(self, session_id: str) -> tuple[SessionDriver, str] | None:
-        driver = self._sessions.get(session_id) or self._closed.get(session_id)
-        token = self._tokens.get(session_id)
-        if driver is None or token is None:
-            return None
-        return driver, token
+    async def _dataplane_lookup(self, session_id: str) -> tuple[SessionDriver, str] | None:
+        deadline = time.monotonic() + _HELLO_WAIT_SECONDS
+        while True:
+            driver = self._sessions.get(session_id) or self._closed.get(session_id)
+            token = self._tokens.get(session_id)
+            if driver is not None and token is not None:
+                return driver, token
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._registered.wait(), remaining)
+            except asyncio.TimeoutError:
+                return None
 
     def _agent(self, agent_bytes: bytes) -> RealtimeAgent[Any]:
         # Rebuilding an agent re-creates its tools' argument models (pydantic

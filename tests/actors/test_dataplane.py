@@ -39,7 +39,10 @@ async def setup() -> AsyncIterator[tuple[SessionDriver, DataPlaneServer]]:
             session_id="rt_test",
         )
         await driver.start()
-        plane = DataPlaneServer(lambda sid: (driver, TOKEN) if sid == driver.session_id else None)
+        async def lookup(sid: str) -> tuple[SessionDriver, str] | None:
+            return (driver, TOKEN) if sid == driver.session_id else None
+
+        plane = DataPlaneServer(lookup)
         await plane.start()
         try:
             yield driver, plane
