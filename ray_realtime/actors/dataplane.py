@@ -240,11 +240,6 @@ class DataPlaneClient:
         return cls(ws, after_seq, max_buffered)
 
     @property
-    def stream_seq(self) -> int:
-        """The newest sequence number received."""
-        return self._stream_seq
-
-    @property
     def broken(self) -> bool:
         """Whether the socket dropped without the session ending."""
         return self._broken

@@ -122,10 +122,9 @@ class ActorBackend:
         self._payload = None
         fresh = info.get("data_url") == url and info.get("token") == token
         if early is not None and fresh and not info.get("closed"):
+            self._take_limits(info)
             try:
                 self._plane = await early
-                self._max_audio = int(info.get("max_audio_chunk_bytes", 0))
-                self._max_message = int(info.get("max_message_chars", 0))
                 return
             except ModelConnectionError:
                 pass
@@ -140,9 +139,13 @@ class ActorBackend:
             info = await self._call("data_plane")
             await self._open_data_plane(info, after_seq)
 
-    async def _open_data_plane(self, info: dict[str, Any], after_seq: int) -> None:
+    def _take_limits(self, info: dict[str, Any]) -> None:
+        # The session's bounds, checked here before a frame goes out.
         self._max_audio = int(info.get("max_audio_chunk_bytes", 0))
         self._max_message = int(info.get("max_message_chars", 0))
+
+    async def _open_data_plane(self, info: dict[str, Any], after_seq: int) -> None:
+        self._take_limits(info)
         url = info.get("data_url")
         if not self.use_data_plane or not url or info.get("closed"):
             # A closed session is read and refused over Ray, with typed errors.

@@ -116,7 +116,6 @@ class PoolToolExecutor:
     def __init__(self, pool: WorkerPool, objects: SessionObjects) -> None:
         self._pool = pool
         self._objects = objects
-        self.last_node_id = ""
 
     async def run_tool(
         self,
@@ -145,8 +144,7 @@ class PoolToolExecutor:
                 [self._objects.context_ref],
                 default_timeout,
             )
-            output, error, node_id = await asyncio.wait_for(_await(ref), timeout)
-            self.last_node_id = node_id
+            output, error, _ = await asyncio.wait_for(_await(ref), timeout)
             return ToolOutcome(output, error)
         except asyncio.TimeoutError:
             message = f"tool {tool.name!r} got no answer from its worker in {timeout:g} s"

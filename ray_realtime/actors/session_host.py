@@ -92,7 +92,6 @@ class SessionHost:
         self._registered = asyncio.Event()
         self._agents: OrderedDict[bytes, RealtimeAgent[Any]] = OrderedDict()
         self._dataplane: DataPlaneServer | None = None
-        self._started = time.monotonic()
 
     # -------------------------------------------------------------- status
 

@@ -144,13 +144,12 @@ def guardrail_feedback_message(names: Iterable[str]) -> str:
 
 
 class _GuardState:
-    __slots__ = ("checked_len", "item_id", "next_threshold", "text_len")
+    __slots__ = ("checked_len", "item_id", "next_threshold")
 
     def __init__(self, item_id: str, threshold: int) -> None:
         self.item_id = item_id
         self.next_threshold = threshold
         self.checked_len = 0
-        self.text_len = 0
 
 
 class SessionCore:
@@ -475,7 +474,6 @@ class SessionCore:
             while len(self._guards) > _GUARDED_RESPONSES_KEPT:
                 self._guards.popitem(last=False)
         state.item_id = item_id
-        state.text_len = len(text)
         due = len(text) >= state.next_threshold or (final and len(text) > state.checked_len)
         if not due or not text:
             return
