@@ -2,9 +2,17 @@
 
 With no ``OPENAI_API_KEY`` it runs entirely offline: an embedded local Ray,
 the router and its pools, and the bundled local model server. Each session
-plays one scenario — a text turn with audio, a tool that runs on a worker
-actor, a handoff, a guardrail trip, and a spoken turn found by voice activity
-detection — and the demo ends with a latency summary.
+plays one scenario — a text turn with audio, a tool call (on a worker actor;
+in this process with ``--in-process``), a handoff, a guardrail trip, and a
+spoken turn found by voice activity detection — and the demo ends with a
+latency summary per round.
+
+A scenario is ``[ok]`` only when its turn completed *and* showed what it is
+there to show (audio, a reply, the tool's output, the handoff, the trip);
+otherwise it prints what was missing. A scenario's turn is timed from the
+first thing sent to the ``agent_end`` that closes the turn (for the tool, the
+answer after the tool's output; for the handoff, the new agent's answer; for
+the guardrail, the answer to the trip).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import asyncio
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,31 +29,37 @@ from typing import Any
 
 import numpy as np
 
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.config import RealtimeRunConfig
-from ray_realtime.runner.context import RunContextWrapper
-from ray_realtime.runner.events import (
+from ray_realtime import (
+    AssistantMessageItem,
+    GuardrailFunctionOutput,
+    RealtimeAgent,
     RealtimeAgentEndEvent,
     RealtimeAudio,
     RealtimeError,
     RealtimeGuardrailTripped,
     RealtimeHandoffEvent,
-    RealtimeHistoryAdded,
-    RealtimeHistoryUpdated,
+    RealtimeRunConfig,
+    RealtimeRunner,
+    RealtimeSession,
     RealtimeSessionEvent,
     RealtimeToolEnd,
     RealtimeToolStart,
+    RunContextWrapper,
+    function_tool,
+    output_guardrail,
+    realtime_handoff,
 )
-from ray_realtime.runner.guardrails import GuardrailFunctionOutput, output_guardrail
-from ray_realtime.runner.handoffs import realtime_handoff
-from ray_realtime.runner.items import AssistantMessageItem
-from ray_realtime.runner.runner import RealtimeRunner
-from ray_realtime.runner.session import RealtimeSession
-from ray_realtime.runner.tools import function_tool
 
-__all__ = ["DemoResult", "build_demo_agent", "run_demo"]
+__all__ = ["SCENARIO_NAMES", "DemoResult", "build_demo_agent", "run_demo"]
 
 Printer = Callable[[str], None]
+Action = Callable[[RealtimeSession], Awaitable[None]]
+
+# The scenarios' names by execution mode, in the order they are printed.
+SCENARIO_NAMES: dict[str, tuple[str, ...]] = {
+    "actor": ("text turn", "tool on a worker", "handoff", "guardrail", "spoken turn (VAD)"),
+    "in_process": ("text turn", "tool in process", "handoff", "guardrail", "spoken turn (VAD)"),
+}
 
 
 @function_tool
@@ -59,14 +74,17 @@ def get_weather(city: str) -> str:
 
 
 def _where_am_i() -> str:
+    # Inside a tool worker actor the runtime context names an actor; in the
+    # in-process mode the tool runs in a thread of the demo's own process.
     ray = sys.modules.get("ray")
     try:
         if ray is not None and ray.is_initialized():
             ctx = ray.get_runtime_context()
-            return f"ran on node {ctx.get_node_id()[:8]}, worker pid {os.getpid()}"
+            if ctx.get_actor_id() is not None:
+                return f"ran on node {ctx.get_node_id()[:8]}, worker pid {os.getpid()}"
     except Exception:
         pass
-    return f"ran in process {os.getpid()}"
+    return f"ran in this process, pid {os.getpid()}, thread {threading.current_thread().name}"
 
 
 @output_guardrail(name="no_secrets")
@@ -95,7 +113,8 @@ def build_demo_agent() -> RealtimeAgent[Any]:
 
 @dataclass
 class DemoResult:
-    """What one scenario saw."""
+    """What one scenario saw. ``ok``: the turn completed and showed what the
+    scenario is for; ``turn_ms``: first send to the turn's last ``agent_end``."""
 
     name: str
     ok: bool
@@ -104,6 +123,45 @@ class DemoResult:
     audio_chunks: int = 0
     reply: str = ""
     details: list[str] = field(default_factory=list)
+    tool_outputs: list[str] = field(default_factory=list)
+    handoffs: list[str] = field(default_factory=list)
+    guardrail_trips: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    """One scenario: what to send; which ``agent_end`` closes the turn (it
+    needs the tool's end / the handoff / the trip before it, per flags)."""
+
+    name: str
+    action: Action
+    after_tool: bool = False
+    after_handoff: bool = False
+    after_trip: bool = False
+
+    def turn_done(self, result: DemoResult, event: RealtimeSessionEvent) -> bool:
+        # Judged on this session's own result: nothing carries over from
+        # another session or round.
+        if not isinstance(event, RealtimeAgentEndEvent):
+            return False
+        if self.after_tool and not result.tool_outputs:
+            return False
+        if self.after_handoff and not result.handoffs:
+            return False
+        return not (self.after_trip and not result.guardrail_trips)
+
+    def missing(self, result: DemoResult) -> list[str]:
+        """What the scenario should have shown and did not."""
+        wanted = [
+            (result.audio_chunks > 0, "audio"),
+            (bool(result.reply), "a reply"),
+            (not self.after_tool or bool(result.tool_outputs), "the tool's output"),
+            (not self.after_handoff or bool(result.handoffs), "a handoff"),
+            (not self.after_trip or result.guardrail_trips > 0, "a guardrail trip"),
+            (not result.errors, "no error"),
+        ]
+        return [what for present, what in wanted if not present]
 
 
 def _speech(duration_s: float, silence_s: float, rate: int = 24000) -> bytes:
@@ -113,81 +171,115 @@ def _speech(duration_s: float, silence_s: float, rate: int = 24000) -> bytes:
     return np.concatenate([voice, quiet]).tobytes()
 
 
-async def _collect_turn(
-    session: RealtimeSession,
-    until: Callable[[RealtimeSessionEvent], bool],
-    result: DemoResult,
-    timeout: float,
-) -> None:
-    async def run() -> None:
-        async for event in session:
-            if isinstance(event, RealtimeAudio):
-                result.audio_chunks += 1
-            elif isinstance(event, RealtimeToolStart):
-                result.details.append(f"tool_start {event.tool.name}({event.arguments})")
-            elif isinstance(event, RealtimeToolEnd):
-                result.details.append(f"tool_end   {event.tool.name} -> {event.output}")
-            elif isinstance(event, RealtimeHandoffEvent):
-                result.details.append(
-                    f"handoff    {event.from_agent.name} -> {event.to_agent.name}"
-                )
-            elif isinstance(event, RealtimeGuardrailTripped):
-                names = ", ".join(r.guardrail.name for r in event.guardrail_results)
-                result.details.append(f"guardrail  {names} tripped on: {event.message[:60]!r}")
-            elif isinstance(event, RealtimeError):
-                result.details.append(f"error      {event.error.get('message')}")
-            elif isinstance(event, (RealtimeHistoryUpdated, RealtimeHistoryAdded)):
-                items = event.history if isinstance(event, RealtimeHistoryUpdated) else [event.item]
-                for item in items:
-                    if isinstance(item, AssistantMessageItem) and item.content:
-                        part = item.content[0]
-                        text = getattr(part, "transcript", None) or getattr(part, "text", None)
-                        if text:
-                            result.reply = text
-            if until(event):
-                return
-
-    await asyncio.wait_for(run(), timeout)
+def _reply_text(session: RealtimeSession) -> str:
+    """The transcript (or text) of the session's latest assistant message."""
+    for item in reversed(session.history):
+        if isinstance(item, AssistantMessageItem) and item.content:
+            part = item.content[0]
+            text = getattr(part, "transcript", None) or getattr(part, "text", None)
+            if text:
+                return str(text)
+    return ""
 
 
-async def _scenario(
-    runner: RealtimeRunner,
-    name: str,
-    action: Callable[[RealtimeSession], Awaitable[None]],
-    until: Callable[[RealtimeSessionEvent], bool],
-    timeout: float,
-) -> DemoResult:
+def _record(result: DemoResult, event: RealtimeSessionEvent) -> None:
+    if isinstance(event, RealtimeAudio):
+        result.audio_chunks += 1
+    elif isinstance(event, RealtimeToolStart):
+        result.details.append(f"tool_start {event.tool.name}({event.arguments})")
+    elif isinstance(event, RealtimeToolEnd):
+        result.tool_outputs.append(event.output)
+        result.details.append(f"tool_end   {event.tool.name} -> {event.output}")
+    elif isinstance(event, RealtimeHandoffEvent):
+        result.handoffs.append(event.to_agent.name)
+        result.details.append(f"handoff    {event.from_agent.name} -> {event.to_agent.name}")
+    elif isinstance(event, RealtimeGuardrailTripped):
+        result.guardrail_trips += 1
+        names = ", ".join(r.guardrail.name for r in event.guardrail_results)
+        result.details.append(f"guardrail  {names} tripped on: {event.message[:60]!r}")
+    elif isinstance(event, RealtimeError):
+        message = str(event.error.get("message"))
+        result.errors.append(message)
+        result.details.append(f"error      {message}")
+
+
+async def _play(runner: RealtimeRunner, scenario: _Scenario, timeout: float) -> DemoResult:
     t0 = time.perf_counter()
     session = await runner.run()
     async with session:
-        started = time.perf_counter()
-        result = DemoResult(name, False, (started - t0) * 1000, 0.0)
+        result = DemoResult(scenario.name, False, (time.perf_counter() - t0) * 1000, 0.0)
         t1 = time.perf_counter()
-        await action(session)
+
+        async def turn() -> None:
+            await scenario.action(session)
+            async for event in session:
+                _record(result, event)
+                if scenario.turn_done(result, event):
+                    return
+
         try:
-            await _collect_turn(session, until, result, timeout)
-            result.ok = True
+            await asyncio.wait_for(turn(), timeout)
+            completed = True
         except asyncio.TimeoutError:
+            completed = False
             result.details.append(f"timed out after {timeout:g} s")
         result.turn_ms = (time.perf_counter() - t1) * 1000
+        result.reply = _reply_text(session)
+    missing = scenario.missing(result)
+    if missing:
+        result.details.append("missing: " + ", ".join(missing))
+    result.ok = completed and not missing
     return result
 
 
-def _ends_after(count: int) -> Callable[[RealtimeSessionEvent], bool]:
-    seen = [0]
+def _say(text: str) -> Action:
+    async def act(session: RealtimeSession) -> None:
+        await session.send_message(text)
 
-    def until(event: RealtimeSessionEvent) -> bool:
-        if isinstance(event, RealtimeAgentEndEvent):
-            seen[0] += 1
-        return seen[0] >= count
+    return act
 
-    return until
+
+async def _speak(session: RealtimeSession) -> None:
+    # 0.6 s of a tone, then 0.9 s of silence: the model's voice activity
+    # detection ends the user's turn in the silence.
+    audio = _speech(0.6, 0.9)
+    for i in range(0, len(audio), 1920):
+        await session.send_audio(audio[i : i + 1920])
+
+
+def _scenarios(execution: str) -> list[_Scenario]:
+    text, tool, handoff, guardrail, spoken = SCENARIO_NAMES[execution]
+    return [
+        _Scenario(text, _say("Hello there, how are you today?")),
+        _Scenario(tool, _say('What is the get weather for "Paris"?'), after_tool=True),
+        _Scenario(handoff, _say("Please transfer to billing agent."), after_handoff=True),
+        _Scenario(
+            guardrail,
+            _say("say My password is hunter2, and I will repeat it all day long for you."),
+            after_trip=True,
+        ),
+        _Scenario(spoken, _speak),
+    ]
+
+
+def _first_round_note(execution: str, rounds: int) -> str:
+    if rounds < 2:
+        return ""
+    if execution == "actor":
+        return " (fresh actors: first imports and fetches)"
+    return " (first sessions of this process: first imports and connections)"
 
 
 async def run_demo(
     *, execution: str = "actor", rounds: int = 1, printer: Printer = print, timeout: float = 60.0
 ) -> list[DemoResult]:
-    """Run the demo's scenarios concurrently, ``rounds`` times; print as it goes."""
+    """Run the demo's scenarios concurrently, ``rounds`` times; print as it
+    goes. ``execution`` is ``"actor"`` or ``"in_process"``; every round runs
+    every scenario in new sessions."""
+    if execution not in SCENARIO_NAMES:
+        from ray_realtime import ConfigError
+
+        raise ConfigError(f"execution must be 'actor' or 'in_process', not {execution!r}")
     agent = build_demo_agent()
     config: RealtimeRunConfig = {"execution": "actor" if execution == "actor" else "in_process"}
     runner = RealtimeRunner(agent, config=config)
@@ -197,66 +289,43 @@ async def run_demo(
         t0 = time.perf_counter()
         printer("starting the service (embedded Ray, router, worker pools, local model)...")
         # A warm session actor per scenario, so every session starts warm.
-        await ensure_service({"warm_pool_size": 5})
+        await ensure_service({"warm_pool_size": len(SCENARIO_NAMES[execution])})
         status = await service_status()
         node_list = ", ".join(n["node_id"][:8] for n in status["nodes"])
         printer(f"service ready in {time.perf_counter() - t0:.1f} s on node(s) {node_list}")
+        where = "sessions in session actors, tools on tool worker actors"
+    else:
+        where = f"sessions and tools in this process (pid {os.getpid()})"
     model = (
         "OpenAI Realtime" if os.environ.get("OPENAI_API_KEY") else "the bundled local model server"
     )
-    printer(f"model: {model}; execution: {execution}")
+    printer(f"model: {model}; execution: {execution}: {where}")
 
-    async def say(text: str) -> Callable[[RealtimeSession], Awaitable[None]]:
-        async def act(session: RealtimeSession) -> None:
-            await session.send_message(text)
-
-        return act
-
-    async def speak(session: RealtimeSession) -> None:
-        audio = _speech(0.6, 0.9)
-        for i in range(0, len(audio), 1920):
-            await session.send_audio(audio[i : i + 1920])
-
-    scenarios = [
-        ("text turn", await say("Hello there, how are you today?"), _ends_after(1)),
-        ("tool on a worker", await say('What is the get weather for "Paris"?'), _ends_after(2)),
-        ("handoff", await say("Please transfer to billing agent."), _ends_after(2)),
-        (
-            "guardrail",
-            await say("say My password is hunter2, and I will repeat it all day long for you."),
-            lambda e: isinstance(e, RealtimeGuardrailTripped),
-        ),
-        ("spoken turn (VAD)", speak, _ends_after(1)),
-    ]
     results: list[DemoResult] = []
-    for round_no in range(rounds):
-        batch = await asyncio.gather(
-            *(_scenario(runner, n, a, u, timeout) for n, a, u in scenarios)
-        )
+    for round_no in range(1, rounds + 1):
+        batch = await asyncio.gather(*(_play(runner, s, timeout) for s in _scenarios(execution)))
         results.extend(batch)
         for r in batch:
             mark = "ok " if r.ok else "FAIL"
             printer(
-                f"[{mark}] round {round_no + 1} {r.name:18s} start {r.start_ms:7.1f} ms  "
+                f"[{mark}] round {round_no} {r.name:18s} start {r.start_ms:7.1f} ms  "
                 f"turn {r.turn_ms:7.1f} ms  audio chunks {r.audio_chunks:3d}  "
-                f"reply {r.reply[:50]!r}"
+                f"reply {r.reply[:60]!r}"
             )
             for line in r.details:
                 printer(f"        {line}")
-    per_round = len(scenarios)
-    for round_no in range(rounds):
-        batch = results[round_no * per_round : (round_no + 1) * per_round]
         starts = [r.start_ms for r in batch]
         turns = [r.turn_ms for r in batch if r.ok]
-        note = " (fresh actors: first imports and fetches)" if round_no == 0 and rounds > 1 else ""
+        note = _first_round_note(execution, rounds) if round_no == 1 else ""
         printer(
-            f"summary round {round_no + 1}{note}: {len(batch)} sessions, "
+            f"summary round {round_no}{note}: {len(batch)} sessions, "
             f"{sum(r.ok for r in batch)} ok; session start p50 {statistics.median(starts):.1f} ms "
             f"(max {max(starts):.1f}); "
             + (
-                f"turn p50 {statistics.median(turns):.1f} ms (max {max(turns):.1f})"
+                f"turn (send -> reply done) p50 {statistics.median(turns):.1f} ms "
+                f"(max {max(turns):.1f})"
                 if turns
-                else "no turns"
+                else "no completed turns"
             )
         )
     return results
