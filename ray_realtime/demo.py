@@ -217,12 +217,15 @@ async def _play(runner: RealtimeRunner, scenario: _Scenario, timeout: float) -> 
                 if scenario.turn_done(result, event):
                     return
 
+        completed = False
         try:
             await asyncio.wait_for(turn(), timeout)
             completed = True
         except asyncio.TimeoutError:
-            completed = False
             result.details.append(f"timed out after {timeout:g} s")
+        except Exception as exc:
+            # One scenario's failure is reported on its line; the others go on.
+            result.details.append(f"failed     {type(exc).__name__}: {exc}")
         result.turn_ms = (time.perf_counter() - t1) * 1000
         result.reply = _reply_text(session)
     missing = scenario.missing(result)

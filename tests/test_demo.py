@@ -143,6 +143,22 @@ async def test_demo_every_round_shows_real_content_in_process() -> None:
     assert "worker" not in joined and "actor" not in joined
 
 
+async def test_demo_marks_a_scenario_that_shows_nothing_as_failed() -> None:
+    # No time at all for the turn: every scenario is FAIL and says what it
+    # did not show, and the summary counts no turn.
+    lines: list[str] = []
+    results = await run_demo(execution="in_process", rounds=1, printer=lines.append, timeout=0)
+    assert results and not any(r.ok for r in results)
+    blocks = parse_demo_output(lines)
+    for name in SCENARIO_NAMES["in_process"]:
+        [block] = blocks[(1, name)]
+        assert not block.ok
+        assert "timed out after 0 s" in block.details
+        assert any(d.startswith("missing: audio, a reply") for d in block.details), block
+    [summary] = [line for line in lines if line.startswith("summary round 1")]
+    assert "5 sessions, 0 ok" in summary and "no completed turns" in summary
+
+
 def test_demo_output_check_catches_an_empty_round() -> None:
     """The checker itself fails on the defect it guards against: a round-2
     scenario marked ok with no audio and no reply."""
