@@ -31,6 +31,12 @@ from tests.conftest import UNIT, RayTestCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart.py"
+# What the README says the example prints with the bundled local model.
+QUICKSTART_OUTPUT = [
+    'tool call: get_weather({"city":"Paris"})',
+    "tool result: It is sunny in Paris.",
+    "assistant: The tool get_weather returned: It is sunny in Paris.",
+]
 
 _HEADER = re.compile(
     r"^\[(?P<mark>ok |FAIL)\] round (?P<round>\d+) (?P<name>.+?)\s+"
@@ -225,6 +231,8 @@ def test_readme_example_is_examples_quickstart() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     code = QUICKSTART.read_text(encoding="utf-8")
     assert f"```python\n{code}```\n" in readme, "README's example is not examples/quickstart.py"
+    printed = "\n".join(QUICKSTART_OUTPUT)
+    assert f"```\n{printed}\n```\n" in readme, "README's example output is not the tested one"
 
 
 @pytest.mark.ray
@@ -247,8 +255,4 @@ def test_readme_example_prints_the_answer_that_uses_the_tool(
     assert not thread.is_alive(), "the README example did not end"
     assert not failures, failures
     out = capsys.readouterr().out.splitlines()
-    assert out == [
-        'tool call: get_weather({"city":"Paris"})',
-        "tool result: It is sunny in Paris.",
-        "assistant: The tool get_weather returned: It is sunny in Paris.",
-    ]
+    assert out == QUICKSTART_OUTPUT
