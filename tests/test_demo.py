@@ -194,6 +194,7 @@ def _demo_child_env(ray_tmp: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.ray
 def test_console_demo_without_test_environment() -> None:
     script = Path(sys.executable).with_name("ray-realtime")
     assert script.exists(), f"no console script at {script}"
