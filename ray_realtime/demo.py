@@ -21,9 +21,14 @@ from typing import Any
 import numpy as np
 
 from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.config import RealtimeRunConfig
 from ray_realtime.runner.context import RunContextWrapper
-from ray_realtime.runner.events import (
+from ray_realtime.runner.guardrails import GuardrailFunctionOutput, output_guardrail
+from ray_realtime.runner.handoffs import realtime_handoff
+from ray_realtime.runner.runner import RealtimeRunner
+from ray_realtime.runner.session import RealtimeSession
+from ray_realtime.runner.tools import function_tool
+from ray_realtime.types.config import RealtimeRunConfig
+from ray_realtime.types.events import (
     RealtimeAgentEndEvent,
     RealtimeAudio,
     RealtimeError,
@@ -35,12 +40,7 @@ from ray_realtime.runner.events import (
     RealtimeToolEnd,
     RealtimeToolStart,
 )
-from ray_realtime.runner.guardrails import GuardrailFunctionOutput, output_guardrail
-from ray_realtime.runner.handoffs import realtime_handoff
-from ray_realtime.runner.items import AssistantMessageItem
-from ray_realtime.runner.runner import RealtimeRunner
-from ray_realtime.runner.session import RealtimeSession
-from ray_realtime.runner.tools import function_tool
+from ray_realtime.types.items import AssistantMessageItem
 
 __all__ = ["DemoResult", "build_demo_agent", "run_demo"]
 

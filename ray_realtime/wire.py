@@ -3,10 +3,10 @@
 What crosses
     Any nesting of ``None``, ``bool``, ``int`` (-2**63 to 2**64 - 1), ``float``, ``str``,
     ``bytes``, ``list`` / ``tuple``, ``dict`` with ``str`` keys, the event and
-    input dataclasses of :mod:`ray_realtime.runner.events`,
-    :mod:`ray_realtime.model.events` and :mod:`ray_realtime.model.inputs`
+    input dataclasses of :mod:`ray_realtime.types.events`,
+    :mod:`ray_realtime.types.model_events` and :mod:`ray_realtime.types.model_inputs`
     (listed explicitly in :data:`REGISTRY`), and the history items of
-    :mod:`ray_realtime.runner.items`. Anything else fails to encode with
+    :mod:`ray_realtime.types.items`. Anything else fails to encode with
     :class:`~ray_realtime.exceptions.SerializationError` naming its type (a
     subclass of a registered dataclass too: lookup is by exact class).
 
@@ -22,8 +22,8 @@ Format
       so it is not sent; decode sets it to that constant, so a peer cannot
       make an event lie about its ``type``. Nested dataclasses nest as ext 1.
     * ext ``2``, a history item: the payload is the msgpack map of
-      :func:`~ray_realtime.runner.items.item_to_dict`; decode rebuilds it with
-      :func:`~ray_realtime.runner.items.item_from_dict` (pydantic validates).
+      :func:`~ray_realtime.types.items.item_to_dict`; decode rebuilds it with
+      :func:`~ray_realtime.types.items.item_from_dict` (pydantic validates).
 
     Dataclasses are rebuilt without running ``__init__`` and without any type
     validation: decode checks the structure (known tag, field count), not the
@@ -99,10 +99,10 @@ import msgpack
 from pydantic import BaseModel, ValidationError
 
 from ray_realtime.exceptions import ProtocolError, SerializationError
-from ray_realtime.model import events as _model_events
-from ray_realtime.model import inputs as _model_inputs
-from ray_realtime.runner import events as _session_events
-from ray_realtime.runner.items import (
+from ray_realtime.types import events as _session_events
+from ray_realtime.types import model_events as _model_events
+from ray_realtime.types import model_inputs as _model_inputs
+from ray_realtime.types.items import (
     AssistantMessageItem,
     RealtimeToolCallItem,
     SystemMessageItem,
@@ -305,7 +305,7 @@ def _plain_or_repr(value: Any, state: _Encoding) -> Any:
 
 
 # History events carry the whole history, and history items are replaced, not
-# changed, when they update (see ray_realtime.runner.items): so an item's bytes
+# changed, when they update (see ray_realtime.types.items): so an item's bytes
 # are encoded once and decoded once, then served from these bounded caches.
 # Without them every transcript delta paid pydantic dump + validate for every
 # item of the history on both sides of the wire.

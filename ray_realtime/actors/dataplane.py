@@ -48,7 +48,7 @@ from ray_realtime.exceptions import (
     UserError,
 )
 from ray_realtime.runner.driver import EventBatch, SessionDriver
-from ray_realtime.runner.events import RealtimeSessionEvent
+from ray_realtime.types.events import RealtimeSessionEvent
 
 __all__ = ["DataPlaneBroken", "DataPlaneClient", "DataPlaneServer"]
 

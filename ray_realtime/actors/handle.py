@@ -23,10 +23,10 @@ from ray_realtime.exceptions import (
     SessionLostError,
 )
 from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.config import RealtimeModelConfig, RealtimeRunConfig
 from ray_realtime.runner.driver import EventBatch
-from ray_realtime.runner.items import RealtimeItem, item_from_dict
 from ray_realtime.runner.session import RealtimeSession
+from ray_realtime.types.config import RealtimeModelConfig, RealtimeRunConfig
+from ray_realtime.types.items import RealtimeItem, item_from_dict
 
 __all__ = ["ActorBackend", "actor_session", "attach_session"]
 

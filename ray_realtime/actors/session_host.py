@@ -33,8 +33,8 @@ from ray_realtime.exceptions import NoCapacityError, SessionClosedError, Session
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 from ray_realtime.runner.agent import RealtimeAgent
 from ray_realtime.runner.driver import SessionDriver
-from ray_realtime.runner.items import item_to_dict
 from ray_realtime.runner.runner import resolve_model_config
+from ray_realtime.types.items import item_to_dict
 
 __all__ = ["SessionHost"]
 

@@ -9,14 +9,14 @@ from typing import Any
 from ray_realtime.exceptions import ConfigError
 from ray_realtime.model.interface import RealtimeModel
 from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.config import (
+from ray_realtime.runner.driver import SessionDriver
+from ray_realtime.runner.session import InProcessBackend, RealtimeSession
+from ray_realtime.types.config import (
     RealtimeModelConfig,
     RealtimeRunConfig,
     validate_model_config,
     validate_run_config,
 )
-from ray_realtime.runner.driver import SessionDriver
-from ray_realtime.runner.session import InProcessBackend, RealtimeSession
 
 __all__ = ["MODEL_URL_ENV", "RealtimeRunner", "new_session_id", "resolve_model_config"]
 

@@ -17,13 +17,13 @@ from ray_realtime.core import history as hist
 from ray_realtime.exceptions import SessionClosedError
 from ray_realtime.runner.agent import RealtimeAgent
 from ray_realtime.runner.driver import EventBatch, SessionDriver
-from ray_realtime.runner.events import (
+from ray_realtime.types.events import (
     RealtimeEventsLost,
     RealtimeHistoryAdded,
     RealtimeHistoryUpdated,
     RealtimeSessionEvent,
 )
-from ray_realtime.runner.items import RealtimeItem
+from ray_realtime.types.items import RealtimeItem
 
 __all__ = ["InProcessBackend", "RealtimeSession", "SessionBackend"]
 

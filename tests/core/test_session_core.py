@@ -20,16 +20,9 @@ from ray_realtime.core.outputs import (
 from ray_realtime.core.session_core import SessionCore, guardrail_feedback_message
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import InputTooLargeError, UserError
-from ray_realtime.model import events as me
-from ray_realtime.model.inputs import (
-    RealtimeModelSendAudio,
-    RealtimeModelSendInterrupt,
-    RealtimeModelSendSessionUpdate,
-    RealtimeModelSendToolOutput,
-    RealtimeModelSendUserInput,
-)
-from ray_realtime.runner.config import DEFAULT_LIMITS, SessionLimits
-from ray_realtime.runner.events import (
+from ray_realtime.types import model_events as me
+from ray_realtime.types.config import DEFAULT_LIMITS, SessionLimits
+from ray_realtime.types.events import (
     AgentRef,
     GuardrailRef,
     OutputGuardrailResult,
@@ -47,7 +40,7 @@ from ray_realtime.runner.events import (
     RealtimeToolEnd,
     RealtimeToolStart,
 )
-from ray_realtime.runner.items import (
+from ray_realtime.types.items import (
     AssistantAudio,
     AssistantMessageItem,
     AssistantText,
@@ -55,6 +48,13 @@ from ray_realtime.runner.items import (
     InputText,
     RealtimeToolCallItem,
     UserMessageItem,
+)
+from ray_realtime.types.model_inputs import (
+    RealtimeModelSendAudio,
+    RealtimeModelSendInterrupt,
+    RealtimeModelSendSessionUpdate,
+    RealtimeModelSendToolOutput,
+    RealtimeModelSendUserInput,
 )
 
 # ---------------------------------------------------------------- helpers
