@@ -47,7 +47,7 @@ async def _executors(ctx: BenchContext) -> tuple[Any, Any, int]:
     from ray_realtime.actors import raylib
     from ray_realtime.actors.pool import PoolToolExecutor, SessionObjects, WorkerPool, WorkerSlot
     from ray_realtime.actors.router import TOOL_PREFIX
-    from ray_realtime.runner.driver import LocalToolExecutor
+    from ray_realtime.session.driver import LocalToolExecutor
 
     names = await ctx.named_actors(TOOL_PREFIX)
     slots = []

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.context import RunContextWrapper
-from ray_realtime.runner.guardrails import GuardrailFunctionOutput, output_guardrail
-from ray_realtime.runner.handoffs import realtime_handoff
+from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.context import RunContextWrapper
+from ray_realtime.agents.guardrails import GuardrailFunctionOutput, output_guardrail
+from ray_realtime.agents.handoffs import realtime_handoff
+from ray_realtime.agents.tools import function_tool
 from ray_realtime.runner.runner import RealtimeRunner
 from ray_realtime.runner.session import RealtimeSession
-from ray_realtime.runner.tools import function_tool
 from ray_realtime.types.config import RealtimeRunConfig
 from ray_realtime.types.events import (
     RealtimeAgentEndEvent,

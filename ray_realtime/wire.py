@@ -137,7 +137,7 @@ _EXT_ITEM = 2
 # be forgotten. The tag is the class name: if a class is ever renamed, register
 # it under its old name to keep talking to peers of the previous version.
 _DATACLASSES: tuple[type[Any], ...] = (
-    # runner/events.py: session events and the references they hold
+    # types/events.py: session events and the references they hold
     _session_events.AgentRef,
     _session_events.ToolRef,
     _session_events.GuardrailRef,
@@ -158,7 +158,7 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _session_events.RealtimeGuardrailTripped,
     _session_events.RealtimeInputAudioTimeoutTriggered,
     _session_events.RealtimeEventsLost,
-    # model/events.py: model events
+    # types/model_events.py: model events
     _model_events.RealtimeModelErrorEvent,
     _model_events.RealtimeModelToolCallEvent,
     _model_events.RealtimeModelAudioEvent,
@@ -175,7 +175,7 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _model_events.RealtimeModelOtherEvent,
     _model_events.RealtimeModelExceptionEvent,
     _model_events.RealtimeModelRawServerEvent,
-    # model/inputs.py: what the session asks the model layer to send
+    # types/model_inputs.py: what the session asks the model layer to send
     _model_inputs.RealtimeModelSendRawMessage,
     _model_inputs.RealtimeModelSendUserInput,
     _model_inputs.RealtimeModelSendAudio,

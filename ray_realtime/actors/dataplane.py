@@ -47,7 +47,7 @@ from ray_realtime.exceptions import (
     SessionClosedError,
     UserError,
 )
-from ray_realtime.runner.driver import EventBatch, SessionDriver
+from ray_realtime.session.driver import EventBatch, SessionDriver
 from ray_realtime.types.events import RealtimeSessionEvent
 
 __all__ = ["DataPlaneBroken", "DataPlaneClient", "DataPlaneServer"]

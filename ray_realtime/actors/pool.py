@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray_realtime.actors import raylib
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.execution import GuardrailRound, ToolOutcome
-from ray_realtime.runner.guardrails import OutputGuardrail
-from ray_realtime.runner.tools import FunctionTool
+from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.guardrails import OutputGuardrail
+from ray_realtime.agents.tools import FunctionTool
+from ray_realtime.session.execution import GuardrailRound, ToolOutcome
 
 __all__ = [
     "PoolGuardrailExecutor",

@@ -29,11 +29,11 @@ from ray_realtime.actors.pool import (
     WorkerPool,
     WorkerSlot,
 )
+from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.exceptions import NoCapacityError, SessionClosedError, SessionNotFoundError
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.driver import SessionDriver
-from ray_realtime.runner.runner import resolve_model_config
+from ray_realtime.session.driver import SessionDriver
+from ray_realtime.session.start import resolve_model_config
 from ray_realtime.types.items import item_to_dict
 
 __all__ = ["SessionHost"]

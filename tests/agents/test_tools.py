@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from ray_realtime.exceptions import ToolDefinitionError, UserError
-from ray_realtime.runner.context import RunContextWrapper, ToolContext
-from ray_realtime.runner.tools import (
+from ray_realtime.agents.context import RunContextWrapper, ToolContext
+from ray_realtime.agents.tools import (
     FunctionTool,
     ToolArgumentsError,
     default_tool_error_function,
     function_tool,
     tool_output_to_text,
 )
+from ray_realtime.exceptions import ToolDefinitionError, UserError
 
 
 def ctx(context: Any = None) -> ToolContext[Any]:

@@ -22,8 +22,8 @@ from typing import Any, overload
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
+from ray_realtime.agents.context import RunContextWrapper, ToolContext
 from ray_realtime.exceptions import ToolDefinitionError, UserError
-from ray_realtime.runner.context import RunContextWrapper, ToolContext
 
 __all__ = [
     "FunctionTool",
