@@ -80,8 +80,7 @@ def module_name(path: Path, package_dir: Path, package: str) -> str:
 def package_modules(package_dir: Path, package: str) -> dict[str, Path]:
     """Every module of the package, by dotted name."""
     return {
-        module_name(path, package_dir, package): path
-        for path in sorted(package_dir.rglob("*.py"))
+        module_name(path, package_dir, package): path for path in sorted(package_dir.rglob("*.py"))
     }
 
 
@@ -213,9 +212,7 @@ def all_imports(package_dir: Path, package: str) -> list[Import]:
     """Every import between the package's own modules."""
     modules = package_modules(package_dir, package)
     found = (
-        edge
-        for name, path in modules.items()
-        for edge in imports_of(name, path, modules, package)
+        edge for name, path in modules.items() for edge in imports_of(name, path, modules, package)
     )
     return list(dict.fromkeys(found))  # one edge per statement and target
 
@@ -237,14 +234,19 @@ def test_every_unit_is_placed() -> None:
 def test_imports_point_down_the_layers(edges: list[Import]) -> None:
     # A sanity check on the reader itself: it sees the imports it should.
     assert Import("ray_realtime.core.history", "ray_realtime.types.items", 14) in edges
-    assert any(e.source == "ray_realtime.runner.runner" and e.target.startswith(
-        "ray_realtime.actors.") for e in edges), "the runner's lazy import of actors/ was missed"
+    assert any(
+        e.source == "ray_realtime.runner.runner" and e.target.startswith("ray_realtime.actors.")
+        for e in edges
+    ), "the runner's lazy import of actors/ was missed"
     assert layer_violations(edges, PACKAGE) == []
 
 
 def test_local_imports_nothing_of_the_package_beyond_itself(edges: list[Import]) -> None:
-    outside = [e for e in edges if unit_of(e.source, PACKAGE) == "local"
-               and unit_of(e.target, PACKAGE) != "local"]
+    outside = [
+        e
+        for e in edges
+        if unit_of(e.source, PACKAGE) == "local" and unit_of(e.target, PACKAGE) != "local"
+    ]
     assert any(unit_of(e.source, PACKAGE) == "local" for e in edges)
     assert outside == []
 
