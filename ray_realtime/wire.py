@@ -54,9 +54,9 @@ Bounds
     allocated for it, and decoded memory stays proportional to the input.
     Nesting: at most :data:`MAX_DEPTH` (16) dataclasses/items inside each
     other (session events nest 3 deep). Each such level costs the msgpack
-    unpacker a C stack frame of about 45 KB, so an unbounded depth would
-    crash the process (seen at ~23 levels in a 1 MiB thread stack) before
-    Python's recursion limit; 16 levels fit in a 1 MiB stack. Encode refuses
+    unpacker a large C stack frame, so an unbounded depth would crash the
+    process before Python's recursion limit; 16 levels fit in a 1 MiB thread
+    stack. Encode refuses
     deeper values too, so whatever it produces decodes. Plain containers nest
     up to msgpack's own limits (511 on encode, 1024 on decode). Violations are
     ``SerializationError`` / ``ProtocolError``.
@@ -71,13 +71,11 @@ Errors
     never a bare msgpack exception.
 
 Why msgpack
-    Audio is most of the traffic. Measured on the development machine, a
-    4.8 KB audio event took 2.6 µs to encode and decode with msgpack against
-    29 µs as JSON with base64 audio. ``bench/bench_wire.py`` round-trips a
-    batch of 256 ``RealtimeAudio`` events of 1920 bytes: about 4 µs per event
-    here, against about 7 µs with pickle and 23 µs with JSON+base64 (and
-    base64 adds a third to the size). Unlike pickle, decoding cannot run code
-    or build arbitrary classes: only registered ones.
+    Audio is most of the traffic: msgpack carries it as raw bytes, several
+    times faster than JSON with base64 audio (which also adds a third to the
+    size), and close to pickle (``bench/bench_wire.py`` measures the three;
+    ``docs/benchmarks.md`` has the figures). Unlike pickle, decoding cannot
+    run code or build arbitrary classes: only registered ones.
 
 Speed
     Each registered class gets, once at import, a generated encoder (reads
@@ -213,7 +211,7 @@ _ExtType = msgpack.ExtType
 _CONTAINERS = (dict, list, tuple)
 # Initial buffer of every packer (it grows as needed). msgpack.packb starts
 # each call with a 256 KiB buffer; allocating (and page-faulting) that for
-# each ~2 KB audio payload doubled the encode time of a batch.
+# each small audio payload dominated the encode time of a batch.
 _PAYLOAD_BUFFER = 4096
 _PLAIN_NAMES = frozenset({"str", "int", "float", "bool", "bytes", "None"})
 

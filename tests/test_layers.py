@@ -3,16 +3,16 @@
 The layers, bottom to top (each row may import only rows below it; the units
 of a row marked shared form one layer and may import each other)::
 
-    cli                                   the console script
-    demo · bench                          commands
-    runner/                               RealtimeRunner, RealtimeSession, backend seam
-    actors/ · cluster/     (shared)       Ray shells; connect, deploy, placement
-    session/                              the driver that runs one session, executors
-    core/ · model/ · agents/              session logic · model client · definitions
-    wire.py                               msgpack codec
-    types/                                plain data
-    exceptions.py                         the exception tree
-    local/                                the bundled model server: imports nothing of ours
+    cli                            the console script
+    demo · bench                   commands
+    runner/                        RealtimeRunner, RealtimeSession, the backend seam
+    actors/ · cluster/  (shared)   Ray shells; connect, deploy, placement
+    session/                       the driver that runs one session, executors
+    core/ · model/ · agents/       session logic · model client · definitions
+    wire.py                        msgpack codec
+    types/                         plain data
+    exceptions.py                  the exception tree
+    local/                         the bundled model server: imports nothing of ours
 
 The package root (``ray_realtime/__init__.py``) re-exports the public names and
 sits above everything; nothing inside the package imports it.

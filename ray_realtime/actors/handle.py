@@ -77,7 +77,7 @@ class ActorBackend:
         router = await ensure_service()
         # Two direct calls (router, then actor) measured faster than letting
         # the router forward the open: an async actor awaiting another actor
-        # adds more than the extra round trip from here (9 vs 14 ms).
+        # adds more than the extra round trip from here.
         args = (
             self.session_id,
             self._run_config.get("placement"),

@@ -237,11 +237,6 @@ class SessionCore:
 
     # ------------------------------------------------------------- commands
 
-    def start(self) -> None:
-        """Queue the first ``session.update`` (used when the connection was
-        opened without the agent's settings)."""
-        self._send(RealtimeModelSendSessionUpdate(self.model_settings()))
-
     def send_message(self, message: str | Mapping[str, Any]) -> None:
         """Queue a user message; raises a :class:`UserError` on bad input."""
         checked = check_user_message(message, self._limits["max_message_chars"])

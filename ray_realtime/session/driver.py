@@ -235,7 +235,6 @@ class SessionDriver(RealtimeModelListener):
         self._closed = False
         self._clock = clock
         self._on_closed = on_closed
-        self.created_at = clock()
         self.closed_at: float | None = None
 
     # --------------------------------------------------------------- state

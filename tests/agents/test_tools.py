@@ -377,7 +377,6 @@ async def test_sync_tools_run_in_a_thread() -> None:
 
     assert await where.on_invoke_tool(ctx(), "{}") != loop_thread
     assert await where_async.on_invoke_tool(ctx(), "{}") == loop_thread
-    assert where._is_sync is True and where_async._is_sync is False
 
 
 def test_default_tool_error_function() -> None:

@@ -52,7 +52,6 @@ from ray_realtime.types.items import (
 from ray_realtime.types.model_inputs import (
     RealtimeModelSendAudio,
     RealtimeModelSendInterrupt,
-    RealtimeModelSendSessionUpdate,
     RealtimeModelSendToolOutput,
     RealtimeModelSendUserInput,
 )
@@ -210,20 +209,7 @@ def test_agent_without_tools_sends_empty_tools_list() -> None:
         initial_model_settings={"tools": [tool_def("x")]},
         run_model_settings={"tools": [tool_def("y")]},
     )
-    core.start()
-    update = only(sent(core.drain(), RealtimeModelSendSessionUpdate))
-    assert update.session_settings["tools"] == [], "an agent with no tools must clear them"
-
-
-def test_start_queues_session_update_with_resolved_settings() -> None:
-    core = make_core(run_model_settings={"voice": "v"})
-    assert not core.has_output()
-    core.start()
-    assert core.has_output()
-    out = core.drain()
-    assert kinds(out) == ["send:send_session_update"]
-    assert only(sent(out)).session_settings == core.model_settings()
-    assert core.drain() == [], "drain empties the queue"
+    assert core.model_settings()["tools"] == [], "an agent with no tools must clear them"
 
 
 def test_model_settings_for_another_agent_does_not_switch() -> None:
