@@ -6,7 +6,7 @@ Method, two views:
 * *call -> result*: the session's own tool executors, driven directly from
   this process with the bench agent's ``lookup_order`` tool (microseconds of
   work): ``LocalToolExecutor`` (what an in-process session uses) and
-  ``PoolToolExecutor`` over the service's tool workers (what a session actor
+  ``PoolExecutor`` over the service's tool workers (what a session actor
   uses: the agent and context travel once by object reference, each call is
   one actor call to the least busy worker). Sequential calls give the added
   latency; rounds of 100 concurrent calls give throughput and latency under
@@ -45,9 +45,9 @@ ADDED_LIMIT_MS = 3.0
 
 async def _executors(ctx: BenchContext) -> tuple[Any, Any, int]:
     from ray_realtime.actors import raylib
-    from ray_realtime.actors.pool import PoolToolExecutor, SessionObjects, WorkerPool, WorkerSlot
+    from ray_realtime.actors.pool import PoolExecutor, SessionObjects, WorkerPool, WorkerSlot
     from ray_realtime.actors.router import TOOL_PREFIX
-    from ray_realtime.runner.driver import LocalToolExecutor
+    from ray_realtime.session.driver import LocalToolExecutor
 
     names = await ctx.named_actors(TOOL_PREFIX)
     slots = []
@@ -59,7 +59,7 @@ async def _executors(ctx: BenchContext) -> tuple[Any, Any, int]:
             slots.append(WorkerSlot(name, node, handle))
     pool = WorkerPool(raylib.current_node_id(), slots)
     objects = SessionObjects(raylib.dumps(None, "context"), [])
-    return LocalToolExecutor(), PoolToolExecutor(pool, objects), len(slots)
+    return LocalToolExecutor(), PoolExecutor(pool, objects), len(slots)
 
 
 async def _call(executor: Any, agent: Any, tool: Any, i: int) -> float:

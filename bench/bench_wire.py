@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ray_realtime import wire
-from ray_realtime.model.events import RealtimeModelAudioEvent
-from ray_realtime.runner.events import RealtimeAudio
+from ray_realtime.types.events import RealtimeAudio
+from ray_realtime.types.model_events import RealtimeModelAudioEvent
 
 BATCH = 256
 CHUNK_BYTES = 24_000 * 2 * 40 // 1000  # 40 ms of 24 kHz mono PCM16 = 1920 bytes

@@ -388,7 +388,7 @@ class BenchContext:
             if handle is None:
                 continue
             with contextlib.suppress(Exception):
-                info = await asyncio.wait_for(_await(handle.ping.remote()), 10.0)
+                info = await raylib.result(handle.ping.remote(), 10.0)
                 if isinstance(info, dict) and info.get("pid"):
                     pids[name] = int(info["pid"])
         missing = [n for n in wanted if n not in pids]
@@ -520,10 +520,6 @@ class BenchContext:
         for server in self._servers.values():
             await server.stop()
         self._servers.clear()
-
-
-async def _await(ref: Any) -> Any:
-    return await ref
 
 
 # --------------------------------------------------------------- scripts

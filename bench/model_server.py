@@ -69,24 +69,9 @@ class _StampingConnection(Connection):
 
 
 class StampingModelServer(LocalModelServer):
-    """:class:`LocalModelServer` whose output audio chunks carry send stamps.
+    """:class:`LocalModelServer` whose output audio chunks carry send stamps."""
 
-    Relies on ``LocalModelServer._handle`` building one ``Connection`` per
-    socket (a public connection-factory hook would remove that dependency).
-    """
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        from urllib.parse import parse_qs, urlsplit
-
-        from ray_realtime.local.session import DEFAULT_MODEL
-
-        self._open_connections += 1
-        try:
-            query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
-            model = (query.get("model") or [DEFAULT_MODEL])[0][:256] or DEFAULT_MODEL
-            await _StampingConnection(ws, self.options, model).run()
-        finally:
-            self._open_connections -= 1
+    connection_class = _StampingConnection
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

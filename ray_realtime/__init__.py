@@ -6,6 +6,15 @@ handoffs and output guardrails; ``await RealtimeRunner(agent).run()`` returns a
 :class:`RealtimeSession` to use with ``async with``.
 """
 
+from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.context import RunContextWrapper, ToolContext
+from ray_realtime.agents.guardrails import (
+    GuardrailFunctionOutput,
+    OutputGuardrail,
+    output_guardrail,
+)
+from ray_realtime.agents.handoffs import Handoff, realtime_handoff
+from ray_realtime.agents.tools import FunctionTool, Tool, function_tool
 from ray_realtime.exceptions import (
     ClusterConnectError,
     ClusterError,
@@ -28,8 +37,9 @@ from ray_realtime.exceptions import (
     UserError,
 )
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.config import (
+from ray_realtime.runner.runner import RealtimeRunner
+from ray_realtime.runner.session import RealtimeSession
+from ray_realtime.types.config import (
     RealtimeGuardrailsSettings,
     RealtimeInputAudioTranscriptionConfig,
     RealtimeModelConfig,
@@ -37,8 +47,7 @@ from ray_realtime.runner.config import (
     RealtimeSessionModelSettings,
     RealtimeTurnDetectionConfig,
 )
-from ray_realtime.runner.context import RunContextWrapper, ToolContext
-from ray_realtime.runner.events import (
+from ray_realtime.types.events import (
     AgentRef,
     GuardrailRef,
     OutputGuardrailResult,
@@ -61,13 +70,7 @@ from ray_realtime.runner.events import (
     RealtimeToolStart,
     ToolRef,
 )
-from ray_realtime.runner.guardrails import (
-    GuardrailFunctionOutput,
-    OutputGuardrail,
-    output_guardrail,
-)
-from ray_realtime.runner.handoffs import Handoff, realtime_handoff
-from ray_realtime.runner.items import (
+from ray_realtime.types.items import (
     AssistantAudio,
     AssistantMessageItem,
     AssistantText,
@@ -79,9 +82,6 @@ from ray_realtime.runner.items import (
     SystemMessageItem,
     UserMessageItem,
 )
-from ray_realtime.runner.runner import RealtimeRunner
-from ray_realtime.runner.session import RealtimeSession
-from ray_realtime.runner.tools import FunctionTool, Tool, function_tool
 
 __version__ = "0.1.0"
 

@@ -29,26 +29,25 @@ from typing import Any
 
 import numpy as np
 
-from ray_realtime import (
-    AssistantMessageItem,
-    GuardrailFunctionOutput,
-    RealtimeAgent,
+from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.context import RunContextWrapper
+from ray_realtime.agents.guardrails import GuardrailFunctionOutput, output_guardrail
+from ray_realtime.agents.handoffs import realtime_handoff
+from ray_realtime.agents.tools import function_tool
+from ray_realtime.runner.runner import RealtimeRunner
+from ray_realtime.runner.session import RealtimeSession
+from ray_realtime.types.config import RealtimeRunConfig
+from ray_realtime.types.events import (
     RealtimeAgentEndEvent,
     RealtimeAudio,
     RealtimeError,
     RealtimeGuardrailTripped,
     RealtimeHandoffEvent,
-    RealtimeRunConfig,
-    RealtimeRunner,
-    RealtimeSession,
     RealtimeSessionEvent,
     RealtimeToolEnd,
     RealtimeToolStart,
-    RunContextWrapper,
-    function_tool,
-    output_guardrail,
-    realtime_handoff,
 )
+from ray_realtime.types.items import AssistantMessageItem
 
 __all__ = ["SCENARIO_NAMES", "DemoResult", "build_demo_agent", "run_demo"]
 
@@ -280,7 +279,7 @@ async def run_demo(
     goes. ``execution`` is ``"actor"`` or ``"in_process"``; every round runs
     every scenario in new sessions."""
     if execution not in SCENARIO_NAMES:
-        from ray_realtime import ConfigError
+        from ray_realtime.exceptions import ConfigError
 
         raise ConfigError(f"execution must be 'actor' or 'in_process', not {execution!r}")
     agent = build_demo_agent()

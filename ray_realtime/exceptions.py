@@ -149,7 +149,15 @@ class ClusterConnectError(ClusterError):
 
 
 class NoCapacityError(ClusterError):
-    """No node can take another session under the placement policy."""
+    """No node can take another session under the placement policy.
+
+    ``requirement_repr`` is the ``repr`` of the placement requirement that
+    could not be met ("" when the refusal came from a full session actor).
+    """
+
+    def __init__(self, message: str = "", requirement_repr: str = "") -> None:
+        super().__init__(message, requirement_repr)
+        self.requirement_repr = requirement_repr
 
 
 class ServiceNotRunningError(ClusterError):

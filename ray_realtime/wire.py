@@ -3,10 +3,10 @@
 What crosses
     Any nesting of ``None``, ``bool``, ``int`` (-2**63 to 2**64 - 1), ``float``, ``str``,
     ``bytes``, ``list`` / ``tuple``, ``dict`` with ``str`` keys, the event and
-    input dataclasses of :mod:`ray_realtime.runner.events`,
-    :mod:`ray_realtime.model.events` and :mod:`ray_realtime.model.inputs`
+    input dataclasses of :mod:`ray_realtime.types.events`,
+    :mod:`ray_realtime.types.model_events` and :mod:`ray_realtime.types.model_inputs`
     (listed explicitly in :data:`REGISTRY`), and the history items of
-    :mod:`ray_realtime.runner.items`. Anything else fails to encode with
+    :mod:`ray_realtime.types.items`. Anything else fails to encode with
     :class:`~ray_realtime.exceptions.SerializationError` naming its type (a
     subclass of a registered dataclass too: lookup is by exact class).
 
@@ -22,8 +22,8 @@ Format
       so it is not sent; decode sets it to that constant, so a peer cannot
       make an event lie about its ``type``. Nested dataclasses nest as ext 1.
     * ext ``2``, a history item: the payload is the msgpack map of
-      :func:`~ray_realtime.runner.items.item_to_dict`; decode rebuilds it with
-      :func:`~ray_realtime.runner.items.item_from_dict` (pydantic validates).
+      :func:`~ray_realtime.types.items.item_to_dict`; decode rebuilds it with
+      :func:`~ray_realtime.types.items.item_from_dict` (pydantic validates).
 
     Dataclasses are rebuilt without running ``__init__`` and without any type
     validation: decode checks the structure (known tag, field count), not the
@@ -54,9 +54,9 @@ Bounds
     allocated for it, and decoded memory stays proportional to the input.
     Nesting: at most :data:`MAX_DEPTH` (16) dataclasses/items inside each
     other (session events nest 3 deep). Each such level costs the msgpack
-    unpacker a C stack frame of about 45 KB, so an unbounded depth would
-    crash the process (seen at ~23 levels in a 1 MiB thread stack) before
-    Python's recursion limit; 16 levels fit in a 1 MiB stack. Encode refuses
+    unpacker a large C stack frame, so an unbounded depth would crash the
+    process before Python's recursion limit; 16 levels fit in a 1 MiB thread
+    stack. Encode refuses
     deeper values too, so whatever it produces decodes. Plain containers nest
     up to msgpack's own limits (511 on encode, 1024 on decode). Violations are
     ``SerializationError`` / ``ProtocolError``.
@@ -71,13 +71,11 @@ Errors
     never a bare msgpack exception.
 
 Why msgpack
-    Audio is most of the traffic. Measured on the development machine, a
-    4.8 KB audio event took 2.6 µs to encode and decode with msgpack against
-    29 µs as JSON with base64 audio. ``bench/bench_wire.py`` round-trips a
-    batch of 256 ``RealtimeAudio`` events of 1920 bytes: about 4 µs per event
-    here, against about 7 µs with pickle and 23 µs with JSON+base64 (and
-    base64 adds a third to the size). Unlike pickle, decoding cannot run code
-    or build arbitrary classes: only registered ones.
+    Audio is most of the traffic: msgpack carries it as raw bytes, several
+    times faster than JSON with base64 audio (which also adds a third to the
+    size), and close to pickle (``bench/bench_wire.py`` measures the three;
+    ``docs/benchmarks.md`` has the figures). Unlike pickle, decoding cannot
+    run code or build arbitrary classes: only registered ones.
 
 Speed
     Each registered class gets, once at import, a generated encoder (reads
@@ -99,10 +97,10 @@ import msgpack
 from pydantic import BaseModel, ValidationError
 
 from ray_realtime.exceptions import ProtocolError, SerializationError
-from ray_realtime.model import events as _model_events
-from ray_realtime.model import inputs as _model_inputs
-from ray_realtime.runner import events as _session_events
-from ray_realtime.runner.items import (
+from ray_realtime.types import events as _session_events
+from ray_realtime.types import model_events as _model_events
+from ray_realtime.types import model_inputs as _model_inputs
+from ray_realtime.types.items import (
     AssistantMessageItem,
     RealtimeToolCallItem,
     SystemMessageItem,
@@ -137,7 +135,7 @@ _EXT_ITEM = 2
 # be forgotten. The tag is the class name: if a class is ever renamed, register
 # it under its old name to keep talking to peers of the previous version.
 _DATACLASSES: tuple[type[Any], ...] = (
-    # runner/events.py: session events and the references they hold
+    # types/events.py: session events and the references they hold
     _session_events.AgentRef,
     _session_events.ToolRef,
     _session_events.GuardrailRef,
@@ -158,7 +156,7 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _session_events.RealtimeGuardrailTripped,
     _session_events.RealtimeInputAudioTimeoutTriggered,
     _session_events.RealtimeEventsLost,
-    # model/events.py: model events
+    # types/model_events.py: model events
     _model_events.RealtimeModelErrorEvent,
     _model_events.RealtimeModelToolCallEvent,
     _model_events.RealtimeModelAudioEvent,
@@ -175,7 +173,7 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _model_events.RealtimeModelOtherEvent,
     _model_events.RealtimeModelExceptionEvent,
     _model_events.RealtimeModelRawServerEvent,
-    # model/inputs.py: what the session asks the model layer to send
+    # types/model_inputs.py: what the session asks the model layer to send
     _model_inputs.RealtimeModelSendRawMessage,
     _model_inputs.RealtimeModelSendUserInput,
     _model_inputs.RealtimeModelSendAudio,
@@ -213,7 +211,7 @@ _ExtType = msgpack.ExtType
 _CONTAINERS = (dict, list, tuple)
 # Initial buffer of every packer (it grows as needed). msgpack.packb starts
 # each call with a 256 KiB buffer; allocating (and page-faulting) that for
-# each ~2 KB audio payload doubled the encode time of a batch.
+# each small audio payload dominated the encode time of a batch.
 _PAYLOAD_BUFFER = 4096
 _PLAIN_NAMES = frozenset({"str", "int", "float", "bool", "bytes", "None"})
 
@@ -305,7 +303,7 @@ def _plain_or_repr(value: Any, state: _Encoding) -> Any:
 
 
 # History events carry the whole history, and history items are replaced, not
-# changed, when they update (see ray_realtime.runner.items): so an item's bytes
+# changed, when they update (see ray_realtime.types.items): so an item's bytes
 # are encoded once and decoded once, then served from these bounded caches.
 # Without them every transcript delta paid pydantic dump + validate for every
 # item of the history on both sides of the wire.

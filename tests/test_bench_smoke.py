@@ -90,3 +90,46 @@ def test_cpu_meter_and_memory_of_this_process() -> None:
     assert usage.total(["driver"]) == usage.by_role["driver"]
     mem = common.memory_of(os.getpid())
     assert mem.uss > 0 and mem.rss >= mem.uss
+
+
+async def test_stamping_model_server_stamps_every_audio_chunk_in_order() -> None:
+    """The benchmarks' server is the local server serving its own connection
+    class: each output audio chunk carries its index and a send time."""
+    import asyncio
+    import base64
+    import json
+    import time
+
+    from websockets.asyncio.client import connect
+
+    from bench.model_server import StampingModelServer, read_stamp
+
+    async def next_event(ws: object, wanted: str, seen: list[dict[str, object]]) -> None:
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 5.0))  # type: ignore[attr-defined]
+            seen.append(event)
+            if event["type"] == wanted:
+                return
+
+    before = time.monotonic()
+    async with StampingModelServer() as server, connect(server.url, open_timeout=5) as ws:
+        events: list[dict[str, object]] = []
+        await next_event(ws, "session.created", events)
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "say hello there"}],
+        }
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        await next_event(ws, "response.done", events)
+    chunks = [
+        base64.b64decode(str(e["delta"]))
+        for e in events
+        if e["type"] == "response.output_audio.delta"
+    ]
+    stamps = [read_stamp(pcm) for pcm in chunks]
+    assert chunks and None not in stamps
+    assert [index for index, _ in stamps] == list(range(len(chunks)))  # type: ignore[misc]
+    sent = [when for _, when in stamps]  # type: ignore[misc]
+    assert sent == sorted(sent) and before <= sent[0] <= time.monotonic()

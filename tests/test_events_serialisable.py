@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from ray_realtime.model import events as me
-from ray_realtime.runner import events as ev
-from ray_realtime.runner.items import (
+from ray_realtime.types import events as ev
+from ray_realtime.types import model_events as me
+from ray_realtime.types.items import (
     AssistantAudio,
     AssistantMessageItem,
     InputAudio,

@@ -13,6 +13,7 @@ import pytest
 from ray_realtime import exceptions as exc_module
 from ray_realtime.exceptions import (
     InputTooLargeError,
+    NoCapacityError,
     RayRealtimeError,
     SessionError,
     ToolError,
@@ -42,6 +43,10 @@ def sample(cls: type[RayRealtimeError]) -> tuple[RayRealtimeError, dict[str, Any
         return cls("session gone", "sess-1"), {"session_id": "sess-1"}
     if issubclass(cls, ToolError):
         return cls("tool failed", "lookup"), {"tool_name": "lookup"}
+    if issubclass(cls, NoCapacityError):
+        return cls("nothing fits", "PlacementRequirement()"), {
+            "requirement_repr": "PlacementRequirement()"
+        }
     return cls(f"a {cls.__name__}"), {}
 
 
@@ -88,6 +93,7 @@ def test_extra_attributes_default() -> None:
     assert (InputTooLargeError("x").size, InputTooLargeError("x").limit) == (0, 0)
     assert SessionError("x").session_id == ""
     assert ToolError("x").tool_name == ""
+    assert NoCapacityError("x").requirement_repr == ""
 
 
 def test_docstring_tree_lists_every_class() -> None:

@@ -15,37 +15,11 @@ import pytest
 
 from ray_realtime import wire
 from ray_realtime.exceptions import ProtocolError, SerializationError
-from ray_realtime.model import events as model_events
-from ray_realtime.model import inputs as model_inputs
-from ray_realtime.model.events import (
-    RealtimeModelAudioDoneEvent,
-    RealtimeModelAudioEvent,
-    RealtimeModelAudioInterruptedEvent,
-    RealtimeModelConnectionStatusEvent,
-    RealtimeModelErrorEvent,
-    RealtimeModelExceptionEvent,
-    RealtimeModelInputAudioTimeoutTriggeredEvent,
-    RealtimeModelInputAudioTranscriptionCompletedEvent,
-    RealtimeModelItemDeletedEvent,
-    RealtimeModelItemUpdatedEvent,
-    RealtimeModelOtherEvent,
-    RealtimeModelRawServerEvent,
-    RealtimeModelToolCallEvent,
-    RealtimeModelTranscriptDeltaEvent,
-    RealtimeModelTurnEndedEvent,
-    RealtimeModelTurnStartedEvent,
-)
-from ray_realtime.model.inputs import (
-    RealtimeModelSendAudio,
-    RealtimeModelSendInterrupt,
-    RealtimeModelSendRawMessage,
-    RealtimeModelSendSessionUpdate,
-    RealtimeModelSendToolOutput,
-    RealtimeModelSendUserInput,
-)
-from ray_realtime.runner import events as session_events
-from ray_realtime.runner import items as history_items
-from ray_realtime.runner.events import (
+from ray_realtime.types import events as session_events
+from ray_realtime.types import items as history_items
+from ray_realtime.types import model_events as model_events
+from ray_realtime.types import model_inputs as model_inputs
+from ray_realtime.types.events import (
     AgentRef,
     GuardrailRef,
     OutputGuardrailResult,
@@ -67,7 +41,7 @@ from ray_realtime.runner.events import (
     RealtimeToolStart,
     ToolRef,
 )
-from ray_realtime.runner.items import (
+from ray_realtime.types.items import (
     AssistantAudio,
     AssistantMessageItem,
     AssistantText,
@@ -77,6 +51,32 @@ from ray_realtime.runner.items import (
     RealtimeToolCallItem,
     SystemMessageItem,
     UserMessageItem,
+)
+from ray_realtime.types.model_events import (
+    RealtimeModelAudioDoneEvent,
+    RealtimeModelAudioEvent,
+    RealtimeModelAudioInterruptedEvent,
+    RealtimeModelConnectionStatusEvent,
+    RealtimeModelErrorEvent,
+    RealtimeModelExceptionEvent,
+    RealtimeModelInputAudioTimeoutTriggeredEvent,
+    RealtimeModelInputAudioTranscriptionCompletedEvent,
+    RealtimeModelItemDeletedEvent,
+    RealtimeModelItemUpdatedEvent,
+    RealtimeModelOtherEvent,
+    RealtimeModelRawServerEvent,
+    RealtimeModelToolCallEvent,
+    RealtimeModelTranscriptDeltaEvent,
+    RealtimeModelTurnEndedEvent,
+    RealtimeModelTurnStartedEvent,
+)
+from ray_realtime.types.model_inputs import (
+    RealtimeModelSendAudio,
+    RealtimeModelSendInterrupt,
+    RealtimeModelSendRawMessage,
+    RealtimeModelSendSessionUpdate,
+    RealtimeModelSendToolOutput,
+    RealtimeModelSendUserInput,
 )
 
 MODULES = (session_events, model_events, model_inputs)

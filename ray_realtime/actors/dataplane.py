@@ -2,9 +2,9 @@
 
 Ray carries control (open, message, interrupt, update, close); the two
 high-rate streams travel over one WebSocket per handle instead, because a Ray
-call per 40 ms audio chunk or per event batch would cap a whole machine at a
-few dozen live voice sessions (about 1.5-2 k Ray calls/s here, against
-55-64 k WebSocket messages/s on loopback):
+call per audio chunk or per event batch would cap a whole machine at a few
+dozen live voice sessions: a machine carries far fewer Ray calls per second
+than loopback WebSocket messages (the figures are in ``docs/benchmarks.md``):
 
 - handle → actor: input audio, user messages and interrupts, as binary frames
   ``msgpack([op, payload, flag, request_id])``: ``[1, audio, commit, 0]``
@@ -12,7 +12,7 @@ few dozen live voice sessions (about 1.5-2 k Ray calls/s here, against
   ``[2, message, false, id]`` and ``[3, nil, false, id]``, each answered by an
   ack frame ``{"ack": id}`` or ``{"ack": id, "error": <pickled exception>}`` so
   the caller gets the same typed errors as over Ray, for a WebSocket round
-  trip (~0.2 ms) instead of a Ray call (~1-4 ms);
+  trip instead of a Ray call;
 - actor → handle: event batches, pushed as soon as events exist, each frame a
   :func:`ray_realtime.wire.encode_batch` message (a msgpack array; acks are
   maps, so the first byte tells them apart).
@@ -47,8 +47,8 @@ from ray_realtime.exceptions import (
     SessionClosedError,
     UserError,
 )
-from ray_realtime.runner.driver import EventBatch, SessionDriver
-from ray_realtime.runner.events import RealtimeSessionEvent
+from ray_realtime.session.driver import EventBatch, SessionDriver
+from ray_realtime.types.events import RealtimeSessionEvent
 
 __all__ = ["DataPlaneBroken", "DataPlaneClient", "DataPlaneServer"]
 

@@ -16,19 +16,19 @@ from typing import Any
 from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneBroken, DataPlaneClient
+from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.core.session_core import check_audio_chunk, check_user_message
 from ray_realtime.exceptions import (
     ModelConnectionError,
     SessionClosedError,
     SessionLostError,
 )
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.config import RealtimeModelConfig, RealtimeRunConfig
-from ray_realtime.runner.driver import EventBatch
-from ray_realtime.runner.items import RealtimeItem, item_from_dict
-from ray_realtime.runner.session import RealtimeSession
+from ray_realtime.session.driver import EventBatch
+from ray_realtime.session.start import new_session_id
+from ray_realtime.types.config import RealtimeModelConfig, RealtimeRunConfig
+from ray_realtime.types.items import RealtimeItem, item_from_dict
 
-__all__ = ["ActorBackend", "actor_session", "attach_session"]
+__all__ = ["ActorBackend", "actor_backend", "attach_backend"]
 
 
 class ActorBackend:
@@ -77,7 +77,7 @@ class ActorBackend:
         router = await ensure_service()
         # Two direct calls (router, then actor) measured faster than letting
         # the router forward the open: an async actor awaiting another actor
-        # adds more than the extra round trip from here (9 vs 14 ms).
+        # adds more than the extra round trip from here.
         args = (
             self.session_id,
             self._run_config.get("placement"),
@@ -279,19 +279,18 @@ class ActorBackend:
         return None
 
 
-async def actor_session(
+async def actor_backend(
     agent: RealtimeAgent[Any],
     context: Any,
     run_config: RealtimeRunConfig,
     model_config: RealtimeModelConfig,
-) -> RealtimeSession:
-    """A handle to a new actor-backed session (started on ``async with``).
+) -> ActorBackend:
+    """The backend of a new actor-backed session (placed and opened by its
+    :meth:`~ActorBackend.start`, which ``async with`` on the handle calls).
 
     The agent, context and configs are serialised now, so a context that
     cannot cross processes fails here with :class:`SerializationError`.
     """
-    from ray_realtime.runner.runner import new_session_id
-
     model_config = dict(model_config)  # type: ignore[assignment]
     if not model_config.get("url") and not model_config.get("api_key"):
         key = os.environ.get("OPENAI_API_KEY")
@@ -301,12 +300,12 @@ async def actor_session(
     context_bytes = raylib.dumps(context, "context")
     agent_bytes = raylib.dumps(agent, "agent")
     payload = raylib.dumps((agent_bytes, context_bytes, run_config, model_config), "run config")
-    backend = ActorBackend(new_session_id(), payload=payload, run_config=run_config)
-    return RealtimeSession(backend)
+    return ActorBackend(new_session_id(), payload=payload, run_config=run_config)
 
 
-async def attach_session(session_id: str, *, after_seq: int = 0) -> RealtimeSession:
-    """A handle to a running session, from any process of the cluster."""
+async def attach_backend(session_id: str, *, after_seq: int = 0) -> ActorBackend:
+    """The backend of a running session, from any process of the cluster,
+    with its data plane open from ``after_seq``."""
     from ray_realtime.cluster.connect import connect
     from ray_realtime.cluster.service import get_router
 
@@ -317,6 +316,4 @@ async def attach_session(session_id: str, *, after_seq: int = 0) -> RealtimeSess
         raise raylib.unwrap_task_error(exc) from None
     backend = ActorBackend(session_id, placement=placement)
     await backend.connect_data_plane(after_seq)
-    session = RealtimeSession(backend, after_seq=after_seq)
-    session._entered = True
-    return session
+    return backend

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray_realtime.actors import raylib
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.execution import GuardrailRound, ToolOutcome
-from ray_realtime.runner.guardrails import OutputGuardrail
-from ray_realtime.runner.tools import FunctionTool
+from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.guardrails import OutputGuardrail
+from ray_realtime.agents.tools import FunctionTool
+from ray_realtime.session.execution import GuardrailRound, ToolOutcome
 
 __all__ = [
-    "PoolGuardrailExecutor",
-    "PoolToolExecutor",
+    "PoolExecutor",
     "SessionObjects",
     "WorkerPool",
     "WorkerSlot",
@@ -110,12 +109,45 @@ class SessionObjects:
         return entry[1]
 
 
-class PoolToolExecutor:
-    """Runs tool calls on tool worker actors."""
+class _NoWorker(Exception):
+    """The pool has no worker to take the call."""
+
+
+class _WorkerDied(Exception):
+    """The worker died during the call; it was dropped from the pool."""
+
+
+class PoolExecutor:
+    """Runs tool calls and guardrail rounds on the worker actors of one pool.
+
+    A session host makes one over its tool pool (the driver's tool executor)
+    and one over its guardrail pool (its guardrail executor). Every error
+    becomes an outcome for the session, never an exception.
+    """
 
     def __init__(self, pool: WorkerPool, objects: SessionObjects) -> None:
         self._pool = pool
         self._objects = objects
+
+    async def _call(self, send: Callable[[Any], Any], timeout: float) -> Any:
+        """What ``send(worker handle)``'s reference resolves to, from the least
+        busy worker, within ``timeout``. Raises :class:`_NoWorker`,
+        :class:`asyncio.TimeoutError`, :class:`_WorkerDied` (the worker is
+        dropped from the pool) or what the call raised."""
+        slot = self._pool.pick()
+        if slot is None:
+            raise _NoWorker
+        slot.in_flight += 1
+        slot.calls += 1
+        try:
+            return await raylib.result(send(slot.handle), timeout)
+        except Exception as exc:
+            if raylib.is_actor_gone(exc):
+                self._pool.mark_dead(slot)
+                raise _WorkerDied from None
+            raise
+        finally:
+            slot.in_flight -= 1
 
     async def run_tool(
         self,
@@ -128,44 +160,29 @@ class PoolToolExecutor:
         default_timeout: float,
     ) -> ToolOutcome:
         """Run one call on a worker; errors become outcomes."""
-        slot = self._pool.pick()
-        if slot is None:
-            message = "no tool worker is available"
-            return ToolOutcome(f"Error: {message}", message)
         timeout = (tool.timeout_seconds or default_timeout) + _GRACE_SECONDS
-        slot.in_flight += 1
-        slot.calls += 1
         try:
-            ref = slot.handle.run_tool.remote(
-                [self._objects.agent_ref(agent)],
-                tool.name,
-                call_id,
-                arguments,
-                [self._objects.context_ref],
-                default_timeout,
+            output, error, _ = await self._call(
+                lambda worker: worker.run_tool.remote(
+                    [self._objects.agent_ref(agent)],
+                    tool.name,
+                    call_id,
+                    arguments,
+                    [self._objects.context_ref],
+                    default_timeout,
+                ),
+                timeout,
             )
-            output, error, _ = await asyncio.wait_for(_await(ref), timeout)
             return ToolOutcome(output, error)
+        except _NoWorker:
+            message = "no tool worker is available"
         except asyncio.TimeoutError:
             message = f"tool {tool.name!r} got no answer from its worker in {timeout:g} s"
-            return ToolOutcome(f"Error: {message}", message)
+        except _WorkerDied:
+            message = f"the worker running tool {tool.name!r} died; the call was not completed"
         except Exception as exc:
-            if raylib.is_actor_gone(exc):
-                self._pool.mark_dead(slot)
-                message = f"the worker running tool {tool.name!r} died; the call was not completed"
-            else:
-                message = f"tool {tool.name!r} failed on its worker: {type(exc).__name__}: {exc}"
-            return ToolOutcome(f"Error: {message}", message)
-        finally:
-            slot.in_flight -= 1
-
-
-class PoolGuardrailExecutor:
-    """Runs guardrail rounds on guardrail worker actors."""
-
-    def __init__(self, pool: WorkerPool, objects: SessionObjects) -> None:
-        self._pool = pool
-        self._objects = objects
+            message = f"tool {tool.name!r} failed on its worker: {type(exc).__name__}: {exc}"
+        return ToolOutcome(f"Error: {message}", message)
 
     async def run_guardrails(
         self,
@@ -179,29 +196,25 @@ class PoolGuardrailExecutor:
         """Run one round on a worker; errors are reported, not raised."""
         from ray_realtime import wire
 
-        slot = self._pool.pick()
-        if slot is None:
-            return GuardrailRound([], ["no guardrail worker is available"])
-        slot.in_flight += 1
-        slot.calls += 1
-        refs = [self._objects.run_guardrails_ref] if self._objects.run_guardrails_ref else []
+        objects = self._objects
         try:
-            ref = slot.handle.run_guardrails.remote(
-                [self._objects.agent_ref(agent)], refs, text, [self._objects.context_ref], timeout
+            data = await self._call(
+                lambda worker: worker.run_guardrails.remote(
+                    [objects.agent_ref(agent)],
+                    [objects.run_guardrails_ref] if objects.run_guardrails_ref else [],
+                    text,
+                    [objects.context_ref],
+                    timeout,
+                ),
+                timeout + _GRACE_SECONDS,
             )
-            data = await asyncio.wait_for(_await(ref), timeout + _GRACE_SECONDS)
             results, errors = wire.decode(data)
             return GuardrailRound(list(results), list(errors))
+        except _NoWorker:
+            return GuardrailRound([], ["no guardrail worker is available"])
         except asyncio.TimeoutError:
             return GuardrailRound([], ["guardrail worker gave no answer in time"])
+        except _WorkerDied:
+            return GuardrailRound([], ["the guardrail worker died"])
         except Exception as exc:
-            if raylib.is_actor_gone(exc):
-                self._pool.mark_dead(slot)
-                return GuardrailRound([], ["the guardrail worker died"])
             return GuardrailRound([], [f"guardrail worker failed: {type(exc).__name__}: {exc}"])
-        finally:
-            slot.in_flight -= 1
-
-
-async def _await(ref: Any) -> Any:
-    return await ref

@@ -31,6 +31,7 @@ __all__ = [
     "node_ip",
     "put",
     "ref_key",
+    "result",
     "unwrap_task_error",
 ]
 
@@ -126,15 +127,22 @@ def actor_options(
     return options
 
 
+async def result(ref: Any, timeout: float | None = None) -> Any:
+    """What an object reference resolves to, waiting at most ``timeout``
+    seconds (:class:`asyncio.TimeoutError` past it; None: no bound)."""
+    if timeout is None:
+        return await ref
+    import asyncio
+
+    return await asyncio.wait_for(result(ref), timeout)
+
+
 async def gather_with_timeout(refs: list[Any], timeout: float) -> list[Any]:
     """Await every reference at once, bounded by ``timeout``: each result, or
     the exception it raised (:class:`TimeoutError` for those still pending)."""
     import asyncio
 
-    async def one(ref: Any) -> Any:
-        return await ref
-
-    tasks = [asyncio.ensure_future(one(r)) for r in refs]
+    tasks = [asyncio.ensure_future(result(r)) for r in refs]
     if not tasks:
         return []
     _, pending = await asyncio.wait(tasks, timeout=timeout)

@@ -123,7 +123,7 @@ class Router:
         for state in list(self._actors.values()):
             if state.kind == "session":
                 try:
-                    await asyncio.wait_for(_await(state.handle.close_all.remote()), 5.0)
+                    await raylib.result(state.handle.close_all.remote(), 5.0)
                 except Exception:
                     pass
             raylib.kill(state.handle)
@@ -319,9 +319,9 @@ class Router:
             state = ActorState(name, kind, node_id, handle, capacity=capacity)
             timeout = self._config.actor_start_timeout_seconds
             if kind == "model":
-                state.url = str(await asyncio.wait_for(_await(handle.start.remote()), timeout))
+                state.url = str(await raylib.result(handle.start.remote(), timeout))
             else:
-                info = await asyncio.wait_for(_await(handle.ping.remote()), timeout)
+                info = await raylib.result(handle.ping.remote(), timeout)
                 if isinstance(info, dict):
                     # A session actor's data plane address, handed out with placements.
                     state.url = str(info.get("data_url", ""))
@@ -458,7 +458,7 @@ class Router:
     async def _refill(self, node_id: str) -> None:
         # A short pause lets actors of sessions that are ending come back to the
         # pool first: short sessions then reuse actors instead of each one
-        # starting a process (~0.8 s of CPU) while another is retired.
+        # starting a process (costly in CPU) while another is retired.
         await asyncio.sleep(self._config.refill_delay_seconds)
         node = self._nodes.get(node_id)
         if node is not None and node.alive and not node.drained:
@@ -646,7 +646,3 @@ def _kind_of(name: str) -> str | None:
         if name.startswith(prefix):
             return kind
     return None
-
-
-async def _await(ref: Any) -> Any:
-    return await ref

@@ -23,18 +23,17 @@ from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneServer
 from ray_realtime.actors.pool import (
-    PoolGuardrailExecutor,
-    PoolToolExecutor,
+    PoolExecutor,
     SessionObjects,
     WorkerPool,
     WorkerSlot,
 )
+from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.exceptions import NoCapacityError, SessionClosedError, SessionNotFoundError
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.driver import SessionDriver
-from ray_realtime.runner.items import item_to_dict
-from ray_realtime.runner.runner import resolve_model_config
+from ray_realtime.session.driver import SessionDriver
+from ray_realtime.session.start import resolve_model_config
+from ray_realtime.types.items import item_to_dict
 
 __all__ = ["SessionHost"]
 
@@ -149,8 +148,8 @@ class SessionHost:
             context=context,
             run_config=run_config,
             model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
-            tool_executor=PoolToolExecutor(tools_pool, objects),
-            guardrail_executor=PoolGuardrailExecutor(guards_pool, objects),
+            tool_executor=PoolExecutor(tools_pool, objects),
+            guardrail_executor=PoolExecutor(guards_pool, objects),
             agent_resolver=RouterAgentResolver(self),
             session_id=session_id,
             on_closed=self._on_driver_closed,

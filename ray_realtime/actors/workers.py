@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ray_realtime.actors import raylib
-from ray_realtime.runner.execution import run_guardrails, run_tool_call
+from ray_realtime.session.execution import run_guardrails, run_tool_call
 
 __all__ = ["GuardrailWorker", "ToolWorker", "WorkerCache"]
 

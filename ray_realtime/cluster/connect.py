@@ -44,26 +44,21 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import ray
 
+from ray_realtime.actors.raylib import NAMESPACE
 from ray_realtime.exceptions import ClusterConnectError as _ProjectClusterConnectError
 
 __all__ = [
     "LOOPBACK_IP",
-    "PROJECT_NAMESPACE",
     "ClusterConnectError",
     "connect",
     "disconnect",
-    "node_id",
-    "ray_is_local",
 ]
-
-PROJECT_NAMESPACE = "ray_realtime"
-"""Ray namespace in which all named ray-realtime actors live."""
 
 LOOPBACK_IP = "127.0.0.1"
 """Address an embedded Ray runtime binds to."""
@@ -142,7 +137,7 @@ def _init(kwargs: dict[str, Any], address: str | None, what: str) -> None:
 def connect(
     address: str | None = None,
     *,
-    namespace: str = PROJECT_NAMESPACE,
+    namespace: str = NAMESPACE,
     num_cpus: int | None = None,
     runtime_env: dict[str, Any] | None = None,
     log_to_driver: bool = False,
@@ -221,30 +216,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def ray_is_local() -> bool:
-    """Whether Ray is initialised and every alive node is on a loopback address.
-
-    True for the embedded runtime started by :func:`connect`; False for real
-    multi-machine clusters and when Ray is not initialised.
-    """
-    if not ray.is_initialized():
-        return False
-    # ray.nodes() is untyped; give it the shape it documents.
-    list_nodes: Callable[[], list[dict[str, Any]]] = ray.nodes
-    addresses = [
-        str(info.get("NodeManagerAddress", "")) for info in list_nodes() if info.get("Alive")
-    ]
-    return bool(addresses) and all(_is_loopback(a) for a in addresses)
-
-
-def node_id() -> str:
-    """Hex id of the Ray node this process runs on.
-
-    Raises:
-        RuntimeError: Ray is not initialised.
-    """
-    if not ray.is_initialized():
-        raise RuntimeError("Ray is not initialised; call connect() first")
-    return str(ray.get_runtime_context().get_node_id())

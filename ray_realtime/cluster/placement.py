@@ -41,49 +41,21 @@ Policy
 
 5. **No capacity.** When no node is eligible, :class:`NoCapacityError` is
    raised; its message summarises why the nodes were rejected.
-
-:func:`spread_counts` simulates placing ``n`` sessions one after another with
-this policy and reports how many each node would receive.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 
-from ray_realtime.exceptions import NoCapacityError as _ProjectNoCapacityError
+from ray_realtime.exceptions import NoCapacityError
 
 __all__ = [
-    "NoCapacityError",
     "NodeInfo",
     "PlacementRequirement",
     "choose_node",
-    "spread_counts",
 ]
-
-
-class NoCapacityError(_ProjectNoCapacityError):
-    """No node can accept a new session under the given requirement.
-
-    Extends :class:`ray_realtime.exceptions.NoCapacityError` (so ``except
-    ray_realtime.NoCapacityError`` catches it) with the ``requirement_repr``
-    attribute. Self-contained on purpose: moving it into
-    ``ray_realtime/exceptions.py`` means adding the attribute there and
-    replacing this class by an import. All constructor arguments are forwarded
-    to ``super().__init__`` (``args == (message, requirement_repr)``), so the
-    exception survives a pickle round trip, e.g. across Ray actor boundaries.
-
-    Attributes:
-        message: Human readable explanation (also ``str(error)``).
-        requirement_repr: ``repr`` of the requirement that could not be met.
-    """
-
-    def __init__(self, message: str = "", requirement_repr: str = "") -> None:
-        super().__init__(message, requirement_repr)
-        self.message = message
-        self.requirement_repr = requirement_repr
 
 
 @dataclass(frozen=True)
@@ -198,10 +170,9 @@ def _no_capacity(
     total: int,
     requirement: PlacementRequirement,
     max_sessions_per_node: int | None,
-    prefix: str = "",
 ) -> NoCapacityError:
     detail = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items()))
-    message = f"{prefix}no node can accept a new session among {total} node(s)"
+    message = f"no node can accept a new session among {total} node(s)"
     if detail:
         message += f" ({detail})"
     if max_sessions_per_node is not None:
@@ -254,66 +225,3 @@ def choose_node(
                     return node.node_id
                 break
     return best.node_id
-
-
-def spread_counts(
-    nodes: Sequence[NodeInfo],
-    n: int,
-    requirement: PlacementRequirement | None = None,
-    *,
-    max_sessions_per_node: int | None = None,
-) -> dict[str, int]:
-    """How ``n`` new sessions would be distributed by repeated :func:`choose_node`.
-
-    Sessions are placed one at a time; after each placement the chosen node's
-    session count goes up by one. The result is identical to calling
-    :func:`choose_node` ``n`` times on an updated snapshot, computed with a heap
-    (``O(n log len(nodes))``).
-
-    Args:
-        nodes: Snapshot of the cluster (``node_id`` values must be unique).
-        n: Number of new sessions to place (``>= 0``).
-        requirement: Resources/labels every new session needs.
-        max_sessions_per_node: Optional global per-node cap.
-
-    Returns:
-        ``{node_id: new sessions}`` for every node in ``nodes`` (0 when a node
-        receives none), in the order of ``nodes``.
-
-    Raises:
-        NoCapacityError: Fewer than ``n`` sessions fit.
-        ValueError: ``n`` or ``max_sessions_per_node`` is negative, or node ids
-            are duplicated.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    _check_limit(max_sessions_per_node)
-    req = requirement if requirement is not None else PlacementRequirement()
-    counts: dict[str, int] = {}
-    for node in nodes:
-        if node.node_id in counts:
-            raise ValueError(f"duplicate node_id {node.node_id!r}")
-        counts[node.node_id] = 0
-
-    eligible, _ = _partition(nodes, req, max_sessions_per_node)
-    heap = [(_rank(node), node) for node in eligible]  # ranks are unique (node_id)
-    heapq.heapify(heap)
-    for placed in range(n):
-        if not heap:
-            snapshot = [
-                replace(node, sessions=node.sessions + counts[node.node_id]) for node in nodes
-            ]
-            _, reasons = _partition(snapshot, req, max_sessions_per_node)
-            raise _no_capacity(
-                reasons,
-                len(nodes),
-                req,
-                max_sessions_per_node,
-                prefix=f"only {placed} of {n} sessions fit: ",
-            )
-        _, node = heapq.heappop(heap)
-        counts[node.node_id] += 1
-        grown = replace(node, sessions=node.sessions + 1)
-        if _rejection(grown, req, max_sessions_per_node) is None:
-            heapq.heappush(heap, (_rank(grown), grown))
-    return counts

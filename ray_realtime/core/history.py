@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray_realtime.runner.items import (
+from ray_realtime.types.items import (
     AssistantAudio,
     AssistantMessageItem,
     AssistantText,

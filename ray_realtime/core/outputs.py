@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ray_realtime.model.events import RealtimeModelToolCallEvent
-from ray_realtime.model.inputs import RealtimeModelSendEvent
-from ray_realtime.runner.events import RealtimeSessionEvent
+from ray_realtime.types.events import RealtimeSessionEvent
+from ray_realtime.types.model_events import RealtimeModelToolCallEvent
+from ray_realtime.types.model_inputs import RealtimeModelSendEvent
 
 __all__ = ["CoreOutput", "EmitEvent", "RunGuardrails", "RunHandoff", "RunTool", "SendToModel"]
 

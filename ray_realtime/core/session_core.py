@@ -47,20 +47,13 @@ from ray_realtime.core.outputs import (
 )
 from ray_realtime.core.specs import AgentSpec
 from ray_realtime.exceptions import InputTooLargeError, UserError
-from ray_realtime.model import events as me
-from ray_realtime.model.inputs import (
-    RealtimeModelSendAudio,
-    RealtimeModelSendInterrupt,
-    RealtimeModelSendSessionUpdate,
-    RealtimeModelSendToolOutput,
-    RealtimeModelSendUserInput,
-)
-from ray_realtime.runner.config import (
+from ray_realtime.types import model_events as me
+from ray_realtime.types.config import (
     DEFAULT_LIMITS,
     RealtimeSessionModelSettings,
     SessionLimits,
 )
-from ray_realtime.runner.events import (
+from ray_realtime.types.events import (
     AgentRef,
     OutputGuardrailResult,
     RealtimeAgentEndEvent,
@@ -81,7 +74,14 @@ from ray_realtime.runner.events import (
     RealtimeToolStart,
     ToolRef,
 )
-from ray_realtime.runner.items import AssistantMessageItem, RealtimeItem
+from ray_realtime.types.items import AssistantMessageItem, RealtimeItem
+from ray_realtime.types.model_inputs import (
+    RealtimeModelSendAudio,
+    RealtimeModelSendInterrupt,
+    RealtimeModelSendSessionUpdate,
+    RealtimeModelSendToolOutput,
+    RealtimeModelSendUserInput,
+)
 
 __all__ = ["SessionCore", "check_audio_chunk", "check_user_message", "guardrail_feedback_message"]
 
@@ -236,11 +236,6 @@ class SessionCore:
         }
 
     # ------------------------------------------------------------- commands
-
-    def start(self) -> None:
-        """Queue the first ``session.update`` (used when the connection was
-        opened without the agent's settings)."""
-        self._send(RealtimeModelSendSessionUpdate(self.model_settings()))
 
     def send_message(self, message: str | Mapping[str, Any]) -> None:
         """Queue a user message; raises a :class:`UserError` on bad input."""

@@ -84,6 +84,10 @@ class LocalModelServer:
     ``docs/local_model.md`` for the model's behaviour.
     """
 
+    connection_class: type[Connection] = Connection
+    """What serves each socket; a subclass may serve its own (the benchmarks'
+    server stamps its output audio this way)."""
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -191,7 +195,7 @@ class LocalModelServer:
         try:
             query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
             model = (query.get("model") or [DEFAULT_MODEL])[0][:256] or DEFAULT_MODEL
-            await Connection(ws, self.options, model).run()
+            await self.connection_class(ws, self.options, model).run()
         finally:
             self._open_connections -= 1
 

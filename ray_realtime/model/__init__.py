@@ -1,9 +1,12 @@
-"""The realtime model layer: the model seam, its events and inputs, and the
-OpenAI Realtime WebSocket implementation."""
+"""The realtime model layer: the model seam and the OpenAI Realtime WebSocket
+implementation; the model's events and inputs (plain data in
+:mod:`ray_realtime.types`) are re-exported here."""
 
 from typing import TYPE_CHECKING, Any
 
-from ray_realtime.model.events import (
+from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.model.playback import RealtimePlaybackState, RealtimePlaybackTracker
+from ray_realtime.types.model_events import (
     RealtimeModelAudioDoneEvent,
     RealtimeModelAudioEvent,
     RealtimeModelAudioInterruptedEvent,
@@ -22,7 +25,7 @@ from ray_realtime.model.events import (
     RealtimeModelTurnEndedEvent,
     RealtimeModelTurnStartedEvent,
 )
-from ray_realtime.model.inputs import (
+from ray_realtime.types.model_inputs import (
     RealtimeModelInputTextContent,
     RealtimeModelRawClientMessage,
     RealtimeModelSendAudio,
@@ -34,8 +37,6 @@ from ray_realtime.model.inputs import (
     RealtimeModelSendUserInput,
     RealtimeModelUserInput,
 )
-from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
-from ray_realtime.model.playback import RealtimePlaybackState, RealtimePlaybackTracker
 
 if TYPE_CHECKING:
     from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel

@@ -4,7 +4,7 @@ No I/O here. The server-event converter is on the hot path (one call per audio
 delta), so it checks fields by hand instead of building pydantic models: a
 missing or wrong-typed field raises :class:`~ray_realtime.exceptions.ProtocolError`
 naming the event type and the field; an event type it does not know becomes a
-:class:`~ray_realtime.model.events.RealtimeModelOtherEvent`.
+:class:`~ray_realtime.types.model_events.RealtimeModelOtherEvent`.
 
 Events whose handling needs connection state (``response.created`` /
 ``response.done`` for response sequencing, ``input_audio_buffer.speech_started``
@@ -20,7 +20,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray_realtime.exceptions import ConfigError, ProtocolError, UserError
-from ray_realtime.model.events import (
+from ray_realtime.types.config import RealtimeSessionModelSettings
+from ray_realtime.types.items import (
+    AssistantAudio,
+    AssistantMessageItem,
+    AssistantText,
+    InputAudio,
+    InputImage,
+    InputText,
+    RealtimeItem,
+    RealtimeToolCallItem,
+    SystemMessageItem,
+    UserMessageItem,
+)
+from ray_realtime.types.model_events import (
     RealtimeModelAudioDoneEvent,
     RealtimeModelAudioEvent,
     RealtimeModelErrorEvent,
@@ -34,19 +47,6 @@ from ray_realtime.model.events import (
     RealtimeModelTranscriptDeltaEvent,
     RealtimeModelTurnEndedEvent,
     RealtimeModelTurnStartedEvent,
-)
-from ray_realtime.runner.config import RealtimeSessionModelSettings
-from ray_realtime.runner.items import (
-    AssistantAudio,
-    AssistantMessageItem,
-    AssistantText,
-    InputAudio,
-    InputImage,
-    InputText,
-    RealtimeItem,
-    RealtimeToolCallItem,
-    SystemMessageItem,
-    UserMessageItem,
 )
 
 __all__ = [

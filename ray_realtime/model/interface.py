@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import abc
 
-from ray_realtime.model.events import RealtimeModelEvent
-from ray_realtime.model.inputs import RealtimeModelSendEvent
-from ray_realtime.runner.config import RealtimeModelConfig
+from ray_realtime.types.config import RealtimeModelConfig
+from ray_realtime.types.model_events import RealtimeModelEvent
+from ray_realtime.types.model_inputs import RealtimeModelSendEvent
 
 __all__ = ["RealtimeModel", "RealtimeModelListener"]
 

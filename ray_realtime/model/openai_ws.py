@@ -1,8 +1,8 @@
 """The OpenAI Realtime model over a WebSocket (GA protocol).
 
 :class:`OpenAIRealtimeWebSocketModel` opens one WebSocket to the Realtime API,
-turns :data:`~ray_realtime.model.inputs.RealtimeModelSendEvent`s into client
-events and server events into :data:`~ray_realtime.model.events.RealtimeModelEvent`s.
+turns :data:`~ray_realtime.types.model_inputs.RealtimeModelSendEvent`s into client
+events and server events into :data:`~ray_realtime.types.model_events.RealtimeModelEvent`s.
 
 Beyond translation it keeps three pieces of state the protocol leaves to the
 client:
@@ -55,7 +55,15 @@ from ray_realtime.model.conversion import (
     tool_output_to_item,
     user_input_to_item,
 )
-from ray_realtime.model.events import (
+from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.model.playback import RealtimePlaybackState, ReceivedAudioTracker
+from ray_realtime.types.config import (
+    RealtimeModelConfig,
+    RealtimeSessionModelSettings,
+    validate_model_config,
+    validate_model_settings,
+)
+from ray_realtime.types.model_events import (
     RealtimeModelAudioEvent,
     RealtimeModelAudioInterruptedEvent,
     RealtimeModelConnectionStatusEvent,
@@ -65,7 +73,7 @@ from ray_realtime.model.events import (
     RealtimeModelOtherEvent,
     RealtimeModelRawServerEvent,
 )
-from ray_realtime.model.inputs import (
+from ray_realtime.types.model_inputs import (
     RealtimeModelSendAudio,
     RealtimeModelSendEvent,
     RealtimeModelSendInterrupt,
@@ -73,14 +81,6 @@ from ray_realtime.model.inputs import (
     RealtimeModelSendSessionUpdate,
     RealtimeModelSendToolOutput,
     RealtimeModelSendUserInput,
-)
-from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
-from ray_realtime.model.playback import RealtimePlaybackState, ReceivedAudioTracker
-from ray_realtime.runner.config import (
-    RealtimeModelConfig,
-    RealtimeSessionModelSettings,
-    validate_model_config,
-    validate_model_settings,
 )
 
 __all__ = ["DEFAULT_REALTIME_URL", "OpenAIRealtimeWebSocketModel"]

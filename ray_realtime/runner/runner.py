@@ -3,51 +3,22 @@
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
+from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.exceptions import ConfigError
 from ray_realtime.model.interface import RealtimeModel
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.config import (
+from ray_realtime.runner.session import InProcessBackend, RealtimeSession
+from ray_realtime.session.driver import SessionDriver
+from ray_realtime.session.start import new_session_id, resolve_model_config
+from ray_realtime.types.config import (
     RealtimeModelConfig,
     RealtimeRunConfig,
     validate_model_config,
     validate_run_config,
 )
-from ray_realtime.runner.driver import SessionDriver
-from ray_realtime.runner.session import InProcessBackend, RealtimeSession
 
-__all__ = ["MODEL_URL_ENV", "RealtimeRunner", "new_session_id", "resolve_model_config"]
-
-MODEL_URL_ENV = "RAY_REALTIME_MODEL_URL"
-"""Environment variable naming the realtime model URL to use by default."""
-
-
-def new_session_id() -> str:
-    """A fresh, unguessable session id."""
-    return f"rt_{uuid.uuid4().hex}"
-
-
-def resolve_model_config(
-    model_config: RealtimeModelConfig, *, local_url: str | None = None
-) -> RealtimeModelConfig:
-    """Where the session's model is: the config's ``url``; else OpenAI when an
-    API key is configured (``api_key`` or ``OPENAI_API_KEY``); else
-    ``RAY_REALTIME_MODEL_URL``; else the bundled local model server
-    (``local_url``, or this process's embedded server)."""
-    if model_config.get("url"):
-        return model_config
-    if model_config.get("api_key") or os.environ.get("OPENAI_API_KEY"):
-        return model_config
-    resolved: RealtimeModelConfig = dict(model_config)  # type: ignore[assignment]
-    url = os.environ.get(MODEL_URL_ENV) or local_url
-    if not url:
-        from ray_realtime.local.embedded import embedded_server_url
-
-        url = embedded_server_url()
-    resolved["url"] = url
-    return resolved
+__all__ = ["RealtimeRunner"]
 
 
 class RealtimeRunner:
@@ -93,9 +64,10 @@ class RealtimeRunner:
         checked = validate_model_config(model_config)
         if self.execution == "in_process":
             return self._in_process_session(context, checked)
-        from ray_realtime.actors.handle import actor_session
+        from ray_realtime.actors.handle import actor_backend
 
-        return await actor_session(self._starting_agent, context, self._config, checked)
+        backend = await actor_backend(self._starting_agent, context, self._config, checked)
+        return RealtimeSession(backend)
 
     def _in_process_session(
         self, context: Any, model_config: RealtimeModelConfig

@@ -1,7 +1,7 @@
 """RealtimeSession: the handle the user's process holds.
 
 The same class serves both execution modes; what differs is its backend: an
-in-process :class:`~ray_realtime.runner.driver.SessionDriver`, or a session
+in-process :class:`~ray_realtime.session.driver.SessionDriver`, or a session
 actor reached through Ray. ``async for event in session`` reads the session's
 event log from this handle's own position, so several handles (or several
 processes) following one session each see every event.
@@ -13,17 +13,17 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Protocol
 
+from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.core import history as hist
 from ray_realtime.exceptions import SessionClosedError
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.driver import EventBatch, SessionDriver
-from ray_realtime.runner.events import (
+from ray_realtime.session.driver import EventBatch, SessionDriver
+from ray_realtime.types.events import (
     RealtimeEventsLost,
     RealtimeHistoryAdded,
     RealtimeHistoryUpdated,
     RealtimeSessionEvent,
 )
-from ray_realtime.runner.items import RealtimeItem
+from ray_realtime.types.items import RealtimeItem
 
 __all__ = ["InProcessBackend", "RealtimeSession", "SessionBackend"]
 
@@ -168,9 +168,12 @@ class RealtimeSession:
         """A handle to a running actor-backed session, from any process of the
         cluster; it reads events after ``after_seq`` (0: from the oldest kept).
         Raises :class:`SessionNotFoundError` or :class:`SessionLostError`."""
-        from ray_realtime.actors.handle import attach_session
+        from ray_realtime.actors.handle import attach_backend
 
-        return await attach_session(session_id, after_seq=after_seq)
+        backend = await attach_backend(session_id, after_seq=after_seq)
+        session = cls(backend, after_seq=after_seq)
+        session._entered = True  # the session already runs: nothing to start
+        return session
 
     @property
     def session_id(self) -> str:

@@ -20,11 +20,11 @@ from ray_realtime.actors.dataplane import (
     DataPlaneClient,
     DataPlaneServer,
 )
+from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.local import LocalModelServer
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.driver import SessionDriver
-from ray_realtime.runner.events import RealtimeAgentEndEvent, RealtimeAudio, RealtimeSessionEvent
+from ray_realtime.session.driver import SessionDriver
+from ray_realtime.types.events import RealtimeAgentEndEvent, RealtimeAudio, RealtimeSessionEvent
 
 TOKEN = "s3cret-token"
 

@@ -21,15 +21,13 @@ import ray
 from ray._private import ray_constants
 
 from ray_realtime import exceptions
+from ray_realtime.actors.raylib import NAMESPACE
 from ray_realtime.cluster import connect as conn
 from ray_realtime.cluster.connect import (
     LOOPBACK_IP,
-    PROJECT_NAMESPACE,
     ClusterConnectError,
     connect,
     disconnect,
-    node_id,
-    ray_is_local,
 )
 
 ENV = conn.ENABLE_CLUSTER_ENV
@@ -46,9 +44,8 @@ import json, sys, time
 
 import ray
 
-from ray_realtime.cluster.connect import (
-    LOOPBACK_IP, PROJECT_NAMESPACE, connect, disconnect, node_id, ray_is_local,
-)
+from ray_realtime.actors.raylib import NAMESPACE
+from ray_realtime.cluster.connect import LOOPBACK_IP, connect, disconnect
 
 checks = {}
 started = False
@@ -62,8 +59,6 @@ try:
     checks["addresses"] = [n["NodeManagerAddress"] for n in alive]
     checks["node_ip"] = ray.util.get_node_ip_address()
     checks["namespace"] = ray.get_runtime_context().namespace
-    checks["node_id_matches"] = node_id() == alive[0]["NodeID"]
-    checks["is_local"] = ray_is_local()
     # Already initialised: nothing happens and the caller must not shut down.
     checks["second_connect"] = connect()
     checks["auto_connect"] = connect("auto", num_cpus=4)
@@ -74,8 +69,7 @@ finally:
     if ray.is_initialized():  # connect() failed half-way; Ray is ours anyway
         ray.shutdown()
 checks["after_shutdown_initialized"] = ray.is_initialized()
-checks["after_shutdown_is_local"] = ray_is_local()
-checks["expected"] = {"loopback": LOOPBACK_IP, "namespace": PROJECT_NAMESPACE}
+checks["expected"] = {"loopback": LOOPBACK_IP, "namespace": NAMESPACE}
 print(json.dumps(checks))
 """
 
@@ -102,15 +96,12 @@ def test_embedded_ray_binds_loopback(record_property: Callable[[str, object], No
     assert checks["initialized"] is True
     assert checks["addresses"] == [LOOPBACK_IP]
     assert checks["node_ip"] == LOOPBACK_IP
-    assert checks["namespace"] == PROJECT_NAMESPACE
-    assert checks["expected"] == {"loopback": LOOPBACK_IP, "namespace": PROJECT_NAMESPACE}
-    assert checks["node_id_matches"] is True
-    assert checks["is_local"] is True
+    assert checks["namespace"] == NAMESPACE
+    assert checks["expected"] == {"loopback": LOOPBACK_IP, "namespace": NAMESPACE}
     assert checks["second_connect"] is False
     assert checks["auto_connect"] is False
     assert checks["still_initialized"] is True
     assert checks["after_shutdown_initialized"] is False
-    assert checks["after_shutdown_is_local"] is False
 
 
 # --------------------------------------------------------------------------- fake Ray
@@ -168,7 +159,7 @@ def test_embedded_mode_arguments(fake_ray: FakeRay) -> None:
     assert fake_ray.init_calls == [
         {
             "address": "local",
-            "namespace": PROJECT_NAMESPACE,
+            "namespace": NAMESPACE,
             "num_cpus": 2,
             "runtime_env": runtime_env,
             "log_to_driver": True,
@@ -232,7 +223,7 @@ def test_join_mode_arguments(
     assert fake_ray.init_calls == [
         {
             "address": expected,
-            "namespace": PROJECT_NAMESPACE,
+            "namespace": NAMESPACE,
             "runtime_env": None,
             "log_to_driver": False,
         }
@@ -280,32 +271,3 @@ def test_disconnect_only_shuts_down_what_it_started(fake_ray: FakeRay) -> None:
     disconnect(True)
     assert fake_ray.shutdowns == 1
     assert not fake_ray.initialized
-
-
-def test_helpers_without_ray(fake_ray: FakeRay) -> None:
-    assert ray_is_local() is False
-    with pytest.raises(RuntimeError, match="connect"):
-        node_id()
-
-
-@pytest.mark.parametrize(
-    ("addresses", "expected"),
-    [
-        (["127.0.0.1"], True),
-        (["127.0.0.1", "::1", "localhost"], True),
-        (["127.0.0.1", "10.0.0.5"], False),
-        (["node-a.internal"], False),
-        ([], False),
-    ],
-)
-def test_ray_is_local(
-    fake_ray: FakeRay,
-    monkeypatch: pytest.MonkeyPatch,
-    addresses: list[str],
-    expected: bool,
-) -> None:
-    fake_ray.initialized = True
-    nodes = [{"NodeManagerAddress": a, "Alive": True} for a in addresses]
-    nodes.append({"NodeManagerAddress": "10.9.9.9", "Alive": False})  # dead nodes don't count
-    monkeypatch.setattr(ray, "nodes", lambda: nodes)
-    assert ray_is_local() is expected

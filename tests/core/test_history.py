@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ray_realtime.core import history as hist
-from ray_realtime.runner.items import (
+from ray_realtime.types.items import (
     AssistantAudio,
     AssistantMessageItem,
     AssistantText,

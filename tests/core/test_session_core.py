@@ -20,16 +20,9 @@ from ray_realtime.core.outputs import (
 from ray_realtime.core.session_core import SessionCore, guardrail_feedback_message
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import InputTooLargeError, UserError
-from ray_realtime.model import events as me
-from ray_realtime.model.inputs import (
-    RealtimeModelSendAudio,
-    RealtimeModelSendInterrupt,
-    RealtimeModelSendSessionUpdate,
-    RealtimeModelSendToolOutput,
-    RealtimeModelSendUserInput,
-)
-from ray_realtime.runner.config import DEFAULT_LIMITS, SessionLimits
-from ray_realtime.runner.events import (
+from ray_realtime.types import model_events as me
+from ray_realtime.types.config import DEFAULT_LIMITS, SessionLimits
+from ray_realtime.types.events import (
     AgentRef,
     GuardrailRef,
     OutputGuardrailResult,
@@ -47,7 +40,7 @@ from ray_realtime.runner.events import (
     RealtimeToolEnd,
     RealtimeToolStart,
 )
-from ray_realtime.runner.items import (
+from ray_realtime.types.items import (
     AssistantAudio,
     AssistantMessageItem,
     AssistantText,
@@ -55,6 +48,12 @@ from ray_realtime.runner.items import (
     InputText,
     RealtimeToolCallItem,
     UserMessageItem,
+)
+from ray_realtime.types.model_inputs import (
+    RealtimeModelSendAudio,
+    RealtimeModelSendInterrupt,
+    RealtimeModelSendToolOutput,
+    RealtimeModelSendUserInput,
 )
 
 # ---------------------------------------------------------------- helpers
@@ -210,20 +209,7 @@ def test_agent_without_tools_sends_empty_tools_list() -> None:
         initial_model_settings={"tools": [tool_def("x")]},
         run_model_settings={"tools": [tool_def("y")]},
     )
-    core.start()
-    update = only(sent(core.drain(), RealtimeModelSendSessionUpdate))
-    assert update.session_settings["tools"] == [], "an agent with no tools must clear them"
-
-
-def test_start_queues_session_update_with_resolved_settings() -> None:
-    core = make_core(run_model_settings={"voice": "v"})
-    assert not core.has_output()
-    core.start()
-    assert core.has_output()
-    out = core.drain()
-    assert kinds(out) == ["send:send_session_update"]
-    assert only(sent(out)).session_settings == core.model_settings()
-    assert core.drain() == [], "drain empties the queue"
+    assert core.model_settings()["tools"] == [], "an agent with no tools must clear them"
 
 
 def test_model_settings_for_another_agent_does_not_switch() -> None:

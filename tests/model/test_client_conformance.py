@@ -30,7 +30,7 @@ from ray_realtime.model.conversion import (
     tool_output_to_item,
     user_input_to_item,
 )
-from ray_realtime.runner.config import RealtimeSessionModelSettings
+from ray_realtime.types.config import RealtimeSessionModelSettings
 
 from .test_conversion import (
     assistant_message,

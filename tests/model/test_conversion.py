@@ -28,7 +28,18 @@ from ray_realtime.model.conversion import (
     tool_output_to_item,
     user_input_to_item,
 )
-from ray_realtime.model.events import (
+from ray_realtime.types.items import (
+    AssistantAudio,
+    AssistantMessageItem,
+    AssistantText,
+    InputAudio,
+    InputImage,
+    InputText,
+    RealtimeToolCallItem,
+    SystemMessageItem,
+    UserMessageItem,
+)
+from ray_realtime.types.model_events import (
     RealtimeModelAudioDoneEvent,
     RealtimeModelAudioEvent,
     RealtimeModelErrorEvent,
@@ -41,17 +52,6 @@ from ray_realtime.model.events import (
     RealtimeModelTranscriptDeltaEvent,
     RealtimeModelTurnEndedEvent,
     RealtimeModelTurnStartedEvent,
-)
-from ray_realtime.runner.items import (
-    AssistantAudio,
-    AssistantMessageItem,
-    AssistantText,
-    InputAudio,
-    InputImage,
-    InputText,
-    RealtimeToolCallItem,
-    SystemMessageItem,
-    UserMessageItem,
 )
 
 # ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from ray_realtime.model import (
     RealtimeModelToolCallEvent,
     RealtimePlaybackTracker,
 )
-from ray_realtime.runner.config import RealtimeModelConfig
+from ray_realtime.types.config import RealtimeModelConfig
 
 from .test_conversion import (
     assistant_message,

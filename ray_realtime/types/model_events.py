@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ray_realtime.runner.items import RealtimeItem
+from ray_realtime.types.items import RealtimeItem
 
 __all__ = [
     "RealtimeModelAudioDoneEvent",

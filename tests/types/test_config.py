@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ray_realtime.exceptions import ConfigError
-from ray_realtime.runner.config import (
+from ray_realtime.types.config import (
     DEFAULT_LIMITS,
     resolve_limits,
     validate_model_config,

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from ray_realtime.exceptions import ToolDefinitionError, UserError
-from ray_realtime.runner.context import RunContextWrapper, ToolContext
-from ray_realtime.runner.tools import (
+from ray_realtime.agents.context import RunContextWrapper, ToolContext
+from ray_realtime.agents.tools import (
     FunctionTool,
     ToolArgumentsError,
     default_tool_error_function,
     function_tool,
     tool_output_to_text,
 )
+from ray_realtime.exceptions import ToolDefinitionError, UserError
 
 
 def ctx(context: Any = None) -> ToolContext[Any]:
@@ -377,7 +377,6 @@ async def test_sync_tools_run_in_a_thread() -> None:
 
     assert await where.on_invoke_tool(ctx(), "{}") != loop_thread
     assert await where_async.on_invoke_tool(ctx(), "{}") == loop_thread
-    assert where._is_sync is True and where_async._is_sync is False
 
 
 def test_default_tool_error_function() -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ray_realtime.model.events import RealtimeModelToolCallEvent
-from ray_realtime.runner.config import RealtimeSessionModelSettings
+from ray_realtime.types.config import RealtimeSessionModelSettings
+from ray_realtime.types.model_events import RealtimeModelToolCallEvent
 
 __all__ = [
     "RealtimeModelInputTextContent",

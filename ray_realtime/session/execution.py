@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ray_realtime.runner.context import ToolContext, wrap_context
-from ray_realtime.runner.events import AgentRef, GuardrailRef, OutputGuardrailResult
-from ray_realtime.runner.guardrails import OutputGuardrail
-from ray_realtime.runner.tools import FunctionTool, ToolArgumentsError, tool_output_to_text
+from ray_realtime.agents.context import ToolContext, wrap_context
+from ray_realtime.agents.guardrails import OutputGuardrail
+from ray_realtime.agents.tools import FunctionTool, ToolArgumentsError, tool_output_to_text
+from ray_realtime.types.events import AgentRef, GuardrailRef, OutputGuardrailResult
 
 __all__ = ["GuardrailRound", "ToolOutcome", "plain_data", "run_guardrails", "run_tool_call"]
 

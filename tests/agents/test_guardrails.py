@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from ray_realtime.runner.context import RunContextWrapper
-from ray_realtime.runner.guardrails import (
+from ray_realtime.agents.context import RunContextWrapper
+from ray_realtime.agents.guardrails import (
     GuardrailFunctionOutput,
     OutputGuardrail,
     output_guardrail,

@@ -16,14 +16,14 @@ import json
 import re
 import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, overload
 
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
+from ray_realtime.agents.context import RunContextWrapper, ToolContext
 from ray_realtime.exceptions import ToolDefinitionError, UserError
-from ray_realtime.runner.context import RunContextWrapper, ToolContext
 
 __all__ = [
     "FunctionTool",
@@ -65,7 +65,6 @@ class FunctionTool:
     timeout_seconds: float | None = None
     failure_error_function: ToolErrorFunction | None = default_tool_error_function
     needs_approval: bool = False
-    _is_sync: bool = field(default=False, repr=False)
 
     def to_definition(self) -> dict[str, Any]:
         """The tool as the realtime protocol's ``session.tools`` entry."""
@@ -252,7 +251,6 @@ def _build_tool(
         timeout_seconds=float(timeout_seconds) if timeout_seconds is not None else None,
         failure_error_function=failure_error_function,
         needs_approval=needs_approval,
-        _is_sync=not is_async,
     )
     return tool
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from ray_realtime.agents.agent import Handoff, RealtimeAgent
+from ray_realtime.agents.context import RunContextWrapper
+from ray_realtime.agents.tools import ToolArgumentsError
 from ray_realtime.exceptions import ToolDefinitionError
-from ray_realtime.runner.context import RunContextWrapper
-from ray_realtime.runner.tools import ToolArgumentsError
-
-if TYPE_CHECKING:
-    from ray_realtime.runner.agent import RealtimeAgent
 
 __all__ = ["Handoff", "default_handoff_tool_name", "realtime_handoff"]
 
@@ -36,32 +33,6 @@ def default_handoff_tool_description(agent: RealtimeAgent[Any]) -> str:
     return text
 
 
-@dataclass
-class Handoff:
-    """A handoff tool. ``on_invoke_handoff(context_wrapper, arguments_json)``
-    runs the user's ``on_handoff`` callback and returns the agent to switch to.
-    ``agent_name`` names the target, so a session running in another process
-    can resolve the newest registered version of that agent by name."""
-
-    tool_name: str
-    tool_description: str
-    input_json_schema: dict[str, Any]
-    on_invoke_handoff: Callable[[RunContextWrapper[Any], str], Awaitable[RealtimeAgent[Any]]]
-    agent_name: str
-    strict_json_schema: bool = True
-    is_enabled: bool | Callable[[RunContextWrapper[Any], Any], Any] = True
-    agent: RealtimeAgent[Any] | None = field(default=None, repr=False)
-
-    def to_definition(self) -> dict[str, Any]:
-        """The handoff as the realtime protocol's ``session.tools`` entry."""
-        return {
-            "type": "function",
-            "name": self.tool_name,
-            "description": self.tool_description,
-            "parameters": self.input_json_schema,
-        }
-
-
 def realtime_handoff(
     agent: RealtimeAgent[Any],
     *,
@@ -77,8 +48,6 @@ def realtime_handoff(
     when ``input_type`` is given, with the model's arguments validated as that
     type — runs when the model calls the handoff, before the switch.
     """
-    from ray_realtime.runner.agent import RealtimeAgent
-
     if not isinstance(agent, RealtimeAgent):
         raise ToolDefinitionError(
             f"realtime_handoff needs a RealtimeAgent, got {type(agent).__name__}"

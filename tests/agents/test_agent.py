@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from ray_realtime.agents.agent import RealtimeAgent, resolve_instructions
+from ray_realtime.agents.context import RunContextWrapper
+from ray_realtime.agents.tools import FunctionTool, function_tool
 from ray_realtime.exceptions import ConfigError
-from ray_realtime.runner.agent import RealtimeAgent, resolve_instructions
-from ray_realtime.runner.context import RunContextWrapper
-from ray_realtime.runner.tools import FunctionTool, function_tool
 
 CTX: RunContextWrapper[Any] = RunContextWrapper({"user": "ada"})
 

@@ -8,16 +8,16 @@ import pytest
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-from ray_realtime.exceptions import ToolDefinitionError
-from ray_realtime.runner.agent import RealtimeAgent
-from ray_realtime.runner.context import RunContextWrapper
-from ray_realtime.runner.handoffs import (
+from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.context import RunContextWrapper
+from ray_realtime.agents.handoffs import (
     Handoff,
     as_handoff,
     default_handoff_tool_name,
     realtime_handoff,
 )
-from ray_realtime.runner.tools import ToolArgumentsError
+from ray_realtime.agents.tools import ToolArgumentsError
+from ray_realtime.exceptions import ToolDefinitionError
 
 
 class Reason(BaseModel):

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from ray_realtime.runner.context import RunContextWrapper
+from ray_realtime.agents.context import RunContextWrapper
 
 __all__ = ["GuardrailFunctionOutput", "OutputGuardrail", "output_guardrail"]
 

@@ -18,27 +18,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ray_realtime.agents.agent import RealtimeAgent, resolve_instructions
+from ray_realtime.agents.context import RunContextWrapper, wrap_context
+from ray_realtime.agents.guardrails import OutputGuardrail
+from ray_realtime.agents.handoffs import Handoff, as_handoff
+from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.core.event_log import EventLog, LogRead
 from ray_realtime.core.outputs import EmitEvent, RunGuardrails, RunHandoff, RunTool, SendToModel
 from ray_realtime.core.session_core import SessionCore
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import SessionClosedError
-from ray_realtime.model import events as me
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
-from ray_realtime.runner.agent import RealtimeAgent, resolve_instructions
-from ray_realtime.runner.config import (
+from ray_realtime.session.execution import (
+    GuardrailRound,
+    ToolOutcome,
+    run_guardrails,
+    run_tool_call,
+)
+from ray_realtime.types import model_events as me
+from ray_realtime.types.config import (
     RealtimeModelConfig,
     RealtimeRunConfig,
     SessionLimits,
     resolve_limits,
 )
-from ray_realtime.runner.context import RunContextWrapper, wrap_context
-from ray_realtime.runner.events import RealtimeError, RealtimeSessionEvent
-from ray_realtime.runner.execution import GuardrailRound, ToolOutcome, run_guardrails, run_tool_call
-from ray_realtime.runner.guardrails import OutputGuardrail
-from ray_realtime.runner.handoffs import Handoff, as_handoff
-from ray_realtime.runner.items import RealtimeItem
-from ray_realtime.runner.tools import FunctionTool
+from ray_realtime.types.events import RealtimeError, RealtimeSessionEvent
+from ray_realtime.types.items import RealtimeItem
 
 __all__ = [
     "AgentResolver",
@@ -230,7 +235,6 @@ class SessionDriver(RealtimeModelListener):
         self._closed = False
         self._clock = clock
         self._on_closed = on_closed
-        self.created_at = clock()
         self.closed_at: float | None = None
 
     # --------------------------------------------------------------- state

@@ -1,4 +1,5 @@
-"""RealtimeAgent: a named set of instructions, tools, handoffs and guardrails."""
+"""RealtimeAgent: a named set of instructions, tools, handoffs and guardrails;
+Handoff: a tool that switches the session to another agent."""
 
 from __future__ import annotations
 
@@ -6,17 +7,14 @@ import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic
+from typing import Any, Generic
 
+from ray_realtime.agents.context import RunContextWrapper, TContext
+from ray_realtime.agents.guardrails import OutputGuardrail
+from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.exceptions import ConfigError
-from ray_realtime.runner.context import RunContextWrapper, TContext
-from ray_realtime.runner.tools import FunctionTool
 
-if TYPE_CHECKING:
-    from ray_realtime.runner.guardrails import OutputGuardrail
-    from ray_realtime.runner.handoffs import Handoff
-
-__all__ = ["RealtimeAgent", "resolve_instructions"]
+__all__ = ["Handoff", "RealtimeAgent", "resolve_instructions"]
 
 InstructionsFunction = Callable[
     [RunContextWrapper[Any], "RealtimeAgent[Any]"], str | Awaitable[str]
@@ -81,6 +79,32 @@ class RealtimeAgent(Generic[TContext]):
             if flag:
                 enabled.append(tool)
         return enabled
+
+
+@dataclass
+class Handoff:
+    """A handoff tool. ``on_invoke_handoff(context_wrapper, arguments_json)``
+    runs the user's ``on_handoff`` callback and returns the agent to switch to.
+    ``agent_name`` names the target, so a session running in another process
+    can resolve the newest registered version of that agent by name."""
+
+    tool_name: str
+    tool_description: str
+    input_json_schema: dict[str, Any]
+    on_invoke_handoff: Callable[[RunContextWrapper[Any], str], Awaitable[RealtimeAgent[Any]]]
+    agent_name: str
+    strict_json_schema: bool = True
+    is_enabled: bool | Callable[[RunContextWrapper[Any], Any], Any] = True
+    agent: RealtimeAgent[Any] | None = field(default=None, repr=False)
+
+    def to_definition(self) -> dict[str, Any]:
+        """The handoff as the realtime protocol's ``session.tools`` entry."""
+        return {
+            "type": "function",
+            "name": self.tool_name,
+            "description": self.tool_description,
+            "parameters": self.input_json_schema,
+        }
 
 
 async def resolve_instructions(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ray_realtime.model.events import RealtimeModelAudioEvent, RealtimeModelEvent
-from ray_realtime.runner.items import RealtimeItem
+from ray_realtime.types.items import RealtimeItem
+from ray_realtime.types.model_events import RealtimeModelAudioEvent, RealtimeModelEvent
 
 __all__ = [
     "AgentRef",
