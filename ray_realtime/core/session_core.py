@@ -167,11 +167,11 @@ def _check_content_part(part: Any, index: int) -> tuple[dict[str, Any], int]:
 _BYTES_PER_SAMPLE = {"pcm16": 2, "g711_ulaw": 1, "g711_alaw": 1}
 
 
-def check_audio_chunk(audio: Any, limit: int | None = None, audio_format: Any = "pcm16") -> bytes:
+def check_audio_chunk(audio: Any, limit: int | None = None, audio_format: Any = None) -> bytes:
     """An audio chunk as bytes, or a :class:`UserError`: not bytes-like, not a
     whole number of samples of ``audio_format`` (an odd length in PCM16), or
-    (an :class:`InputTooLargeError`) over ``limit`` bytes (``None``: the size
-    is not checked here)."""
+    (an :class:`InputTooLargeError`) over ``limit`` bytes. ``None`` skips the
+    size or the sample check (where the bound or format is not known)."""
     if not isinstance(audio, (bytes, bytearray, memoryview)):
         raise UserError(f"send_audio takes bytes, not {type(audio).__name__}")
     size = audio.nbytes if isinstance(audio, memoryview) else len(audio)

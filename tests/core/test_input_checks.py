@@ -96,11 +96,13 @@ def test_message_size_is_checked_only_against_a_given_limit() -> None:
 
 def test_odd_length_pcm16_is_refused_and_g711_is_not() -> None:
     with pytest.raises(UserError, match="whole number of pcm16 samples"):
-        check_audio_chunk(b"\0" * 3)
+        check_audio_chunk(b"\0" * 3, None, "pcm16")
     with pytest.raises(UserError):
         check_audio_chunk(bytearray(1), 100, "pcm16")
-    assert check_audio_chunk(b"\0" * 4) == b"\0" * 4
-    assert check_audio_chunk(b"", 10) == b""
+    assert check_audio_chunk(b"\0" * 4, 10, "pcm16") == b"\0" * 4
+    assert check_audio_chunk(b"", 10, "pcm16") == b""
+    # No format known (the session front): only the type is checked.
+    assert check_audio_chunk(b"\0" * 3) == b"\0" * 3
     for fmt in ("g711_ulaw", "g711_alaw"):
         assert check_audio_chunk(b"\x7f" * 3, 10, fmt) == b"\x7f" * 3
 
