@@ -198,9 +198,7 @@ class BrokenGuardrailExecutor:
 
 async def test_a_failing_guardrail_task_is_reported(server: LocalModelServer) -> None:
     agent = RealtimeAgent(name="Assistant", output_guardrails=[ambiguous_guardrail])
-    session = await open_driver_session(
-        agent, server, guardrail_executor=BrokenGuardrailExecutor()
-    )
+    session = await open_driver_session(agent, server, guardrail_executor=BrokenGuardrailExecutor())
     async with session:
         await within(session.send_message("say hello"))
         events = await collect(session, nth("agent_end"))
