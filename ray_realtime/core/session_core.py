@@ -25,6 +25,10 @@ Rules it owns:
   the first trip of a response emits ``guardrail_tripped``, interrupts and
   sends the model a feedback message; later trips of that response are ignored.
 - After an ``audio_interrupted`` for an item, late audio of that item is dropped.
+- Inputs are checked before anything is queued (the ``check_*`` functions,
+  shared with the session front and the actor handle); PCM16 audio must be
+  whole samples. An input the model could not take is reported as an
+  ``error`` event and the turn is mended (:meth:`SessionCore.model_send_failed`).
 """
 
 from __future__ import annotations
