@@ -93,7 +93,7 @@ def dump_everything() -> str:
 async def test_tool_output_over_the_protocol_limit_is_replaced_and_the_turn_ends(
     server: LocalModelServer,
 ) -> None:
-    agent = RealtimeAgent(name="Assistant", tools=[dump_everything])
+    agent: RealtimeAgent[Any] = RealtimeAgent(name="Assistant", tools=[dump_everything])
     async with open_session(agent, server) as session:
         # The call's response, then the reply to the replacement output.
         events = await run_tool_turn(session, "please dump everything")
@@ -124,7 +124,7 @@ class BrokenToolExecutor:
 async def test_a_failing_tool_task_answers_the_call_with_its_error(
     server: LocalModelServer,
 ) -> None:
-    agent = RealtimeAgent(name="Assistant", tools=[dump_everything])
+    agent: RealtimeAgent[Any] = RealtimeAgent(name="Assistant", tools=[dump_everything])
     session = await open_driver_session(agent, server, tool_executor=BrokenToolExecutor())
     async with session:
         events = await run_tool_turn(session, "please dump everything")
@@ -147,8 +147,10 @@ async def test_a_handoff_whose_session_update_is_refused_still_ends_the_turn(
 ) -> None:
     # The new agent's instructions are over the protocol's limit, so its
     # session.update cannot be sent from the handoff task.
-    billing = RealtimeAgent(name="Billing Agent", instructions="y" * HUGE)
-    agent = RealtimeAgent(name="Assistant", handoffs=[realtime_handoff(billing)])
+    billing: RealtimeAgent[Any] = RealtimeAgent(name="Billing Agent", instructions="y" * HUGE)
+    agent: RealtimeAgent[Any] = RealtimeAgent(
+        name="Assistant", handoffs=[realtime_handoff(billing)]
+    )
     async with open_session(agent, server) as session:
         await within(session.send_message("please transfer to billing agent"))
         events = await collect(session, nth("agent_end", 2))
@@ -170,13 +172,16 @@ async def test_a_handoff_whose_session_update_is_refused_still_ends_the_turn(
 @output_guardrail
 def ambiguous_guardrail(ctx: Any, agent: Any, text: str) -> GuardrailFunctionOutput:
     """A guardrail whose tripwire has no single truth value (a numpy array)."""
-    return GuardrailFunctionOutput(output_info=None, tripwire_triggered=np.array([True, False]))
+    ambiguous: Any = np.array([True, False])
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered=ambiguous)
 
 
 async def test_a_guardrail_with_an_unusable_result_is_reported(
     server: LocalModelServer,
 ) -> None:
-    agent = RealtimeAgent(name="Assistant", output_guardrails=[ambiguous_guardrail])
+    agent: RealtimeAgent[Any] = RealtimeAgent(
+        name="Assistant", output_guardrails=[ambiguous_guardrail]
+    )
     async with open_session(agent, server, guardrails_settings={"debounce_text_length": 5}) as s:
         await within(s.send_message("say a long enough reply"))
         events = await collect(s, nth("agent_end"))
@@ -197,7 +202,9 @@ class BrokenGuardrailExecutor:
 
 
 async def test_a_failing_guardrail_task_is_reported(server: LocalModelServer) -> None:
-    agent = RealtimeAgent(name="Assistant", output_guardrails=[ambiguous_guardrail])
+    agent: RealtimeAgent[Any] = RealtimeAgent(
+        name="Assistant", output_guardrails=[ambiguous_guardrail]
+    )
     session = await open_driver_session(agent, server, guardrail_executor=BrokenGuardrailExecutor())
     async with session:
         await within(session.send_message("say hello"))

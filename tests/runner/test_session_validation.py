@@ -55,7 +55,8 @@ async def opened(
     """An entered session: in-process on ``url``, else an actor session."""
     agent = agent or RealtimeAgent(name="Assistant")
     execution = "in_process" if url else "actor"
-    runner = RealtimeRunner(agent, config={"execution": execution, **config})  # type: ignore[typeddict-item]
+    run_config: Any = {"execution": execution, **config}
+    runner = RealtimeRunner(agent, config=run_config)
     model_config: Any = {"url": url} if url else None
     session = await runner.run(model_config=model_config)
     await asyncio.wait_for(session.enter(), TURN_TIMEOUT)
@@ -77,7 +78,9 @@ async def reply_to(session: RealtimeSession, text: str) -> str:
 
     await asyncio.wait_for(until_end(), TURN_TIMEOUT)
     last = [i for i in session.history if isinstance(i, AssistantMessageItem)][-1]
-    return "".join(getattr(p, "transcript", None) or getattr(p, "text", "") for p in last.content)
+    return "".join(
+        str(getattr(p, "transcript", None) or getattr(p, "text", "")) for p in last.content
+    )
 
 
 async def refused(call: Any, kind: type[Exception] = UserError) -> Exception:
@@ -116,7 +119,8 @@ async def check_messages(session: RealtimeSession) -> None:
 
 
 async def check_audio(session: RealtimeSession) -> None:
-    for bad in ("text", [1, 2], None, 7):
+    bad_chunks: list[Any] = ["text", [1, 2], None, 7]
+    for bad in bad_chunks:
         await refused(session.send_audio(bad))
     # PCM16 (the default): an odd length would split a sample.
     odd = await refused(session.send_audio(b"\0" * 999))
@@ -128,12 +132,14 @@ async def check_audio(session: RealtimeSession) -> None:
 
 
 async def check_agents_calls_and_close(session: RealtimeSession) -> None:
-    for bad in ("x", None, {"name": "Assistant"}):
+    bad_agents: list[Any] = ["x", None, {"name": "Assistant"}]
+    for bad in bad_agents:
         await refused(session.update_agent(bad))
-    broken = RealtimeAgent(name="Broken", instructions=broken_instructions)
+    broken: RealtimeAgent[Any] = RealtimeAgent(name="Broken", instructions=broken_instructions)
     error = await refused(session.update_agent(broken))
     assert "no instructions today" in str(error)
-    for bad_id in (123, None, "", "c" * 513):
+    bad_ids: list[Any] = [123, None, "", "c" * 513]
+    for bad_id in bad_ids:
         await refused(session.approve_tool_call(bad_id))
         await refused(session.reject_tool_call(bad_id))
     await refused(session.reject_tool_call("call_1", 5))  # type: ignore[arg-type]
@@ -143,7 +149,9 @@ async def check_agents_calls_and_close(session: RealtimeSession) -> None:
 
     # Nothing refused reached the session: it still answers, as the agent it had.
     assert await reply_to(session, "say still here") == "still here"
-    switched = RealtimeAgent(name="Switched", instructions="Always reply: switched")
+    switched: RealtimeAgent[Any] = RealtimeAgent(
+        name="Switched", instructions="Always reply: switched"
+    )
     await asyncio.wait_for(session.update_agent(switched), TURN_TIMEOUT)
     assert await reply_to(session, "hello") == "switched"
 
