@@ -216,3 +216,16 @@ async def test_actor_g711_audio_may_have_odd_length(
 ) -> None:
     async with opened(None, data_plane=data_plane, **LIMITS, **G711) as session:
         await check_g711_takes_odd_lengths(session)
+
+
+async def test_a_session_never_entered_refuses_commands_and_closes(
+    server: LocalModelServer,
+) -> None:
+    agent: RealtimeAgent[Any] = RealtimeAgent(name="Assistant")
+    runner = RealtimeRunner(agent, config={"execution": "in_process"})
+    session = await runner.run(model_config={"url": server.url})
+    await refused(session.send_message("hi"), SessionClosedError)
+    await refused(session.interrupt(), SessionClosedError)
+    await asyncio.wait_for(session.close(), TURN_TIMEOUT)
+    await asyncio.wait_for(session.close(), TURN_TIMEOUT)
+    await refused(session.send_audio(b"\0\0"), SessionClosedError)
