@@ -51,6 +51,7 @@ class ActorBackend:
         self._plane: DataPlaneClient | None = None
         self._max_audio = 0
         self._max_message = 0
+        self._audio_format = "pcm16"
         self.use_data_plane = bool(self._run_config.get("data_plane", True))
 
     @property
@@ -143,6 +144,7 @@ class ActorBackend:
         # The session's bounds, checked here before a frame goes out.
         self._max_audio = int(info.get("max_audio_chunk_bytes", 0))
         self._max_message = int(info.get("max_message_chars", 0))
+        self._audio_format = str(info.get("input_audio_format", "pcm16"))
 
     async def _open_data_plane(self, info: dict[str, Any], after_seq: int) -> None:
         self._take_limits(info)
@@ -194,7 +196,7 @@ class ActorBackend:
         here first, as the socket gives no reply), else as a Ray call."""
         plane = self._plane
         if plane is not None and not plane.broken:
-            chunk = check_audio_chunk(audio, self._max_audio or (1 << 62))
+            chunk = check_audio_chunk(audio, self._max_audio or None, self._audio_format)
             try:
                 await plane.send_audio(chunk, commit)
                 return

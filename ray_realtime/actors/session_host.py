@@ -186,6 +186,7 @@ class SessionHost:
             "token": self._tokens.get(session_id, ""),
             "max_audio_chunk_bytes": driver.limits["max_audio_chunk_bytes"],
             "max_message_chars": driver.limits["max_message_chars"],
+            "input_audio_format": driver.input_audio_format,
             "closed": driver.closed,
         }
         info["data_url"] = await self._ensure_data_plane()

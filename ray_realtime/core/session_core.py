@@ -25,6 +25,10 @@ Rules it owns:
   the first trip of a response emits ``guardrail_tripped``, interrupts and
   sends the model a feedback message; later trips of that response are ignored.
 - After an ``audio_interrupted`` for an item, late audio of that item is dropped.
+- Inputs are checked before anything is queued (the ``check_*`` functions,
+  shared with the session front and the actor handle); PCM16 audio must be
+  whole samples. An input the model could not take is reported as an
+  ``error`` event and the turn is mended (:meth:`SessionCore.model_send_failed`).
 """
 
 from __future__ import annotations
@@ -77,13 +81,22 @@ from ray_realtime.types.events import (
 from ray_realtime.types.items import AssistantMessageItem, RealtimeItem
 from ray_realtime.types.model_inputs import (
     RealtimeModelSendAudio,
+    RealtimeModelSendEvent,
     RealtimeModelSendInterrupt,
     RealtimeModelSendSessionUpdate,
     RealtimeModelSendToolOutput,
     RealtimeModelSendUserInput,
 )
 
-__all__ = ["SessionCore", "check_audio_chunk", "check_user_message", "guardrail_feedback_message"]
+__all__ = [
+    "SessionCore",
+    "check_audio_chunk",
+    "check_call_id",
+    "check_flag",
+    "check_rejection_message",
+    "check_user_message",
+    "guardrail_feedback_message",
+]
 
 # Remembered ids are bounded: a long call must not grow these without limit.
 _SEEN_CALLS_KEPT = 4096
@@ -92,46 +105,129 @@ _PENDING_TRANSCRIPTS_KEPT = 64
 _GUARDED_RESPONSES_KEPT = 256
 
 
-def check_user_message(message: Any, limit: int) -> str | dict[str, Any]:
-    """A user message as it will be sent, or a :class:`UserError` (an
-    :class:`InputTooLargeError` past ``limit`` characters). Shared by the core
-    and by handles that send messages without a round trip."""
+def check_user_message(message: Any, limit: int | None = None) -> str | dict[str, Any]:
+    """A user message as it will be sent, or a :class:`UserError`: the wrong
+    type, a dict that is not a user message, an empty message, or (an
+    :class:`InputTooLargeError`) more than ``limit`` characters (``None``: the
+    size is not checked here). The same rules as the model's conversion, so a
+    message that passes is never refused later on the way to the model.
+    Shared by the session front, the core and handles that send messages
+    without a round trip."""
     if isinstance(message, str):
         size = len(message)
         result: str | dict[str, Any] = message
     elif isinstance(message, Mapping):
+        if message.get("type", "message") != "message" or message.get("role", "user") != "user":
+            raise UserError("a message dict needs type 'message' and role 'user'")
         content = message.get("content")
-        if message.get("type", "message") != "message" or not isinstance(content, list):
-            raise UserError("a message dict needs type 'message' and a list 'content'")
+        if not isinstance(content, (list, tuple)):
+            raise UserError("a message dict needs a list 'content'")
         size = 0
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") not in (
-                "input_text",
-                "input_image",
-            ):
-                raise UserError("message content parts must be input_text or input_image dicts")
-            size += len(str(part.get("text") or part.get("image_url") or ""))
-        result = dict(message)
+        parts: list[dict[str, Any]] = []
+        for index, part in enumerate(content):
+            checked, part_size = _check_content_part(part, index)
+            parts.append(checked)
+            size += part_size
+        result = {"type": "message", "role": "user", "content": parts}
     else:
         raise UserError(f"send_message takes a str or a message dict, not {type(message).__name__}")
-    if size > limit:
+    if size == 0:
+        raise UserError("the message is empty")
+    if limit is not None and size > limit:
         raise InputTooLargeError(
             f"message of {size} characters is over the limit of {limit}", size, limit
         )
     return result
 
 
-def check_audio_chunk(audio: Any, limit: int) -> bytes:
-    """An audio chunk as bytes, or a :class:`UserError` (an
-    :class:`InputTooLargeError` past ``limit`` bytes)."""
+def _check_content_part(part: Any, index: int) -> tuple[dict[str, Any], int]:
+    """One content part of a message dict, copied as plain data, and its size."""
+    if not isinstance(part, Mapping):
+        raise UserError(f"message content[{index}] must be a dict, not {type(part).__name__}")
+    kind = part.get("type")
+    if kind == "input_text":
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise UserError(f"message content[{index}].text must be a string")
+        return {"type": "input_text", "text": text}, len(text)
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str) or not url:
+            raise UserError(f"message content[{index}].image_url must be a non-empty string")
+        checked: dict[str, Any] = {"type": "input_image", "image_url": url}
+        detail = part.get("detail")
+        if detail is not None:
+            if not isinstance(detail, str):
+                raise UserError(f"message content[{index}].detail must be a string")
+            checked["detail"] = detail
+        return checked, len(url)
+    raise UserError(
+        f"message content[{index}].type must be 'input_text' or 'input_image', got {kind!r}"
+    )
+
+
+# Bytes per sample of each input format: a PCM16 chunk of odd length would
+# split a sample and shift every later one by a byte (noise to the model).
+_BYTES_PER_SAMPLE = {"pcm16": 2, "g711_ulaw": 1, "g711_alaw": 1}
+
+
+def check_audio_chunk(audio: Any, limit: int | None = None, audio_format: Any = None) -> bytes:
+    """An audio chunk as bytes, or a :class:`UserError`: not bytes-like, not a
+    whole number of samples of ``audio_format`` (an odd length in PCM16), or
+    (an :class:`InputTooLargeError`) over ``limit`` bytes. ``None`` skips the
+    size or the sample check (where the bound or format is not known)."""
     if not isinstance(audio, (bytes, bytearray, memoryview)):
         raise UserError(f"send_audio takes bytes, not {type(audio).__name__}")
     size = audio.nbytes if isinstance(audio, memoryview) else len(audio)
-    if size > limit:
+    if limit is not None and size > limit:
         raise InputTooLargeError(
             f"audio chunk of {size} bytes is over the limit of {limit}", size, limit
         )
+    width = _BYTES_PER_SAMPLE.get(audio_format, 1) if isinstance(audio_format, str) else 1
+    if size % width:
+        raise UserError(
+            f"audio chunk of {size} bytes is not a whole number of {audio_format} samples "
+            f"({width} bytes each); send whole samples"
+        )
     return audio if isinstance(audio, bytes) else bytes(audio)
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` if it is a bool, else a :class:`UserError` naming ``name``."""
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be True or False, not {type(value).__name__}")
+    return value
+
+
+# Call ids come from the model ("call_..."); anything longer is not one.
+_MAX_CALL_ID_CHARS = 512
+
+
+def check_call_id(call_id: Any) -> str:
+    """A tool call id (a non-empty string), or a :class:`UserError`."""
+    if not isinstance(call_id, str) or not call_id or len(call_id) > _MAX_CALL_ID_CHARS:
+        shown = type(call_id).__name__ if not isinstance(call_id, str) else f"{len(call_id)} chars"
+        raise UserError(
+            f"a tool call id must be a non-empty string of at most {_MAX_CALL_ID_CHARS} "
+            f"characters (got {shown})"
+        )
+    return call_id
+
+
+def check_rejection_message(message: Any, limit: int | None = None) -> str | None:
+    """The text a rejected tool call answers with (``None``: the default), or a
+    :class:`UserError` (an :class:`InputTooLargeError` past ``limit`` characters)."""
+    if message is None:
+        return None
+    if not isinstance(message, str):
+        raise UserError(f"a rejection message must be a str or None, not {type(message).__name__}")
+    if limit is not None and len(message) > limit:
+        raise InputTooLargeError(
+            f"rejection message of {len(message)} characters is over the limit of {limit}",
+            len(message),
+            limit,
+        )
+    return message
 
 
 def guardrail_feedback_message(names: Iterable[str]) -> str:
@@ -181,6 +277,7 @@ class SessionCore:
         self._pending_transcripts: OrderedDict[str, str] = OrderedDict()
         self._guards: OrderedDict[str, _GuardState] = OrderedDict()
         self._tripped_responses: OrderedDict[str, None] = OrderedDict()
+        self._repaired_calls: OrderedDict[str, None] = OrderedDict()
         self._closed = False
 
     # ----------------------------------------------------------------- state
@@ -225,6 +322,14 @@ class SessionCore:
         settings["tools"] = agent.tool_definitions()
         return settings  # type: ignore[return-value]
 
+    @property
+    def input_audio_format(self) -> str:
+        """The format of the user's audio (run settings over initial ones)."""
+        fmt = self._run_settings.get(
+            "input_audio_format", self._initial_settings.get("input_audio_format")
+        )
+        return fmt if isinstance(fmt, str) else "pcm16"
+
     def statistics(self) -> dict[str, int]:
         """A snapshot of the core's sizes, for monitoring."""
         return {
@@ -244,11 +349,10 @@ class SessionCore:
 
     def send_audio(self, audio: bytes, *, commit: bool = False) -> None:
         """Queue input audio; raises a :class:`UserError` on bad input."""
-        self._send(
-            RealtimeModelSendAudio(
-                check_audio_chunk(audio, self._limits["max_audio_chunk_bytes"]), commit=commit
-            )
+        chunk = check_audio_chunk(
+            audio, self._limits["max_audio_chunk_bytes"], self.input_audio_format
         )
+        self._send(RealtimeModelSendAudio(chunk, commit=check_flag(commit, "commit")))
 
     def interrupt(self) -> None:
         """Queue an interrupt of the current response."""
@@ -261,7 +365,7 @@ class SessionCore:
 
     def approve_tool_call(self, call_id: str) -> bool:
         """Run a tool call that was waiting for approval; False if none was."""
-        entry = self._awaiting_approval.pop(call_id, None)
+        entry = self._awaiting_approval.pop(check_call_id(call_id), None)
         if entry is None:
             return False
         call, agent_name = entry
@@ -270,7 +374,8 @@ class SessionCore:
 
     def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
         """Refuse a tool call that was waiting for approval; False if none was."""
-        entry = self._awaiting_approval.pop(call_id, None)
+        message = check_rejection_message(message, self._limits["max_message_chars"])
+        entry = self._awaiting_approval.pop(check_call_id(call_id), None)
         if entry is None:
             return False
         call, agent_name = entry
@@ -288,14 +393,49 @@ class SessionCore:
         that raised, a worker that died) without changing any state."""
         self._emit(RealtimeError(dict(error)))
 
+    def model_send_failed(
+        self, event: RealtimeModelSendEvent, error: str, *, repair: bool = True
+    ) -> None:
+        """An input could not be sent to the model (``error`` says why): emit
+        an ``error`` event and mend the turn, so it never stalls silently.
+
+        ``repair`` means nothing of ``event`` reached the model (it was refused
+        before sending, e.g. over the protocol's size limit). A tool output is
+        then replaced, once, by a short error output, so the model answers and
+        the turn ends; when it cannot be replaced (the replacement failed too,
+        or the connection is gone) ``agent_end`` ends the turn for readers.
+        Other inputs are reported only: the model keeps its previous state.
+        """
+        report: dict[str, Any] = {
+            "message": f"could not send {event.type} to the model: {error}",
+            "type": "model_send_failed",
+            "input": event.type,
+        }
+        if isinstance(event, RealtimeModelSendToolOutput):
+            call = event.tool_call
+            report.update(tool=call.name, call_id=call.call_id)
+            self._emit(RealtimeError(report))
+            if repair and call.call_id not in self._repaired_calls:
+                self._repaired_calls[call.call_id] = None
+                while len(self._repaired_calls) > _SEEN_CALLS_KEPT:
+                    self._repaired_calls.popitem(last=False)
+                self._answer_call(
+                    call, f"Error: the output of tool {call.name} could not be delivered: {error}"
+                )
+            elif event.start_response:
+                self._emit(RealtimeAgentEndEvent(AgentRef(self._agent.name)))
+            return
+        self._emit(RealtimeError(report))
+
     # ------------------------------------------------------- work answered
 
-    def tool_completed(self, call_id: str, output: str, error: str | None = None) -> None:
+    def tool_completed(self, call_id: str, output: str, error: str | None = None) -> bool:
         """A tool call finished; ``error`` set means it failed and ``output``
-        is the error text the model should see."""
+        is the error text the model should see. False if the call was not
+        pending (already answered)."""
         entry = self._pending_tools.pop(call_id, None)
         if entry is None:
-            return
+            return False
         call, agent_name = entry
         if error is not None:
             self._emit(
@@ -309,6 +449,7 @@ class SessionCore:
             )
         )
         self._answer_call(call, output)
+        return True
 
     def handoff_completed(self, call_id: str, agent: AgentSpec) -> None:
         """A handoff resolved to ``agent``: switch, update, then answer the call."""
@@ -323,13 +464,15 @@ class SessionCore:
         self._send(RealtimeModelSendSessionUpdate(self.model_settings()))
         self._answer_call(call, json.dumps({"assistant": agent.name}))
 
-    def handoff_failed(self, call_id: str, message: str) -> None:
-        """A handoff could not be resolved; the model is told, the agent stays."""
+    def handoff_failed(self, call_id: str, message: str) -> bool:
+        """A handoff could not be resolved; the model is told, the agent stays.
+        False if the handoff was not pending (already answered)."""
         call = self._pending_handoffs.pop(call_id, None)
         if call is None:
-            return
+            return False
         self._emit(RealtimeError({"message": message, "type": "handoff_error", "tool": call.name}))
         self._answer_call(call, f"Handoff failed: {message}")
+        return True
 
     def guardrails_completed(self, response_id: str, results: list[OutputGuardrailResult]) -> None:
         """Results of a :class:`RunGuardrails`; the first trip of a response acts."""

@@ -235,14 +235,24 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
 
     async def _emit(self, event: RealtimeModelEvent) -> None:
         # A listener "must not raise"; if one does, the others still get the
-        # event and the reader goes on.
+        # event, the reader goes on, and the failing listener is told (once)
+        # with an exception event, so its readers hear of it, not a log only.
         for listener in tuple(self._listeners):
             try:
                 await listener.on_event(event)
-            except Exception:
+            except Exception as exc:
                 logger.exception(
                     "realtime model listener %r failed on a %s event", listener, event.type
                 )
+                if isinstance(event, RealtimeModelExceptionEvent):
+                    continue  # it fails on reports too: do not loop
+                report = RealtimeModelExceptionEvent(
+                    message=f"{type(exc).__name__}: {exc}",
+                    exception_type=type(exc).__name__,
+                    context=f"a listener handling a {event.type} event",
+                )
+                with contextlib.suppress(Exception):
+                    await listener.on_event(report)
 
     async def _set_status(self, status: ConnectionStatus) -> None:
         if self._status == status:
@@ -427,7 +437,17 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         # State first, then await: a concurrent caller sees the request in flight.
         self._create_in_flight = event_id
         self._recent_creates.append(event_id)
-        await self._send({"type": "response.create", "event_id": event_id})
+        try:
+            await self._send({"type": "response.create", "event_id": event_id})
+        except Exception:
+            self._forget_create(event_id)
+            raise
+
+    def _forget_create(self, event_id: str) -> None:
+        # A request that never went out must not leave the slot busy: every
+        # later response would be deferred behind it and the session stall.
+        if self._create_in_flight == event_id:
+            self._create_in_flight = None
 
     async def _flush_deferred_response(self) -> None:
         if self._create_deferred and not self._response_busy():
@@ -493,7 +513,11 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             if not isinstance(event_id, str):
                 event_id = self._next_event_id()
             self._create_in_flight = event_id
-            await self._send({**message, "event_id": event_id})
+            try:
+                await self._send({**message, "event_id": event_id})
+            except Exception:
+                self._forget_create(event_id)
+                raise
             return
         await self._send(dict(message))
 

@@ -15,8 +15,15 @@ from typing import Any, Protocol
 
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.core import history as hist
-from ray_realtime.exceptions import SessionClosedError
-from ray_realtime.session.driver import EventBatch, SessionDriver
+from ray_realtime.core.session_core import (
+    check_audio_chunk,
+    check_call_id,
+    check_flag,
+    check_rejection_message,
+    check_user_message,
+)
+from ray_realtime.exceptions import SessionClosedError, UserError
+from ray_realtime.session.driver import EventBatch, SessionDriver, check_agent
 from ray_realtime.types.events import (
     RealtimeEventsLost,
     RealtimeHistoryAdded,
@@ -235,6 +242,11 @@ class RealtimeSession:
         await self._backend.detach()
 
     # ------------------------------------------------------------ commands
+    #
+    # Every command checks its input here, before it crosses to either
+    # backend, with the core's check functions; the session's size bounds and
+    # audio format are checked again where they are known (the core, and the
+    # actor handle before a frame goes out), with the same functions.
 
     def _check_open(self) -> None:
         if self._closed:
@@ -244,13 +256,14 @@ class RealtimeSession:
         """Send a user message: text, or a ``{"type": "message", "role":
         "user", "content": [...]}`` dict. The model replies."""
         self._check_open()
-        await self._backend.send_message(message)
+        await self._backend.send_message(check_user_message(message))
 
     async def send_audio(self, audio: bytes, *, commit: bool = False) -> None:
-        """Send raw input audio in the session's input format; ``commit``
-        ends the user's turn when server voice detection is off."""
+        """Send raw input audio in the session's input format (whole samples:
+        an even number of bytes in PCM16); ``commit`` ends the user's turn
+        when server voice detection is off."""
         self._check_open()
-        await self._backend.send_audio(audio, commit)
+        await self._backend.send_audio(check_audio_chunk(audio), check_flag(commit, "commit"))
 
     async def interrupt(self) -> None:
         """Stop the current response; its audio is truncated where playback is."""
@@ -260,17 +273,19 @@ class RealtimeSession:
     async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
         """Switch the active agent (no handoff event)."""
         self._check_open()
-        await self._backend.update_agent(agent)
+        await self._backend.update_agent(check_agent(agent))
 
     async def approve_tool_call(self, call_id: str) -> bool:
         """Run a tool call that is waiting for approval."""
         self._check_open()
-        return await self._backend.approve_tool_call(call_id)
+        return await self._backend.approve_tool_call(check_call_id(call_id))
 
     async def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
         """Refuse a tool call that is waiting for approval."""
         self._check_open()
-        return await self._backend.reject_tool_call(call_id, message)
+        return await self._backend.reject_tool_call(
+            check_call_id(call_id), check_rejection_message(message)
+        )
 
     # -------------------------------------------------------------- events
 
@@ -278,7 +293,9 @@ class RealtimeSession:
         self, after_seq: int | None = None, max_events: int = 256, timeout: float | None = 0.0
     ) -> EventBatch:
         """One batch of events after ``after_seq`` (default: this handle's
-        position), without moving the handle's position."""
+        position), without moving the handle's position; ``timeout`` is how
+        long to wait for the first event (``None``: until one comes)."""
+        _check_read(after_seq, max_events, timeout)
         after = self._cursor if after_seq is None else after_seq
         return await self._backend.read_events(after, max_events, timeout)
 
@@ -304,3 +321,16 @@ class RealtimeSession:
             self._history_cache = list(event.history)
         elif isinstance(event, RealtimeHistoryAdded):
             hist.insert_item(self._history_cache, event.item)
+
+
+def _check_read(after_seq: Any, max_events: Any, timeout: Any) -> None:
+    if after_seq is not None and (
+        isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0
+    ):
+        raise UserError(f"after_seq must be an int >= 0 or None, got {after_seq!r}")
+    if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
+        raise UserError(f"max_events must be an int >= 1, got {max_events!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+    ):
+        raise UserError(f"timeout must be a number >= 0 or None, got {timeout!r}")

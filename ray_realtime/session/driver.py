@@ -27,7 +27,7 @@ from ray_realtime.core.event_log import EventLog, LogRead
 from ray_realtime.core.outputs import EmitEvent, RunGuardrails, RunHandoff, RunTool, SendToModel
 from ray_realtime.core.session_core import SessionCore
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
-from ray_realtime.exceptions import SessionClosedError
+from ray_realtime.exceptions import ModelConnectionError, SessionClosedError, UserError
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
 from ray_realtime.session.execution import (
     GuardrailRound,
@@ -44,6 +44,7 @@ from ray_realtime.types.config import (
 )
 from ray_realtime.types.events import RealtimeError, RealtimeSessionEvent
 from ray_realtime.types.items import RealtimeItem
+from ray_realtime.types.model_inputs import RealtimeModelSendEvent
 
 __all__ = [
     "AgentResolver",
@@ -55,6 +56,7 @@ __all__ = [
     "SessionDriver",
     "ToolExecutor",
     "agent_spec",
+    "check_agent",
 ]
 
 logger = logging.getLogger(__name__)
@@ -161,6 +163,14 @@ class EventBatch:
     closed: bool
 
 
+def check_agent(agent: Any) -> RealtimeAgent[Any]:
+    """``agent`` if it is a :class:`RealtimeAgent`, else a :class:`UserError`
+    (shared by the session front and the driver, so both modes agree)."""
+    if not isinstance(agent, RealtimeAgent):
+        raise UserError(f"update_agent takes a RealtimeAgent, not {type(agent).__name__}")
+    return agent
+
+
 async def agent_spec(agent: RealtimeAgent[Any], context: RunContextWrapper[Any]) -> AgentSpec:
     """The plain-data view of ``agent`` the core works with."""
     instructions = await resolve_instructions(agent, context)
@@ -260,6 +270,11 @@ class SessionDriver(RealtimeModelListener):
         return self._limits
 
     @property
+    def input_audio_format(self) -> str:
+        """The format ``send_audio`` takes (``"pcm16"`` before start)."""
+        return self._core.input_audio_format if self._core is not None else "pcm16"
+
+    @property
     def last_seq(self) -> int:
         """Sequence number of the newest event."""
         return self._log.last_seq
@@ -352,10 +367,17 @@ class SessionDriver(RealtimeModelListener):
         await self._process()
 
     async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
-        """Switch to ``agent`` without a handoff."""
+        """Switch to ``agent`` without a handoff; a :class:`UserError` when it
+        is not an agent or its instructions / tools cannot be resolved."""
         core = self._require_open()
+        check_agent(agent)
+        try:
+            spec = await agent_spec(agent, self._context)
+        except Exception as exc:
+            raise UserError(
+                f"agent {agent.name!r} cannot be used: {type(exc).__name__}: {exc}"
+            ) from exc
         self._register_agent(agent)
-        spec = await agent_spec(agent, self._context)
         self._current = agent
         core.update_agent(spec)
         await self._process()
@@ -415,7 +437,14 @@ class SessionDriver(RealtimeModelListener):
     # ------------------------------------------------------- model events
 
     async def on_event(self, event: me.RealtimeModelEvent) -> None:
-        """Feed one model event to the core and carry out what follows."""
+        """Feed one model event to the core and carry out what follows; never
+        raises (a failure becomes an ``error`` event)."""
+        try:
+            await self._on_event(event)
+        except Exception as exc:
+            self._internal_error(f"handling a {event.type} model event", exc)
+
+    async def _on_event(self, event: me.RealtimeModelEvent) -> None:
         if self._core is None or self._closed:
             return
         self._core.handle_model_event(event)
@@ -451,15 +480,17 @@ class SessionDriver(RealtimeModelListener):
                         self._append(out.event)
                     elif isinstance(out, SendToModel):
                         if not self._closed:
-                            await self._model.send_event(out.event)
+                            await self._send_to_model(core, out.event)
                     elif isinstance(out, RunTool):
-                        self._spawn(self._run_tool(out))
+                        self._spawn(self._run_tool(out), self._tool_failed(out))
                     elif isinstance(out, RunHandoff):
-                        self._spawn(self._run_handoff(out))
+                        self._spawn(self._run_handoff(out), self._handoff_failed(out))
                     elif isinstance(out, RunGuardrails):
                         if out.final or self._guardrail_rounds < _MAX_GUARDRAIL_ROUNDS:
                             self._guardrail_rounds += 1
-                            self._spawn(self._run_guardrail_round(out))
+                            self._spawn(
+                                self._run_guardrail_round(out), self._guardrails_failed(out)
+                            )
                         else:
                             logger.info(
                                 "session %s: guardrail round skipped (busy)", self.session_id
@@ -467,15 +498,91 @@ class SessionDriver(RealtimeModelListener):
         finally:
             self._processing = False
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    async def _send_to_model(self, core: SessionCore, event: RealtimeModelSendEvent) -> None:
+        # A failed send must not stop the loop (the outputs drained with it
+        # would be lost) nor escape into whichever task runs the loop (a tool
+        # task would only log it and the turn would stall): the core reports
+        # it to the readers and mends the turn.
+        try:
+            await self._model.send_event(event)
+        except Exception as exc:
+            if self._closed:
+                return
+            logger.info("session %s: sending %s failed: %r", self.session_id, event.type, exc)
+            core.model_send_failed(
+                event,
+                f"{type(exc).__name__}: {exc}",
+                repair=not isinstance(exc, ModelConnectionError),
+            )
+
+    def _spawn(self, coro: Any, repair: Callable[[str], bool] | None = None) -> None:
+        """Run ``coro`` as a task of this session. Should it fail, readers get
+        an ``error`` event and ``repair(message)`` mends what it left undone."""
+        task = asyncio.get_running_loop().create_task(self._guarded(coro, repair))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    async def _guarded(self, coro: Any, repair: Callable[[str], bool] | None) -> None:
+        name = getattr(coro, "__name__", "task").strip("_").replace("_", " ")
+        try:
+            await coro
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            logger.warning("session %s: %s failed: %s", self.session_id, name, message)
+            repaired = False
+            if repair is not None and self._core is not None and not self._closed:
+                try:
+                    # A repair reports the failure itself (a tool_error ...).
+                    repaired = repair(message)
+                except Exception as inner:
+                    self._internal_error(f"repairing after {name}", inner)
+            if not repaired:
+                self._internal_error(name, exc)
+            await self._process()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error("session %s: internal task failed: %r", self.session_id, task.exception())
+            # _guarded lets nothing but a BaseException (SystemExit ...) through.
+            self._internal_error("a session task", task.exception())
+
+    def _internal_error(self, what: str, exc: BaseException | None) -> None:
+        """Tell the readers that ``what`` failed (also after close: the log
+        stays readable for a while)."""
+        message = f"{what} failed: {type(exc).__name__}: {exc}"
+        logger.warning("session %s: %s", self.session_id, message)
+        self._append(RealtimeError({"message": message, "type": "internal_error"}))
+
+    # What a failed task left undone, mended through the core; each returns
+    # False when there was nothing left to mend (the failure came later).
+
+    def _tool_failed(self, out: RunTool) -> Callable[[str], bool]:
+        def repair(message: str) -> bool:
+            # The call is answered with the error, so the model replies.
+            assert self._core is not None
+            return self._core.tool_completed(
+                out.call.call_id, f"Error: the tool call failed: {message}", message
+            )
+
+        return repair
+
+    def _handoff_failed(self, out: RunHandoff) -> Callable[[str], bool]:
+        def repair(message: str) -> bool:
+            assert self._core is not None
+            return self._core.handoff_failed(out.call.call_id, message)
+
+        return repair
+
+    def _guardrails_failed(self, out: RunGuardrails) -> Callable[[str], bool]:
+        def repair(message: str) -> bool:
+            # Guardrails never hold a turn up: reporting is all there is to do.
+            assert self._core is not None
+            self._core.report_error(
+                {"message": f"output guardrails failed: {message}", "type": "guardrail_error"}
+            )
+            return True
+
+        return repair
 
     async def _run_tool(self, out: RunTool) -> None:
         agent = self._agents.get(out.agent_name, self._current)

@@ -103,12 +103,19 @@ async def run_guardrails(
             return f"Guardrail {name!r} timed out after {timeout:g} s."
         except Exception as exc:
             return f"Guardrail {name!r} raised {type(exc).__name__}: {exc}"
+        try:
+            # User values: a tripwire whose truth is ambiguous (a numpy array)
+            # or output_info whose repr raises is this guardrail's error.
+            tripped = bool(output.tripwire_triggered)
+            info = plain_data(output.output_info)
+        except Exception as exc:
+            return f"Guardrail {name!r} returned an unusable result: {type(exc).__name__}: {exc}"
         return OutputGuardrailResult(
             guardrail=GuardrailRef(name),
             agent=AgentRef(agent_name),
             agent_output=text,
-            tripwire_triggered=bool(output.tripwire_triggered),
-            output_info=plain_data(output.output_info),
+            tripwire_triggered=tripped,
+            output_info=info,
         )
 
     outcomes = await asyncio.gather(*(one(g) for g in guardrails))

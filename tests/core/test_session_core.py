@@ -990,10 +990,12 @@ def test_send_message_dict_over_limit() -> None:
 def test_send_audio() -> None:
     core = make_core()
     core.send_audio(b"\x00\x01")
-    core.send_audio(b"\x02", commit=True)
+    core.send_audio(b"\x02\x03", commit=True)
+    core.send_audio(b"", commit=True)
     assert sent(core.drain()) == [
         RealtimeModelSendAudio(b"\x00\x01", commit=False),
-        RealtimeModelSendAudio(b"\x02", commit=True),
+        RealtimeModelSendAudio(b"\x02\x03", commit=True),
+        RealtimeModelSendAudio(b"", commit=True),
     ]
 
 
