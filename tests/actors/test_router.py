@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -90,21 +91,20 @@ async def test_status_command_names_the_agents_of_open_sessions(
     async with await RealtimeRunner(agent, config=ACTOR).run():
         env = dict(os.environ)
         env.pop("RAY_ADDRESS", None)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ray_realtime.cli",
-            "status",
-            "--address",
-            ray_cluster.address,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        # The command runs in its own process, as a user runs it (a thread keeps
+        # this test's event loop, and so the session, going meanwhile).
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ray_realtime.cli", "status", "--address", ray_cluster.address],
+            capture_output=True,
+            text=True,
+            timeout=90 * UNIT,
             cwd=ROOT,
             env=env,
+            check=False,
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 90 * UNIT)
-    assert proc.returncode == 0, err.decode()[-3000:]
-    last = out.decode().strip().splitlines()[-1]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
     assert "agents in sessions: Concierge (1 session)" in last, last
 
 
