@@ -110,7 +110,9 @@ class Router:
         first (callers that found the router by name do not wait for the one
         that deployed it); a start that failed is tried again by the next call."""
         task = self._startup
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
+            return  # started: the common case costs nothing
+        if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self._start_once())
             self._startup = task
         bound = self._startup_bound()

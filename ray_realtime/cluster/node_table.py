@@ -75,9 +75,6 @@ class NodeTable:
     def __iter__(self) -> Iterator[NodeRecord]:
         return iter(list(self._nodes.values()))
 
-    def __len__(self) -> int:
-        return len(self._nodes)
-
     def has_live_node(self) -> bool:
         """Whether any known node is alive (placement needs one)."""
         return any(n.alive for n in self._nodes.values())
