@@ -46,10 +46,10 @@ ADDED_LIMIT_MS = 3.0
 async def _executors(ctx: BenchContext) -> tuple[Any, Any, int]:
     from ray_realtime.actors import raylib
     from ray_realtime.actors.pool import PoolExecutor, SessionObjects, WorkerPool, WorkerSlot
-    from ray_realtime.actors.router import TOOL_PREFIX
+    from ray_realtime.cluster.fleet import ActorKind
     from ray_realtime.session.driver import LocalToolExecutor
 
-    names = await ctx.named_actors(TOOL_PREFIX)
+    names = await ctx.named_actors(ActorKind.TOOL.prefix)
     slots = []
     for name in names:
         handle = raylib.get_named_actor(name)

@@ -50,9 +50,12 @@ def _format_status(status: dict[str, Any]) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    agents = ", ".join(f"{k} v{v}" for k, v in status.get("agents", {}).items()) or "none"
+    in_use = status.get("agents_in_use", {})
+    agents = ", ".join(f"{k} ({n} session{'s' if n != 1 else ''})" for k, n in in_use.items())
+    registered = ", ".join(f"{k} v{v}" for k, v in status.get("agents", {}).items())
     lines.append(
-        f"sessions: {status['sessions']}  lost: {status['lost_sessions']}  agents: {agents}"
+        f"sessions: {status['sessions']}  lost: {status['lost_sessions']}  "
+        f"agents in sessions: {agents or 'none'}  registered for handoffs: {registered or 'none'}"
     )
     return "\n".join(lines)
 

@@ -1,14 +1,32 @@
-"""The router: places sessions, keeps pools warm, registers agents, watches health.
+"""The router: the actor shell that composes the service's control-plane parts.
 
 One named, detached actor per cluster. It is a reconciling controller: it
 holds a target (on every live, undrained node: N tool workers, N guardrail
 workers, a local model server when configured, and a warm pool of ready
 session actors) and a loop moves the actual state toward it, replacing what
 died. State-changing calls are idempotent (placing the same session id twice
-returns the same placement), and the state can be rebuilt after a restart
-from the named actors it finds in the project's namespace.
+returns the same placement), and the state is rebuilt after a restart from the
+named actors it finds in the project's namespace.
 
-Placement itself is the pure policy :func:`ray_realtime.cluster.placement.choose_node`.
+The state lives in plain parts, each tested without Ray:
+
+* :class:`~ray_realtime.cluster.node_table.NodeTable`: the cluster's nodes;
+* :class:`~ray_realtime.cluster.fleet.Fleet`: the actors it runs, as typed records;
+* :class:`~ray_realtime.cluster.session_registry.SessionRegistry`: session -> actor;
+* :class:`~ray_realtime.cluster.agent_registry.AgentRegistry`: registered agents
+  (handoffs) and the agents open sessions run (status);
+* :class:`~ray_realtime.cluster.pools.WorkerPools` and
+  :class:`~ray_realtime.cluster.pools.WarmPool`: what each node should run;
+* :class:`~ray_realtime.cluster.placer.Placer`: the node for a session, around
+  the pure policy :func:`~ray_realtime.cluster.placement.choose_node`.
+
+This shell gathers inputs, applies the parts' answers and makes every Ray
+call through :class:`~ray_realtime.actors.router_ops.RouterOps` (off the event
+loop where Ray blocks). Every public method waits, bounded, until the router
+has rebuilt its state and seen the cluster's nodes, so calls that arrive at a
+fresh or restarted router wait instead of failing or answering from an empty
+registry; a router that cannot rebuild raises :class:`ServiceNotRunningError`
+to every caller instead of serving empty.
 
 This is a plain class; :mod:`ray_realtime.actors.remote` makes it an actor.
 """
@@ -17,18 +35,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
-from ray_realtime.actors import raylib
-from ray_realtime.cluster.placement import NodeInfo, PlacementRequirement, choose_node
+from ray_realtime.actors.router_ops import RayRouterOps, RouterOps
+from ray_realtime.cluster.agent_registry import AgentRegistry
+from ray_realtime.cluster.fleet import (
+    ActorKind,
+    ActorRecord,
+    Fleet,
+    StartingActor,
+    record_from_ping,
+)
+from ray_realtime.cluster.node_table import NodeRecord, NodeTable
+from ray_realtime.cluster.placement import PlacementRequirement
+from ray_realtime.cluster.placer import Placer
+from ray_realtime.cluster.pools import WarmPool, WorkerPools
 from ray_realtime.cluster.service_config import ServiceConfig
+from ray_realtime.cluster.session_registry import SessionRecord, SessionRegistry
 from ray_realtime.exceptions import (
     ConfigError,
-    NoCapacityError,
+    ServiceNotRunningError,
     SessionLostError,
     SessionNotFoundError,
 )
@@ -37,82 +64,81 @@ __all__ = ["Router"]
 
 logger = logging.getLogger(__name__)
 
-_LOST_KEPT = 1024
-SESSION_PREFIX = "rr_session_"
-TOOL_PREFIX = "rr_tool_"
-GUARD_PREFIX = "rr_guard_"
-MODEL_PREFIX = "rr_model_"
+T = TypeVar("T")
 
+REBUILD_BACKOFF = (0.1, 0.2, 0.4, 0.8)
+"""Pauses between the tries to list the service's actors after a (re)start;
+one more try than pauses, then the router fails loudly."""
 
-@dataclass
-class NodeState:
-    """A Ray node as the router sees it."""
-
-    node_id: str
-    address: str = ""
-    alive: bool = True
-    drained: bool = False
-    resources: dict[str, float] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ActorState:
-    """One of the router's actors (session host, worker, model server)."""
-
-    name: str
-    kind: str
-    node_id: str
-    handle: Any
-    capacity: int = 1
-    sessions: set[str] = field(default_factory=set)
-    ready: bool = False
-    url: str = ""
-    created: float = field(default_factory=time.monotonic)
+_NODE_WAIT_FIRST_DELAY = 0.05
+_SHUTDOWN_CLOSE_SECONDS = 5.0
+_PUSH_WORKERS_SECONDS = 10.0
 
 
 class Router:
     """The ray-realtime control plane."""
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, ops: RouterOps | None = None) -> None:
         self._config = ServiceConfig.from_dict(config)
-        self._nodes: dict[str, NodeState] = {}
-        self._actors: dict[str, ActorState] = {}
-        self._sessions: dict[str, str] = {}
-        self._session_nodes: dict[str, str] = {}
-        # Packed actors being started, with the slots placements reserved on them.
-        self._pending_packed: dict[
-            tuple[str, int], tuple[asyncio.Future[ActorState | None], int]
-        ] = {}
-        # Sessions being placed while their actor starts: counted as load, so
-        # concurrent placements do not all pick the same node.
-        self._reserved: dict[str, str] = {}
-        self._lost: OrderedDict[str, str] = OrderedDict()
-        self._agents: dict[str, tuple[int, bytes]] = {}
-        self._starting: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ops: RouterOps = ops if ops is not None else RayRouterOps()
+        self._nodes = NodeTable()
+        self._fleet = Fleet()
+        self._sessions = SessionRegistry()
+        self._agents = AgentRegistry()
+        self._workers = WorkerPools(self._config, self._fleet)
+        self._warm = WarmPool(self._config, self._fleet)
+        self._placer = Placer(
+            self._nodes, self._sessions, self._fleet, self._config.max_sessions_per_node
+        )
+        self._startup: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
-        self._started = False
-        self._reconcile_lock: asyncio.Lock | None = None
-        self._ready = asyncio.Event()
-        self.placements = 0
+        self._reconcile_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Kills in flight; shutdown waits for them rather than cancelling them.
+        self._kills: set[asyncio.Task[Any]] = set()
 
     # ----------------------------------------------------------- lifecycle
 
     async def start(self) -> dict[str, Any]:
         """Rebuild state from live actors, reach the target once, start the
         control loop; idempotent. Returns :meth:`status`."""
-        if not self._started:
-            self._started = True
-            self._reconcile_lock = asyncio.Lock()
-            try:
-                await self._rebuild()
-                await self.reconcile()
-            finally:
-                self._ready.set()
-            self._loop_task = asyncio.get_running_loop().create_task(self._control_loop())
-        await self._ready.wait()
+        await self._wait_started()
         return await self.status()
+
+    async def _wait_started(self) -> None:
+        """Start the router once and wait for it, bounded. Any call may be the
+        first (callers that found the router by name do not wait for the one
+        that deployed it); a start that failed is tried again by the next call."""
+        task = self._startup
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
+            return  # started: the common case costs nothing
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._start_once())
+            self._startup = task
+        bound = self._startup_bound()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), bound)
+        except asyncio.TimeoutError:
+            raise ServiceNotRunningError(
+                f"the ray-realtime router is still starting after {bound:g} s"
+            ) from None
+
+    def _startup_bound(self) -> float:
+        # The start's own steps are each bounded: listing (with its retries),
+        # pinging what was found, one reconcile (nodes, health, actor starts).
+        cfg = self._config
+        listing = (len(REBUILD_BACKOFF) + 1) * cfg.health_timeout_seconds + sum(REBUILD_BACKOFF)
+        return listing + 3 * cfg.health_timeout_seconds + cfg.actor_start_timeout_seconds + 5.0
+
+    async def _start_once(self) -> None:
+        await self._rebuild()
+        try:
+            await self.reconcile()
+        except Exception:
+            # Placement refreshes the nodes itself; the loop reaches the target.
+            logger.exception("router's first reconcile failed; the control loop retries")
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._control_loop())
 
     async def shutdown(self) -> None:
         """Stop every actor of the service (the router itself is killed by the caller)."""
@@ -120,15 +146,13 @@ class Router:
             self._loop_task.cancel()
         for task in list(self._tasks):
             task.cancel()
-        for state in list(self._actors.values()):
-            if state.kind == "session":
-                try:
-                    await raylib.result(state.handle.close_all.remote(), 5.0)
-                except Exception:
-                    pass
-            raylib.kill(state.handle)
-        self._actors.clear()
+        records = self._fleet.clear()
         self._sessions.clear()
+        hosts = [r.handle for r in records if r.kind is ActorKind.SESSION]
+        await self._ops.call_many(hosts, "close_all", timeout=_SHUTDOWN_CLOSE_SECONDS)
+        await asyncio.gather(
+            *self._kills, *(self._ops.kill(r.handle) for r in records), return_exceptions=True
+        )
 
     async def _control_loop(self) -> None:
         while True:
@@ -141,219 +165,156 @@ class Router:
     # ------------------------------------------------------------ rebuild
 
     async def _rebuild(self) -> None:
-        import ray
-
-        try:
-            named = ray.util.list_named_actors(all_namespaces=True)
-        except Exception:
-            return
-        found: list[tuple[str, str, Any]] = []
-        for entry in named:
-            if not isinstance(entry, dict) or entry.get("namespace") != raylib.NAMESPACE:
-                continue
-            name = str(entry.get("name", ""))
-            kind = _kind_of(name)
-            if kind is None:
-                continue
-            handle = raylib.get_named_actor(name)
-            if handle is not None:
-                found.append((name, kind, handle))
-        pings = await raylib.gather_with_timeout(
-            [h.ping.remote() for _, _, h in found], self._config.health_timeout_seconds
+        """Adopt the service's running actors and the sessions they host.
+        Listing them is retried; when it keeps failing the start fails with
+        :class:`ServiceNotRunningError` (an empty registry would orphan live
+        sessions and answer "not found" for them)."""
+        found = await self._with_retries("list the service's actors", self._find_actors)
+        infos = await self._ops.call_many(
+            [handle for _, _, handle in found], "ping", timeout=self._config.health_timeout_seconds
         )
-        for (name, kind, handle), info in zip(found, pings, strict=True):
+        for (name, kind, handle), info in zip(found, infos, strict=True):
             if isinstance(info, BaseException):
                 continue
-            state = ActorState(name, kind, "", handle, ready=True)
-            if isinstance(info, dict):
-                state.node_id = str(info.get("node_id", ""))
-                state.capacity = int(info.get("capacity", 1))
-                state.sessions = set(info.get("sessions", []))
-                state.url = str(info.get("url", "") or info.get("data_url", ""))
-            else:
-                state.node_id = str(info)
-            self._actors[name] = state
-            for sid in state.sessions:
-                self._sessions[sid] = name
-                self._session_nodes[sid] = state.node_id
+            record = record_from_ping(name, kind, handle, info)
+            self._fleet.add(record)
+            for session_id in record.sessions:
+                self._sessions.adopt(session_id, name, record.node_id)
         if found:
             logger.info(
-                "router rebuilt %d actors, %d sessions", len(self._actors), len(self._sessions)
+                "router rebuilt %d actors, %d sessions", len(self._fleet), len(self._sessions)
             )
+
+    async def _find_actors(self) -> list[tuple[str, ActorKind, Any]]:
+        named: list[tuple[str, ActorKind]] = []
+        for name in await self._ops.list_actor_names():
+            kind = ActorKind.of_name(name)
+            if kind is not None:
+                named.append((name, kind))
+        handles = await asyncio.gather(*(self._ops.get_actor(name) for name, _ in named))
+        return [(n, k, h) for (n, k), h in zip(named, handles, strict=True) if h is not None]
+
+    async def _with_retries(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        last: BaseException | None = None
+        tries = len(REBUILD_BACKOFF) + 1
+        for n in range(tries):
+            try:
+                return await asyncio.wait_for(attempt(), self._config.health_timeout_seconds)
+            except Exception as exc:
+                last = exc
+                logger.warning("router could not %s (try %d of %d): %r", what, n + 1, tries, exc)
+            if n < len(REBUILD_BACKOFF):
+                await asyncio.sleep(REBUILD_BACKOFF[n])
+        raise ServiceNotRunningError(
+            f"the ray-realtime router could not {what} after {tries} tries "
+            f"({type(last).__name__}: {last}); it does not serve with a state it could "
+            "not rebuild, which would orphan live sessions. Retry once the Ray cluster answers."
+        ) from last
 
     # ---------------------------------------------------------- reconcile
 
     async def reconcile(self) -> None:
         """One round: refresh nodes, find dead actors, start what is missing."""
-        assert self._reconcile_lock is not None
         async with self._reconcile_lock:
-            self._refresh_nodes()
+            await self._refresh_nodes()
             await self._check_health()
-            creations: list[Any] = []
-            for node in self._nodes.values():
-                self._trim_warm(node)
-                if not node.alive or node.drained:
-                    continue
-                creations.extend(self._top_up(node))
-            if creations:
-                await asyncio.gather(*creations, return_exceptions=True)
+            starts: list[asyncio.Task[ActorRecord | None]] = []
+            for node in self._nodes:
+                for record in self._warm.surplus(node):
+                    self._retire(record)
+                if node.open:
+                    starts.extend(self._top_up(node))
+            if starts:
+                await asyncio.gather(*starts, return_exceptions=True)
 
-    def _refresh_nodes(self) -> None:
-        import ray
-
-        seen: set[str] = set()
-        for info in ray.nodes():  # type: ignore[no-untyped-call]
-            node_id = str(info.get("NodeID", ""))
-            if not node_id:
-                continue
-            seen.add(node_id)
-            state = self._nodes.get(node_id)
-            if state is None:
-                state = NodeState(node_id)
-                self._nodes[node_id] = state
-            state.alive = bool(info.get("Alive", False))
-            state.address = str(info.get("NodeManagerAddress", ""))
-            state.resources = {
-                str(k): float(v)
-                for k, v in (info.get("Resources") or {}).items()
-                if not str(k).startswith("node:")
-            }
-            state.labels = {str(k): str(v) for k, v in (info.get("Labels") or {}).items()}
-        for node_id, state in self._nodes.items():
-            if node_id not in seen:
-                state.alive = False
+    async def _refresh_nodes(self) -> None:
+        raw = await asyncio.wait_for(self._ops.nodes(), self._config.health_timeout_seconds)
+        self._nodes.update(raw)
 
     async def _check_health(self) -> None:
-        states = [s for s in self._actors.values() if s.ready]
-        results = await raylib.gather_with_timeout(
-            [s.handle.ping.remote() for s in states], self._config.health_timeout_seconds
+        records = list(self._fleet)
+        results = await self._ops.call_many(
+            [r.handle for r in records], "ping", timeout=self._config.health_timeout_seconds
         )
-        for state, result in zip(states, results, strict=True):
-            node = self._nodes.get(state.node_id)
-            node_dead = node is not None and not node.alive
-            if (isinstance(result, BaseException) and raylib.is_actor_gone(result)) or node_dead:
-                self._actor_dead(state, "its actor died" if not node_dead else "its node died")
+        for record, result in zip(records, results, strict=True):
+            node_dead = self._nodes.is_dead(record.node_id)
+            gone = isinstance(result, BaseException) and self._ops.is_gone(result)
+            if node_dead or gone:
+                self._actor_dead(record, "its node died" if node_dead else "its actor died")
 
-    def _actor_dead(self, state: ActorState, reason: str) -> None:
-        self._actors.pop(state.name, None)
-        raylib.kill(state.handle)
-        for sid in state.sessions:
-            self._sessions.pop(sid, None)
-            self._session_nodes.pop(sid, None)
-            self._lost[sid] = reason
-        while len(self._lost) > _LOST_KEPT:
-            self._lost.popitem(last=False)
-        if state.sessions:
+    def _actor_dead(self, record: ActorRecord, reason: str) -> None:
+        self._fleet.remove(record.name)
+        self._kill(record.handle)
+        self._sessions.lose(record.sessions, reason)
+        self._agents.forget_sessions(record.sessions)
+        if record.sessions:
             logger.warning(
-                "session actor %s lost %d sessions: %s", state.name, len(state.sessions), reason
+                "session actor %s lost %d sessions: %s", record.name, len(record.sessions), reason
             )
 
-    def _top_up(self, node: NodeState) -> list[Any]:
-        cfg = self._config
-        wanted = [
-            ("tool", cfg.tool_workers_per_node),
-            ("guardrail", cfg.guardrail_workers_per_node),
-            ("model", 1 if cfg.runs_local_model else 0),
+    def _top_up(self, node: NodeRecord) -> list[asyncio.Task[ActorRecord | None]]:
+        starts = [
+            self._create(kind, node.node_id, 1) for kind in self._workers.missing(node.node_id)
         ]
-        jobs: list[Any] = []
-        for kind, target in wanted:
-            have = sum(
-                1 for s in self._actors.values() if s.kind == kind and s.node_id == node.node_id
-            ) + sum(1 for n in self._starting if n.startswith(f"{kind}:{node.node_id}:"))
-            for _ in range(max(0, target - have)):
-                jobs.append(self._create(kind, node.node_id, 1))
-        warm = sum(
-            1
-            for s in self._actors.values()
-            if s.kind == "session"
-            and s.node_id == node.node_id
-            and not s.sessions
-            and s.capacity == cfg.sessions_per_actor
-        ) + sum(1 for n in self._starting if n.startswith(f"session:{node.node_id}:"))
-        for _ in range(max(0, cfg.warm_pool_size - warm)):
-            jobs.append(self._create("session", node.node_id, cfg.sessions_per_actor))
-        return jobs
+        for _ in range(self._warm.deficit(node)):
+            starts.append(self._create(ActorKind.SESSION, node.node_id, self._warm.actor_size))
+        return starts
 
-    def _trim_warm(self, node: NodeState) -> None:
-        """Retire warm actors beyond the target (a refill that raced a session
-        ending, or one that finished after its node was drained)."""
-        cfg = self._config
-        if any(n.startswith(f"session:{node.node_id}:") for n in self._starting):
-            return  # settle first
-        target = cfg.warm_pool_size if node.alive and not node.drained else 0
-        warm = [
-            s
-            for s in self._actors.values()
-            if s.kind == "session"
-            and s.node_id == node.node_id
-            and s.ready
-            and not s.sessions
-            and s.capacity == cfg.sessions_per_actor
-        ]
-        warm.sort(key=lambda s: s.created)
-        for state in warm[target:]:
-            self._retire(state)
+    def _create(
+        self, kind: ActorKind, node_id: str, capacity: int, *, for_placement: bool = False
+    ) -> asyncio.Task[ActorRecord | None]:
+        """Start an actor. It counts as starting from now on (so concurrent
+        top-ups do not start it twice) until the returned task ends, however
+        it ends."""
+        starting = StartingActor(kind.new_name(), kind, node_id, capacity, for_placement)
+        self._fleet.begin_start(starting)
+        task = asyncio.get_running_loop().create_task(self._start_actor(starting))
+        task.add_done_callback(lambda _: self._fleet.end_start(starting.name))
+        return task
 
-    async def _create(self, kind: str, node_id: str, capacity: int) -> ActorState | None:
-        from ray_realtime.actors import remote
-
-        prefix = {
-            "session": SESSION_PREFIX,
-            "tool": TOOL_PREFIX,
-            "guardrail": GUARD_PREFIX,
-            "model": MODEL_PREFIX,
-        }[kind]
-        name = f"{prefix}{uuid.uuid4().hex[:12]}"
-        token = f"{kind}:{node_id}:{name}"
-        self._starting.add(token)
+    async def _start_actor(self, s: StartingActor) -> ActorRecord | None:
+        timeout = self._config.actor_start_timeout_seconds
         try:
-            options = raylib.actor_options(name=name, node_id=node_id)
-            if kind == "session":
-                handle = remote.SessionActor.options(**options).remote(capacity, name)
-            elif kind == "tool":
-                handle = remote.ToolWorkerActor.options(**options).remote()
-            elif kind == "guardrail":
-                handle = remote.GuardrailWorkerActor.options(**options).remote()
+            create = self._ops.create(s.kind, s.name, s.node_id, s.capacity)
+            handle = await asyncio.wait_for(create, timeout)
+            record = ActorRecord(s.name, s.kind, s.node_id, handle, capacity=s.capacity)
+            if s.kind is ActorKind.MODEL:
+                record.url = str(await self._ops.call(handle, "start", timeout=timeout))
             else:
-                handle = remote.LocalModelActor.options(**options).remote()
-            state = ActorState(name, kind, node_id, handle, capacity=capacity)
-            timeout = self._config.actor_start_timeout_seconds
-            if kind == "model":
-                state.url = str(await raylib.result(handle.start.remote(), timeout))
-            else:
-                info = await raylib.result(handle.ping.remote(), timeout)
+                info = await self._ops.call(handle, "ping", timeout=timeout)
                 if isinstance(info, dict):
                     # A session actor's data plane address, handed out with placements.
-                    state.url = str(info.get("data_url", ""))
-            state.ready = True
-            self._actors[name] = state
-            if kind in ("tool", "guardrail"):
-                self._spawn(self._push_workers(kind))
-            return state
+                    record.url = str(info.get("data_url", ""))
+            self._fleet.add(record)
+            if s.kind in (ActorKind.TOOL, ActorKind.GUARDRAIL):
+                self._spawn(self._push_workers(s.kind))
+            return record
         except Exception as exc:
-            logger.warning("starting a %s actor on node %s failed: %r", kind, node_id[:8], exc)
+            logger.warning(
+                "starting a %s actor on node %s failed: %r", s.kind.value, s.node_id[:8], exc
+            )
             return None
-        finally:
-            self._starting.discard(token)
 
-    async def _push_workers(self, kind: str) -> None:
-        workers = self._worker_list(kind)
-        hosts = [s for s in self._actors.values() if s.kind == "session" and s.sessions]
-        await raylib.gather_with_timeout(
-            [s.handle.update_workers.remote(kind, workers) for s in hosts], 10.0
+    async def _push_workers(self, kind: ActorKind) -> None:
+        hosts = [r.handle for r in self._fleet.hosts_with_sessions()]
+        workers = self._fleet.workers(kind)
+        await self._ops.call_many(
+            hosts, "update_workers", kind.value, workers, timeout=_PUSH_WORKERS_SECONDS
         )
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _worker_list(self, kind: str) -> list[tuple[str, str, Any]]:
-        return [
-            (s.name, s.node_id, s.handle)
-            for s in self._actors.values()
-            if s.kind == kind and s.ready
-        ]
+    def _kill(self, handle: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._ops.kill(handle))
+        self._kills.add(task)
+        task.add_done_callback(self._kills.discard)
+
+    def _retire(self, record: ActorRecord) -> None:
+        self._fleet.remove(record.name)
+        self._kill(record.handle)
 
     # ---------------------------------------------------------- placement
 
@@ -365,11 +326,12 @@ class Router:
     ) -> dict[str, Any]:
         """Choose a node and a session actor for ``session_id`` (idempotent).
 
-        Returns ``actor_name``, ``actor``, ``node_id``, ``model_url`` and the
-        worker lists to hand to ``open_session``.
+        Returns ``actor_name``, ``actor``, ``node_id``, ``model_url``,
+        ``data_url`` and the worker lists to hand to ``open_session``.
         """
-        name = self._sessions.get(session_id)
-        if name is None:
+        await self._wait_started()
+        record = self._sessions.get(session_id)
+        if record is None:
             capacity = sessions_per_actor or self._config.sessions_per_actor
             if capacity < 1:
                 raise ConfigError("sessions_per_actor must be at least 1")
@@ -377,272 +339,201 @@ class Router:
                 resources=dict((requirement or {}).get("resources") or {}),
                 labels=dict((requirement or {}).get("labels") or {}),
             )
-            node_id = self._choose_node(req, capacity)
-            state = self._free_actor(node_id, capacity)
-            if state is None:
-                self._reserved[session_id] = node_id
-                try:
-                    state = await self._start_actor_for(node_id, capacity)
-                finally:
-                    self._reserved.pop(session_id, None)
-                if state is not None and len(state.sessions) >= state.capacity:
-                    # Its slots went to others meanwhile: a fresh actor then.
-                    state = await self._create("session", node_id, capacity)
-                if state is None:
-                    raise SessionLostError(
-                        f"could not start a session actor on node {node_id}", session_id
-                    )
-            # Placed again while the actor was starting: keep the first one.
-            name = self._sessions.get(session_id)
-            if name is None:
-                state.sessions.add(session_id)
-                self._sessions[session_id] = state.name
-                self._session_nodes[session_id] = state.node_id
-                name = state.name
-                self.placements += 1
-            self._spawn(self._refill(state.node_id))
-        return self._placement(session_id, name)
+            await self._wait_for_nodes()
+            node_id = self._placer.choose_node(req, capacity)
+            actor = self._fleet.free_session_actor(node_id, capacity)
+            if actor is None:
+                actor = await self._start_for_placement(session_id, node_id, capacity)
+            # Placed again while the actor was starting: the first placement holds.
+            record = self._sessions.get(session_id)
+            if record is None:
+                actor.sessions.add(session_id)
+                record = self._sessions.place(session_id, actor.name, actor.node_id)
+            self._spawn(self._refill(actor.node_id))
+        return self._placement(record)
 
-    async def _start_actor_for(self, node_id: str, capacity: int) -> ActorState | None:
-        """A new session actor for a placement. Packed placements that arrive
-        while one is starting take its free slots instead of each starting
-        another process."""
-        key = (node_id, capacity)
-        pending = self._pending_packed.get(key)
-        if capacity > 1 and pending is not None and pending[1] < capacity:
-            self._pending_packed[key] = (pending[0], pending[1] + 1)
-            return await asyncio.shield(pending[0])
-        future: asyncio.Future[ActorState | None] = asyncio.get_running_loop().create_future()
-        if capacity > 1:
-            self._pending_packed[key] = (future, 1)
-        try:
-            state = await self._create("session", node_id, capacity)
-            future.set_result(state)
-            return state
-        except BaseException:
-            future.set_result(None)
-            raise
-        finally:
-            if self._pending_packed.get(key, (None, 0))[0] is future:
-                del self._pending_packed[key]
+    async def _start_for_placement(
+        self, session_id: str, node_id: str, capacity: int
+    ) -> ActorRecord:
+        def start() -> Awaitable[ActorRecord | None]:
+            return self._create(ActorKind.SESSION, node_id, capacity, for_placement=True)
 
-    def _choose_node(self, req: PlacementRequirement, capacity: int) -> str:
-        infos = self._node_infos()
-        limit = self._config.max_sessions_per_node
-        if capacity > 1:
-            # Packing: fill a partly used actor of this size before opening
-            # another one (each actor costs a process), on an eligible node.
-            open_nodes = {
-                s.node_id
-                for s in self._actors.values()
-                if s.kind == "session"
-                and s.ready
-                and s.capacity == capacity
-                and 0 < len(s.sessions) < capacity
-            } | {
-                node_id
-                for (node_id, size), (_, reserved) in self._pending_packed.items()
-                if size == capacity and reserved < capacity
-            }
-            if open_nodes:
-                try:
-                    return choose_node(
-                        [n for n in infos if n.node_id in open_nodes],
-                        req,
-                        max_sessions_per_node=limit,
-                    )
-                except NoCapacityError:
-                    pass
-        return choose_node(infos, req, max_sessions_per_node=limit)
+        with self._sessions.reserving(session_id, node_id):
+            actor = await self._placer.start_shared(node_id, capacity, start)
+        if actor is not None and not actor.has_room:
+            # Its slots went to others meanwhile: a fresh actor then.
+            actor = await start()
+        if actor is None:
+            raise SessionLostError(f"could not start a session actor on node {node_id}", session_id)
+        return actor
+
+    async def _wait_for_nodes(self) -> None:
+        """Placement needs the cluster's nodes: when none is known alive, look
+        again with a short backoff, bounded; the policy then says why not."""
+        if self._nodes.has_live_node():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.health_timeout_seconds
+        delay = _NODE_WAIT_FIRST_DELAY
+        while True:
+            try:
+                await self._refresh_nodes()
+            except Exception as exc:
+                logger.warning("router could not list the cluster's nodes: %r", exc)
+            remaining = deadline - loop.time()
+            if self._nodes.has_live_node() or remaining <= 0:
+                return
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 1.0)
 
     async def _refill(self, node_id: str) -> None:
         # A short pause lets actors of sessions that are ending come back to the
         # pool first: short sessions then reuse actors instead of each one
-        # starting a process (costly in CPU) while another is retired.
+        # starting a process while another is retired.
         await asyncio.sleep(self._config.refill_delay_seconds)
         node = self._nodes.get(node_id)
-        if node is not None and node.alive and not node.drained:
+        if node is not None and node.open:
             await asyncio.gather(*self._top_up(node), return_exceptions=True)
 
-    def _placement(self, session_id: str, actor_name: str) -> dict[str, Any]:
-        state = self._actors[actor_name]
-        model = next(
-            (
-                s
-                for s in self._actors.values()
-                if s.kind == "model" and s.node_id == state.node_id and s.ready
-            ),
-            None,
-        )
+    def _placement(self, record: SessionRecord) -> dict[str, Any]:
+        actor = self._fleet.get(record.actor_name)
+        assert actor is not None
+        # Addresses and handles only: a session's secrets never pass the router.
         return {
-            "session_id": session_id,
-            "actor_name": actor_name,
-            "actor": state.handle,
-            "node_id": state.node_id,
-            "model_url": model.url if model else "",
-            "data_url": state.url,
-            "tool_workers": self._worker_list("tool"),
-            "guardrail_workers": self._worker_list("guardrail"),
+            "session_id": record.session_id,
+            "actor_name": record.actor_name,
+            "actor": actor.handle,
+            "node_id": actor.node_id,
+            "model_url": self._fleet.model_url(actor.node_id),
+            "data_url": actor.url,
+            "tool_workers": self._fleet.workers(ActorKind.TOOL),
+            "guardrail_workers": self._fleet.workers(ActorKind.GUARDRAIL),
         }
-
-    def _free_actor(self, node_id: str, capacity: int) -> ActorState | None:
-        candidates = [
-            s
-            for s in self._actors.values()
-            if s.kind == "session"
-            and s.ready
-            and s.node_id == node_id
-            and s.capacity == capacity
-            and len(s.sessions) < s.capacity
-        ]
-        if not candidates:
-            return None
-        # Pack: the fullest actor that still has room.
-        return max(candidates, key=lambda s: (len(s.sessions), -s.created))
-
-    def _node_infos(self) -> list[NodeInfo]:
-        counts: dict[str, int] = {}
-        for node_id in [*self._session_nodes.values(), *self._reserved.values()]:
-            counts[node_id] = counts.get(node_id, 0) + 1
-        return [
-            NodeInfo(
-                node_id=n.node_id,
-                capacity=self._config.max_sessions_per_node,
-                sessions=counts.get(n.node_id, 0),
-                drained=n.drained,
-                alive=n.alive,
-                resources=n.resources,
-                labels=n.labels,
-            )
-            for n in self._nodes.values()
-        ]
 
     # ------------------------------------------------------------ registry
 
     async def lookup(self, session_id: str) -> dict[str, Any]:
         """Where a session lives; :class:`SessionNotFoundError` /
         :class:`SessionLostError` when it is gone."""
-        name = self._sessions.get(session_id)
-        if name is not None and name in self._actors:
-            return self._placement(session_id, name)
-        if session_id in self._lost:
-            raise SessionLostError(
-                f"session {session_id} was lost: {self._lost[session_id]}", session_id
-            )
+        await self._wait_started()
+        record = self._sessions.get(session_id)
+        if record is not None and record.actor_name in self._fleet:
+            return self._placement(record)
+        reason = self._sessions.lost_reason(session_id)
+        if reason is not None:
+            raise SessionLostError(f"session {session_id} was lost: {reason}", session_id)
         raise SessionNotFoundError(f"no live session {session_id}", session_id)
 
     async def session_ended(self, session_id: str, actor_name: str = "") -> None:
         """A session closed (or failed to open): free its slot; idempotent."""
-        name = self._sessions.pop(session_id, None) or actor_name
-        self._session_nodes.pop(session_id, None)
-        state = self._actors.get(name) if name else None
-        if state is None:
+        await self._wait_started()
+        record = self._sessions.remove(session_id)
+        self._agents.forget_sessions([session_id])
+        name = record.actor_name if record is not None else actor_name
+        actor = self._fleet.get(name) if name else None
+        if actor is None:
             return
-        state.sessions.discard(session_id)
-        if state.sessions or state.capacity != self._config.sessions_per_actor:
-            if not state.sessions and state.capacity != self._config.sessions_per_actor:
-                self._retire(state)
-            return
-        warm = sum(
-            1
-            for s in self._actors.values()
-            if s.kind == "session"
-            and s.node_id == state.node_id
-            and not s.sessions
-            and s.capacity == state.capacity
-        )
-        node = self._nodes.get(state.node_id)
-        if warm > self._config.warm_pool_size or (node is not None and node.drained):
-            self._retire(state)
-
-    def _retire(self, state: ActorState) -> None:
-        self._actors.pop(state.name, None)
-        raylib.kill(state.handle)
+        actor.sessions.discard(session_id)
+        if self._warm.retire_after_release(actor, self._nodes.get(actor.node_id)):
+            self._retire(actor)
 
     async def list_sessions(self) -> list[dict[str, str]]:
-        """Every live session: id, node and actor."""
-        return [
-            {"session_id": sid, "node_id": self._session_nodes.get(sid, ""), "actor_name": name}
-            for sid, name in self._sessions.items()
-        ]
+        """Every live session: id, node and actor (never a secret)."""
+        await self._wait_started()
+        return self._sessions.listing()
 
     async def worker_died(self, name: str) -> None:
         """A session saw a worker die: forget it; the next round replaces it."""
-        state = self._actors.get(name)
-        if state is not None:
-            self._actor_dead(state, "worker died")
+        record = self._fleet.get(name)
+        if record is not None:
+            self._actor_dead(record, "worker died")
             self._spawn(self.reconcile())
 
     # -------------------------------------------------------------- agents
 
     async def register_agent(self, name: str, payload: bytes) -> int:
         """Register (a new version of) an agent by name; returns its version."""
-        version = self._agents.get(name, (0, b""))[0] + 1
-        self._agents[name] = (version, payload)
-        return version
+        return self._agents.register(name, payload)
 
     async def get_agent(self, name: str) -> tuple[int, bytes] | None:
         """The newest registered version of an agent, or None."""
-        return self._agents.get(name)
+        entry = self._agents.get(name)
+        return (entry.version, entry.payload) if entry is not None else None
 
     async def list_agents(self) -> dict[str, int]:
         """Registered agent names and their versions."""
-        return {name: entry[0] for name, entry in self._agents.items()}
+        return self._agents.versions()
+
+    async def _observe_agents(self) -> None:
+        """Ask the session actors which agent each open session runs now."""
+        hosts = self._fleet.hosts_with_sessions()
+        answers = await self._ops.call_many(
+            [h.handle for h in hosts], "statistics", timeout=self._config.health_timeout_seconds
+        )
+        for host, stats in zip(hosts, answers, strict=True):
+            if not isinstance(stats, dict):
+                continue  # a slow or dying host: its sessions keep their last agent
+            self._agents.observe(
+                {
+                    str(sid): str(entry.get("agent", ""))
+                    for sid, entry in stats.items()
+                    if sid in host.sessions and isinstance(entry, dict)
+                }
+            )
+        self._agents.keep_only(r.session_id for r in self._sessions)
 
     # --------------------------------------------------------------- nodes
 
     async def drain_node(self, node_id: str, drained: bool = True) -> None:
         """Stop (or resume) placing new sessions on a node; its sessions stay."""
-        self._refresh_nodes()
-        node = self._nodes.get(node_id)
-        if node is None:
-            raise ConfigError(f"unknown node {node_id}")
-        node.drained = drained
+        await self._wait_started()
+        await self._refresh_nodes()
+        self._nodes.set_drained(node_id, drained)
         if drained:
-            for state in list(self._actors.values()):
-                if state.kind == "session" and state.node_id == node_id and not state.sessions:
-                    self._retire(state)
+            for record in self._fleet.of_kind(ActorKind.SESSION, node_id):
+                if record.idle:
+                    self._retire(record)
 
     async def status(self) -> dict[str, Any]:
-        """Nodes, sessions per node, pool sizes and warm pool, for ``status``."""
+        """Nodes, sessions per node, pools and warm pool, registered agents and
+        the agents open sessions run, for ``status`` (never a secret)."""
+        await self._wait_started()
+        await self._observe_agents()
+        sessions_by_node = self._sessions.sessions_by_node()
         nodes = []
-        for node in self._nodes.values():
-            mine = [s for s in self._actors.values() if s.node_id == node.node_id]
+        for node in self._nodes:
+            mine = [r for r in self._fleet if r.node_id == node.node_id]
             nodes.append(
                 {
                     "node_id": node.node_id,
                     "address": node.address,
                     "alive": node.alive,
                     "drained": node.drained,
-                    "sessions": sum(1 for n in self._session_nodes.values() if n == node.node_id),
-                    "session_actors": sum(1 for s in mine if s.kind == "session"),
-                    "warm": sum(1 for s in mine if s.kind == "session" and not s.sessions),
-                    "tool_workers": sum(1 for s in mine if s.kind == "tool"),
-                    "guardrail_workers": sum(1 for s in mine if s.kind == "guardrail"),
-                    "model_servers": sum(1 for s in mine if s.kind == "model"),
+                    "sessions": sessions_by_node.get(node.node_id, 0),
+                    "session_actors": sum(1 for r in mine if r.kind is ActorKind.SESSION),
+                    "warm": len(self._warm.warm(node.node_id)),
+                    "tool_workers": sum(1 for r in mine if r.kind is ActorKind.TOOL),
+                    "guardrail_workers": sum(1 for r in mine if r.kind is ActorKind.GUARDRAIL),
+                    "model_servers": sum(1 for r in mine if r.kind is ActorKind.MODEL),
                 }
             )
         return {
             "nodes": nodes,
             "sessions": len(self._sessions),
-            "lost_sessions": len(self._lost),
-            "agents": {name: v for name, (v, _) in self._agents.items()},
-            "placements": self.placements,
+            "lost_sessions": self._sessions.lost_count,
+            "agents": self._agents.versions(),
+            "agents_in_use": self._agents.in_use(),
+            "placements": self._sessions.placements,
             "config": self._config.to_dict(),
         }
 
     async def ping(self) -> str:
-        """Liveness."""
+        """Liveness: ``"ok"`` once started, ``"starting"`` before; a start that
+        failed raises its error."""
+        task = self._startup
+        if task is None or not task.done():
+            return "starting"
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            raise failure
         return "ok"
-
-
-def _kind_of(name: str) -> str | None:
-    for prefix, kind in (
-        (SESSION_PREFIX, "session"),
-        (TOOL_PREFIX, "tool"),
-        (GUARD_PREFIX, "guardrail"),
-        (MODEL_PREFIX, "model"),
-    ):
-        if name.startswith(prefix):
-            return kind
-    return None

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +30,7 @@ from tests.conftest import SERVICE_CONFIG, UNIT, RayTestCluster
 pytestmark = [pytest.mark.ray]
 
 WARM = SERVICE_CONFIG["warm_pool_size"]
+ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
 
 async def test_handoff_uses_the_newest_registered_agent(ray_cluster: RayTestCluster) -> None:
@@ -39,6 +44,19 @@ async def test_handoff_uses_the_newest_registered_agent(ray_cluster: RayTestClus
         name="Front Desk", instructions="You route calls.", handoffs=[realtime_handoff(billing)]
     )
     async with await RealtimeRunner(front, config=ACTOR).run() as session:
+        # Status shows the agent the open session runs (none is registered).
+        status = await service_status()
+        assert status["agents_in_use"].get("Front Desk") == 1
+        assert name not in status["agents"]
+        # Listings carry ids and placement, never a session's secrets.
+        listed = [
+            e
+            for e in await ray_cluster.router.list_sessions.remote()
+            if e["session_id"] == session.session_id
+        ]
+        assert [set(e) for e in listed] == [{"session_id", "node_id", "actor_name"}]
+        assert "token" not in repr(status).lower() and "secret" not in repr(status).lower()
+
         # A new version is registered after the session started (and was built).
         newer: RealtimeAgent[Any] = RealtimeAgent(
             name=name, instructions="Always reply: billing version two"
@@ -56,12 +74,38 @@ async def test_handoff_uses_the_newest_registered_agent(ray_cluster: RayTestClus
         assert ends == ["Front Desk", name]
         # The reply comes from the registered version, not the one the handoff holds.
         assert await last_reply(session) == "billing version two"
+        in_use = (await service_status())["agents_in_use"]
+        assert in_use.get(name) == 1 and "Front Desk" not in in_use
 
         # Registering again bumps the version; the session does not change mid-agent.
         assert await register_agent(newer) == 2
         await session.send_message("anything else")
         await collect_turns(session)
         assert await last_reply(session) == "billing version two"
+
+
+async def test_status_command_names_the_agents_of_open_sessions(
+    ray_cluster: RayTestCluster,
+) -> None:
+    agent: RealtimeAgent[Any] = RealtimeAgent(name="Concierge", instructions="Hi.")
+    async with await RealtimeRunner(agent, config=ACTOR).run():
+        env = dict(os.environ)
+        env.pop("RAY_ADDRESS", None)
+        # The command runs in its own process, as a user runs it (a thread keeps
+        # this test's event loop, and so the session, going meanwhile).
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ray_realtime.cli", "status", "--address", ray_cluster.address],
+            capture_output=True,
+            text=True,
+            timeout=90 * UNIT,
+            cwd=ROOT,
+            env=env,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "agents in sessions: Concierge (1 session)" in last, last
 
 
 async def _warm_by_node() -> dict[str, int]:
@@ -227,3 +271,45 @@ async def test_router_state_is_rebuilt_after_a_restart(ray_cluster: RayTestClust
         await session.send_message("after the router restarted")
         await collect_turns(session)
         assert await last_reply(session) == "You said: after the router restarted"
+
+
+async def _fresh_router_nobody_started() -> Any:
+    """Replace the service's router by a new one that nobody has started yet:
+    drivers then find it by name, as they do right after another process
+    deployed it, and their calls arrive before it knows the cluster."""
+    from ray_realtime.actors import raylib
+    from ray_realtime.actors.remote import RouterActor
+    from ray_realtime.cluster.service import forget_router
+
+    old = raylib.get_named_actor(raylib.ROUTER_NAME)
+    if old is not None:
+        ray.kill(old, no_restart=True)
+    forget_router()
+
+    async def router_gone() -> bool:
+        return raylib.get_named_actor(raylib.ROUTER_NAME) is None
+
+    await wait_until(router_gone, 10 * UNIT, "the old router to go")
+    return RouterActor.options(**raylib.actor_options(name=raylib.ROUTER_NAME)).remote(
+        SERVICE_CONFIG
+    )
+
+
+async def test_sessions_arriving_together_at_a_fresh_router_all_open(
+    ray_cluster: RayTestCluster,
+) -> None:
+    agent: RealtimeAgent[Any] = RealtimeAgent(name="Crowd", instructions="Hi.")
+    for round_ in range(2):
+        ray_cluster.router = await _fresh_router_nobody_started()
+
+        async def one(i: int, round_: int = round_) -> str:
+            async with await RealtimeRunner(agent, config=ACTOR).run() as session:
+                await session.send_message(f"crowd {round_} {i}")
+                await collect_turns(session)
+                return await last_reply(session)
+
+        replies = await asyncio.wait_for(
+            asyncio.gather(*(one(i) for i in range(8)), return_exceptions=True), 120 * UNIT
+        )
+        assert replies == [f"You said: crowd {round_} {i}" for i in range(8)]
+        assert (await service_status())["placements"] == 8
