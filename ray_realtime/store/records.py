@@ -453,7 +453,7 @@ def decode_ops(data: bytes) -> list[StoreOp]:
         return [_op_from_wire(entry) for entry in value]
     except StoreError:
         raise
-    except (TypeError, ValueError, UserError) as exc:
+    except (TypeError, ValueError, LookupError, UserError) as exc:
         raise StoreError(f"a malformed batch of store ops: {type(exc).__name__}") from exc
 
 
@@ -467,5 +467,5 @@ def decode_state(data: bytes) -> SessionState:
     value = unpack_value(data, "session state")
     try:
         return _state_from_wire(value)
-    except (TypeError, ValueError, UserError) as exc:
+    except (TypeError, ValueError, LookupError, UserError) as exc:
         raise StoreError(f"a malformed session state: {type(exc).__name__}") from exc

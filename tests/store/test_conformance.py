@@ -29,13 +29,7 @@ from ray_realtime.store import (
     UpdateSession,
 )
 from ray_realtime.store.state import StoreState
-
-
-def item(item_id: str, text: str = "") -> StoredItem:
-    """A history item as the session would encode it."""
-    return StoredItem.from_dict(
-        item_id, {"type": "message", "role": "user", "id": item_id, "text": text or item_id}
-    )
+from tests.store.util import item, random_ops
 
 
 def full_state(session_id: str = "sess-1") -> SessionState:
@@ -189,39 +183,6 @@ async def test_one_batch_of_mixed_ops(any_store: SessionStore) -> None:
     reference.apply(ops)
     assert await any_store.load("m") == reference.load("m")
     assert await any_store.list_sessions() == ["m"]
-
-
-def random_ops(rng: random.Random, count: int) -> list[StoreOp]:
-    sessions = ["s1", "s2", "s3"]
-    item_ids = [f"i{n}" for n in range(8)]
-    ops: list[StoreOp] = []
-    for n in range(count):
-        sid = rng.choice(sessions)
-        roll = rng.random()
-        if roll < 0.4:
-            ops.append(PutItem(sid, item(rng.choice(item_ids), f"v{n}")))
-        elif roll < 0.5:
-            ops.append(DeleteItem(sid, rng.choice(item_ids)))
-        elif roll < 0.65:
-            ops.append(SetReader(sid, rng.choice("abc"), n))
-        elif roll < 0.7:
-            ops.append(RemoveReader(sid, rng.choice("abc")))
-        elif roll < 0.85:
-            ops.append(
-                UpdateSession(
-                    sid,
-                    seq=n if rng.random() < 0.7 else None,
-                    agent=AgentRecord(f"agent{n % 3}", n) if rng.random() < 0.3 else None,
-                    settings={"n": n} if rng.random() < 0.2 else None,
-                )
-            )
-        elif roll < 0.95:
-            ops.append(
-                PutSession(SessionState(sid, seq=n, items=(item(rng.choice(item_ids)),)))
-            )
-        else:
-            ops.append(DeleteSession(sid))
-    return ops
 
 
 async def test_random_batches_match_the_reference(any_store: SessionStore) -> None:
