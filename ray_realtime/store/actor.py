@@ -1,9 +1,10 @@
 """The embedded store as a Ray actor: the only store module that imports Ray.
 
 :data:`SessionStoreActor` is :class:`~ray_realtime.store.host.StoreHost` made
-remote. :func:`connect_store_actor` finds the named actor or starts it:
-detached (it outlives the driver that started it), pinned to the head node,
-using no CPU, and restarted by Ray whenever its process dies
+remote (its statistics also name its node). :func:`connect_store_actor` finds
+the named actor or starts it: detached (it outlives the driver that started
+it), pinned to the head node, using no CPU, and restarted by Ray whenever its
+process dies
 (``max_restarts=-1``). A restarted actor reopens the same SQLite file and
 loads it back, so a SIGKILL of the store loses nothing that was acknowledged.
 
@@ -49,7 +50,18 @@ STORE_ACTOR_NAME = "ray_realtime_store"
 STORE_NAMESPACE = "ray_realtime"
 """The Ray namespace of the store actor (the project's namespace)."""
 
-SessionStoreActor: Any = ray.remote(StoreHost)
+
+class _RayStoreHost(StoreHost):
+    """The host, telling also which Ray node it runs on."""
+
+    async def statistics(self) -> dict[str, Any]:
+        """:meth:`StoreHost.statistics` plus ``node_id``."""
+        stats = await super().statistics()
+        stats["node_id"] = str(ray.get_runtime_context().get_node_id())
+        return stats
+
+
+SessionStoreActor: Any = ray.remote(_RayStoreHost)
 
 _HEAD_RESOURCE = "node:__internal_head__"
 

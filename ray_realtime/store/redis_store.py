@@ -187,10 +187,11 @@ class RedisStore(BaseSessionStore):
         """Apply ``ops`` in one MULTI/EXEC transaction."""
         if not ops:
             return
-        pipe = self._client.pipeline(transaction=True)
-        for op in ops:
-            await self._queue(pipe, op)
-        await self._guard("a write", pipe.execute())
+        # The context resets the pipeline (returning its connection) on every path.
+        async with self._client.pipeline(transaction=True) as pipe:
+            for op in ops:
+                await self._queue(pipe, op)
+            await self._guard("a write", pipe.execute())
 
     async def _queue(self, pipe: Any, op: StoreOp) -> None:
         sessions = f"{self._prefix}sessions"
@@ -253,13 +254,14 @@ class RedisStore(BaseSessionStore):
     async def load(self, session_id: str) -> SessionState:
         """One session's state, read in one transaction."""
         meta, items, order, readers = self._keys(session_id)
-        pipe = self._client.pipeline(transaction=True)
-        pipe.sismember(f"{self._prefix}sessions", session_id)
-        pipe.hgetall(meta)
-        pipe.zrange(order, 0, -1)
-        pipe.hgetall(items)
-        pipe.hgetall(readers)
-        known, meta_map, ids, item_map, reader_map = await self._guard("a read", pipe.execute())
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.sismember(f"{self._prefix}sessions", session_id)
+            pipe.hgetall(meta)
+            pipe.zrange(order, 0, -1)
+            pipe.hgetall(items)
+            pipe.hgetall(readers)
+            answer = await self._guard("a read", pipe.execute())
+        known, meta_map, ids, item_map, reader_map = answer
         if not known:
             raise SessionNotFoundError(f"the store holds no session {session_id!r}", session_id)
         try:

@@ -162,9 +162,7 @@ async def test_flush_before_emit_keeps_the_history_guarantee() -> None:
             missing_at_emit.append(item_id)
         seen_by_readers.append(item_id)  # history_added goes out now
 
-    await asyncio.wait_for(
-        asyncio.gather(*(complete_item(f"i{n}") for n in range(40))), 10 * UNIT
-    )
+    await asyncio.wait_for(asyncio.gather(*(complete_item(f"i{n}") for n in range(40))), 10 * UNIT)
     assert len(seen_by_readers) == 40
     assert missing_at_emit == []
     assert backend.calls < 40  # the flushes shared batches

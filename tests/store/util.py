@@ -65,14 +65,10 @@ def random_ops(rng: random.Random, count: int) -> list[StoreOp]:
                 )
             )
         elif roll < 0.95:
-            ops.append(
-                PutSession(SessionState(sid, seq=n, items=(item(rng.choice(item_ids)),)))
-            )
+            ops.append(PutSession(SessionState(sid, seq=n, items=(item(rng.choice(item_ids)),))))
         else:
             ops.append(DeleteSession(sid))
     return ops
-
-
 
 
 class GatedStore(BaseSessionStore):
