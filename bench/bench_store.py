@@ -67,7 +67,9 @@ def make_item(n: int) -> StoredItem:
 async def bench_enqueue() -> tuple[float, float]:
     """µs per enqueue (on a running loop, as in a session): new items; a
     coalescing reader position."""
-    writer = WriteBehindStore(MemoryStore(), flush_interval_seconds=3600, max_pending_ops=ENQUEUES + 1)
+    writer = WriteBehindStore(
+        MemoryStore(), flush_interval_seconds=3600, max_pending_ops=ENQUEUES + 1
+    )
     ops = [PutItem("s", make_item(n)) for n in range(ENQUEUES)]
     started = time.perf_counter()
     for op in ops:

@@ -172,7 +172,14 @@ def store_actor(ray_runtime: None, tmp_path_factory: pytest.TempPathFactory) -> 
         ray.kill(handle, no_restart=True)
 
 
-BACKENDS = ["memory", "sqlite", "host", "writer", "actor", "redis"]
+BACKENDS = [
+    "memory",
+    "sqlite",
+    "host",
+    "writer",
+    pytest.param("actor", marks=pytest.mark.ray),
+    "redis",
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -181,7 +188,6 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, Any]:
     shared Ray cluster's fixture runs its own)."""
     kind: str = request.param
     if kind == "actor":
-        request.applymarker(pytest.mark.ray)
         return kind, request.getfixturevalue("store_actor")
     if kind == "redis":
         return kind, request.getfixturevalue("redis_server")

@@ -109,3 +109,12 @@ async def test_open_redis_with_nothing_listening_is_unavailable() -> None:
         await open_store({"backend": "redis", "url": url, "timeout_seconds": 2})
     assert "hunter2-pw" not in str(caught.value)
     assert "***" in str(caught.value)
+
+
+async def test_the_embedded_store_without_ray_says_so() -> None:
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("Ray is up in this test session: nothing to check here")
+    with pytest.raises(StoreUnavailableError, match="needs Ray"):
+        await open_store("embedded")
