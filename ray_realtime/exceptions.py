@@ -17,10 +17,13 @@ Every exception the package raises on purpose derives from :class:`RayRealtimeEr
     │   └── ProtocolError             a peer sent something the protocol forbids
     ├── ToolError                     a tool or guardrail call failed
     │   └── ToolTimeoutError          ... by running past its timeout
-    └── ClusterError                  about Ray and the service
-        ├── ClusterConnectError       joining or starting Ray failed
-        ├── NoCapacityError           no node can take another session
-        └── ServiceNotRunningError    the router is not deployed
+    ├── ClusterError                  about Ray and the service
+    │   ├── ClusterConnectError       joining or starting Ray failed
+    │   ├── NoCapacityError           no node can take another session
+    │   └── ServiceNotRunningError    the router is not deployed
+    └── StoreError                    about the session store (or its data is malformed)
+        ├── StoreUnavailableError     the store's backend failed or cannot be reached
+        └── StoreOverflowError        the write-behind queue is full
 
 Ray pickles exceptions when they cross an actor boundary, so every ``__init__``
 here hands all its positional arguments to ``super().__init__`` and nothing is
@@ -45,6 +48,9 @@ __all__ = [
     "SessionError",
     "SessionLostError",
     "SessionNotFoundError",
+    "StoreError",
+    "StoreOverflowError",
+    "StoreUnavailableError",
     "ToolDefinitionError",
     "ToolError",
     "ToolTimeoutError",
@@ -162,3 +168,18 @@ class NoCapacityError(ClusterError):
 
 class ServiceNotRunningError(ClusterError):
     """The ray-realtime router is not deployed in the Ray cluster."""
+
+
+class StoreError(RayRealtimeError):
+    """Something about the session store; also raised when stored data is malformed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's backend failed a write or a read, or cannot be reached.
+
+    Writes are idempotent, so what failed may be retried once the backend is back.
+    """
+
+
+class StoreOverflowError(StoreError):
+    """The write-behind queue is full: the write was refused and nothing was queued."""

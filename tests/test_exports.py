@@ -102,7 +102,7 @@ PACKAGE_DIR = Path(ray_realtime.__file__).parent
 
 # Modules that import Ray: parsed for __all__, never imported here.
 RAY_PACKAGES = ("ray_realtime.actors", "ray_realtime.cluster")
-RAY_MODULES = ("ray_realtime.cli", "ray_realtime.demo")
+RAY_MODULES = ("ray_realtime.cli", "ray_realtime.demo", "ray_realtime.store.actor")
 
 
 def _is_public(module_name: str) -> bool:
