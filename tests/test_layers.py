@@ -8,7 +8,8 @@ of a row marked shared form one layer and may import each other)::
     runner/                        RealtimeRunner, RealtimeSession, the backend seam
     actors/ · cluster/  (shared)   Ray shells; connect, deploy, placement
     session/                       the driver that runs one session, executors
-    core/ · model/ · agents/       session logic · model client · definitions
+    core/ · model/ · agents/ ·     session logic · model client · definitions ·
+    store/                         session store (backends and its actor)
     wire.py                        msgpack codec
     types/                         plain data
     exceptions.py                  the exception tree
@@ -50,7 +51,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("exceptions",), False),
     (("types",), False),
     (("wire",), False),
-    (("core", "model", "agents"), False),
+    (("core", "model", "agents", "store"), False),
     (("session",), False),
     (("actors", "cluster"), True),
     (("runner",), False),
