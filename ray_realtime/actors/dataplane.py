@@ -127,7 +127,7 @@ def _tls_files(environ: Mapping[str, str]) -> tuple[str, str, str] | None:
         return None
     names = ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")
     values = [environ.get(name, "") for name in names]
-    missing = [name for name, value in zip(names, values) if not value]
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
     if missing:
         raise ConfigError(f"RAY_USE_TLS is set but {', '.join(missing)} is not")
     return values[0], values[1], values[2]

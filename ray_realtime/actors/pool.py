@@ -86,26 +86,25 @@ class SessionObjects:
         self._run_guardrails_ref: Any = None
 
     # Put on first use: a session that never calls a tool never pays for it,
-    # and session start stays a few method calls.
-    @property
-    def context_ref(self) -> Any:
+    # and session start stays a few method calls. A put is a call to the
+    # object store that may block (spilling): it runs off the event loop.
+    async def context_ref(self) -> Any:
         """The reference of the pickled context."""
         if self._context_ref is None:
-            self._context_ref = raylib.put(self._context_bytes)
+            self._context_ref = await asyncio.to_thread(raylib.put, self._context_bytes)
         return self._context_ref
 
-    @property
-    def run_guardrails_ref(self) -> Any | None:
+    async def run_guardrails_ref(self) -> Any | None:
         """The reference of the run config's guardrails (None when there are none)."""
         if self._run_guardrails_ref is None and self._run_guardrails:
-            self._run_guardrails_ref = raylib.put(self._run_guardrails)
+            self._run_guardrails_ref = await asyncio.to_thread(raylib.put, self._run_guardrails)
         return self._run_guardrails_ref
 
-    def agent_ref(self, agent: RealtimeAgent[Any]) -> Any:
+    async def agent_ref(self, agent: RealtimeAgent[Any]) -> Any:
         """The reference of ``agent`` (put on first use; agents are few per session)."""
         entry = self._agents.get(id(agent))
         if entry is None or entry[0] is not agent:
-            entry = (agent, raylib.put(agent))
+            entry = (agent, await asyncio.to_thread(raylib.put, agent))
             self._agents[id(agent)] = entry
         return entry[1]
 
@@ -137,11 +136,11 @@ class PoolToolExecutor:
         slot.calls += 1
         try:
             ref = slot.handle.run_tool.remote(
-                [self._objects.agent_ref(agent)],
+                [await self._objects.agent_ref(agent)],
                 tool.name,
                 call_id,
                 arguments,
-                [self._objects.context_ref],
+                [await self._objects.context_ref()],
                 default_timeout,
             )
             output, error, _ = await asyncio.wait_for(_await(ref), timeout)
@@ -184,10 +183,15 @@ class PoolGuardrailExecutor:
             return GuardrailRound([], ["no guardrail worker is available"])
         slot.in_flight += 1
         slot.calls += 1
-        refs = [self._objects.run_guardrails_ref] if self._objects.run_guardrails_ref else []
         try:
+            run_ref = await self._objects.run_guardrails_ref()
+            refs = [run_ref] if run_ref is not None else []
             ref = slot.handle.run_guardrails.remote(
-                [self._objects.agent_ref(agent)], refs, text, [self._objects.context_ref], timeout
+                [await self._objects.agent_ref(agent)],
+                refs,
+                text,
+                [await self._objects.context_ref()],
+                timeout,
             )
             data = await asyncio.wait_for(_await(ref), timeout + _GRACE_SECONDS)
             results, errors = wire.decode(data)

@@ -481,6 +481,7 @@ class Router:
             "node_id": state.node_id,
             "model_url": model.url if model else "",
             "data_url": state.url,
+            "open_attach": self._config.open_attach,
             "tool_workers": self._worker_list("tool"),
             "guardrail_workers": self._worker_list("guardrail"),
         }

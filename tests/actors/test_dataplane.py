@@ -15,7 +15,6 @@ from websockets.exceptions import ConnectionClosed
 
 from ray_realtime.actors.dataplane import (
     CLOSE_UNAUTHORIZED,
-    DataPlaneBroken,
     DataPlaneClient,
     DataPlaneServer,
 )
