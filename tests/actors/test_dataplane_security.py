@@ -527,3 +527,19 @@ async def test_tls_data_plane_verifies_both_ends(
                 ssl_context=client_ssl_context(cluster),
             )  # fmt: skip
         assert rogue.plane.statistics()["refused"] == 0  # no hello reached it
+
+
+def test_event_batches_never_fail_to_encode() -> None:
+    """The helper both read paths use (pushed batches and Ray reads)."""
+    from ray_realtime import wire
+    from ray_realtime.actors.dataplane import encode_event_batch
+    from ray_realtime.runner.driver import EventBatch
+
+    good = RealtimeError({"message": "fine"})
+    bad = RealtimeError({"message": "no", "thing": object()})
+    events, last_seq, missed, closed = wire.decode_batch(
+        encode_event_batch(EventBatch([good, bad, good], 12, 1, False))
+    )
+    assert (last_seq, missed, closed) == (12, 1, False)
+    assert [e.error.get("type") for e in events] == [None, "serialization_error", None]
+    assert events[0] == good and events[2] == good
