@@ -698,9 +698,11 @@ def _decode_error(value: Any) -> BaseException:
     name, args = value
     cls = _ERROR_CLASSES.get(name) if type(name) is str else None
     if cls is None:
-        raise ProtocolError(f"unknown error class {name!r}")
+        raise ProtocolError(f"unknown error class {name!r:.80}")
     if len(args) > _ERROR_MAX_ARGS or not all(type(a) in _ERROR_SCALARS for a in args):
         raise ProtocolError(f"{name}: error arguments must be a few plain values")
+    if args and type(args[0]) is not str:
+        raise ProtocolError(f"{name}: an error's first argument is its message text")
     try:
         return cls(*args)
     except TypeError:

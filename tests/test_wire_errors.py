@@ -46,12 +46,15 @@ def _ext(payload: object) -> bytes:
         ["SessionAccessError", ["a"] * 9],
         ["InputTooLargeError", ["a", 1, 2, 3]],  # wrong arity for the class
         ["SessionAccessError"],
+        ["UserError", [5]],  # the message must be text
+        ["x" * 10_000, []],
         "SessionAccessError",
     ],
 )
 def test_anything_else_is_a_protocol_error(payload: object) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as info:
         wire.decode(_ext(payload))
+    assert len(str(info.value)) < 200
 
 
 def test_only_our_exceptions_encode() -> None:
