@@ -24,6 +24,7 @@ from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 from ray_realtime.runner.agent import RealtimeAgent
 from ray_realtime.runner.driver import SessionDriver
 from ray_realtime.runner.events import RealtimeAgentEndEvent, RealtimeAudio, RealtimeSessionEvent
+from tests.conftest import UNIT
 
 TOKEN = "s3cret-token"
 
@@ -41,7 +42,7 @@ async def setup() -> AsyncIterator[tuple[SessionDriver, DataPlaneServer]]:
         async def lookup(sid: str) -> tuple[SessionDriver, str] | None:
             return (driver, TOKEN) if sid == driver.session_id else None
 
-        plane = DataPlaneServer(lookup)
+        plane = DataPlaneServer(lookup, hello_timeout=0.5 * UNIT)
         await plane.start()
         try:
             yield driver, plane
