@@ -39,6 +39,7 @@ async def setup() -> AsyncIterator[tuple[SessionDriver, DataPlaneServer]]:
             session_id="rt_test",
         )
         await driver.start()
+
         async def lookup(sid: str) -> tuple[SessionDriver, str] | None:
             return (driver, TOKEN) if sid == driver.session_id else None
 

@@ -25,7 +25,14 @@ from ray_realtime.actors import raylib
 from ray_realtime.actors.handle import make_ticket, parse_ticket
 from ray_realtime.cluster.service_config import ServiceConfig
 from ray_realtime.runner.runner import new_session_id
-from tests.actors.util import ACTOR, collect_turns, last_reply, placement_of, session_host
+from tests.actors.util import (
+    ACTOR,
+    collect_turns,
+    last_reply,
+    placement_of,
+    session_host,
+    wait_until,
+)
 from tests.conftest import UNIT, RayTestCluster
 
 pytestmark = [pytest.mark.ray]
@@ -169,3 +176,59 @@ async def test_in_process_sessions_have_no_ticket() -> None:
         async with await runner.run(model_config={"url": server.url}) as session:
             with pytest.raises(UserError, match="in-process"):
                 _ = session.ticket
+
+
+async def _redeploy(ray_cluster: RayTestCluster, config: dict[str, Any]) -> Any:
+    """Replace the router by one with ``config`` (it rebuilds its state from
+    the running actors, as after a crash)."""
+    import ray
+
+    from ray_realtime.cluster.service import ensure_service, forget_router
+
+    ray.kill(ray_cluster.router, no_restart=True)
+    forget_router()
+
+    async def router_gone() -> bool:
+        return raylib.get_named_actor(raylib.ROUTER_NAME) is None
+
+    await wait_until(router_gone, 10 * UNIT, "the old router to go")
+    router = await asyncio.wait_for(ensure_service(config), 60 * UNIT)
+    ray_cluster.router = router
+    return router
+
+
+async def test_open_attach_by_id_when_the_service_allows_it(ray_cluster: RayTestCluster) -> None:
+    from tests.conftest import SERVICE_CONFIG
+
+    async with await _runner().run() as before:
+        router = await _redeploy(ray_cluster, {**SERVICE_CONFIG, "open_attach": True})
+        try:
+            # A session opened under the old setting keeps its own.
+            with pytest.raises(SessionAccessError):
+                await asyncio.wait_for(RealtimeSession.attach(before.session_id), 10 * UNIT)
+            async with await _runner().run() as session:
+                by_id = RealtimeSession.attach(session.session_id)
+                other = await asyncio.wait_for(by_id, 10 * UNIT)
+                try:
+                    # The attached handle holds the secret now: the same ticket.
+                    assert other.ticket == session.ticket
+                    await other.send_message("say open door")
+                    await collect_turns(other)
+                    assert await last_reply(other) == "open door"
+                finally:
+                    await other.detach()
+                sid = session.session_id
+
+            # The session actor told the new router (its cached handle of the
+            # old one was dead) that the session ended.
+            async def forgotten() -> bool:
+                listed = await router.list_sessions.remote()
+                return all(s["session_id"] != sid for s in listed)
+
+            await wait_until(forgotten, 10 * UNIT, "the new router to hear of the close")
+        finally:
+            await _redeploy(ray_cluster, SERVICE_CONFIG)
+        # Back to the default: the id alone is refused again.
+        async with await _runner().run() as session:
+            with pytest.raises(SessionAccessError):
+                await asyncio.wait_for(RealtimeSession.attach(session.session_id), 10 * UNIT)
