@@ -11,6 +11,7 @@ Every exception the package raises on purpose derives from :class:`RayRealtimeEr
     ├── SessionError                  about one session
     │   ├── SessionClosedError        a call on a closed session
     │   ├── SessionNotFoundError      no live session with that id
+    │   ├── SessionAccessError        the caller does not hold the session's secret
     │   └── SessionLostError          the session's actor died
     ├── ModelError                    about the realtime model connection
     │   ├── ModelConnectionError      connecting failed or the connection dropped
@@ -44,6 +45,7 @@ __all__ = [
     "RayRealtimeError",
     "SerializationError",
     "ServiceNotRunningError",
+    "SessionAccessError",
     "SessionClosedError",
     "SessionError",
     "SessionLostError",
@@ -116,6 +118,12 @@ class SessionClosedError(SessionError):
 
 class SessionNotFoundError(SessionError):
     """No live session is registered under this id."""
+
+
+class SessionAccessError(SessionError):
+    """The caller does not hold the session's secret: a missing, wrong or
+    malformed ticket (see ``RealtimeSession.ticket``), or a bare session id
+    where the service does not allow open attach."""
 
 
 class SessionLostError(SessionError):

@@ -24,6 +24,12 @@ Format
     * ext ``2``, a history item: the payload is the msgpack map of
       :func:`~ray_realtime.types.items.item_to_dict`; decode rebuilds it with
       :func:`~ray_realtime.types.items.item_from_dict` (pydantic validates).
+    * ext ``3``, an exception of :mod:`ray_realtime.exceptions` (the classes
+      in its ``__all__``, by exact class): the payload is ``[class name,
+      [args...]]`` with plain scalar arguments (an error whose arguments are
+      not plain sends ``[str(error)]``); decode looks the name up in that
+      allow-list and calls the class with the arguments. So a typed error
+      crosses a socket without pickle.
 
     Dataclasses are rebuilt without running ``__init__`` and without any type
     validation: decode checks the structure (known tag, field count), not the
@@ -96,6 +102,7 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ValidationError
 
+from ray_realtime import exceptions as _exceptions
 from ray_realtime.exceptions import ProtocolError, SerializationError
 from ray_realtime.types import events as _session_events
 from ray_realtime.types import model_events as _model_events
@@ -451,6 +458,8 @@ class _Decoding:
             if len(_item_objects) > _ITEM_CACHE_SIZE:
                 _item_objects.popitem(last=False)
             return item
+        if code == _EXT_ERROR:
+            return _decode_error(value)
         raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
@@ -662,6 +671,42 @@ def _as_tuple(value: Any) -> Any:
     return tuple(value) if type(value) is list else value
 
 
+# ------------------------------------------------------------------ exceptions
+
+_EXT_ERROR = 3
+# Only the project's own exceptions cross, by name: a peer cannot make the
+# receiver build any other class.
+_ERROR_CLASSES: dict[str, type[BaseException]] = {
+    name: getattr(_exceptions, name) for name in _exceptions.__all__
+}
+_ERROR_SCALARS = (str, int, float, bool, type(None))
+_ERROR_MAX_ARGS = 8
+
+
+def _encode_error(exc: BaseException, state: _Encoding) -> msgpack.ExtType:
+    args = list(exc.args)
+    if len(args) > _ERROR_MAX_ARGS or not all(type(a) in _ERROR_SCALARS for a in args):
+        args = [str(exc)]
+    return _ExtType(_EXT_ERROR, state.packer().pack([type(exc).__name__, args]))
+
+
+def _decode_error(value: Any) -> BaseException:
+    if type(value) is not list or len(value) != 2 or type(value[1]) is not list:
+        raise ProtocolError("an error payload must be [class name, [args]]")
+    name, args = value
+    cls = _ERROR_CLASSES.get(name) if type(name) is str else None
+    if cls is None:
+        raise ProtocolError(f"unknown error class {name!r:.80}")
+    if len(args) > _ERROR_MAX_ARGS or not all(type(a) in _ERROR_SCALARS for a in args):
+        raise ProtocolError(f"{name}: error arguments must be a few plain values")
+    if args and type(args[0]) is not str:
+        raise ProtocolError(f"{name}: an error's first argument is its message text")
+    try:
+        return cls(*args)
+    except TypeError:
+        raise ProtocolError(f"{name}: wrong arguments for the error class") from None
+
+
 def _register_all() -> None:
     # Names first, so a field typed with any registered class is known plain.
     for cls in _DATACLASSES:
@@ -670,6 +715,8 @@ def _register_all() -> None:
         _register(cls)
     for item_class in _ITEM_CLASSES:
         _ENCODERS[item_class] = _encode_item
+    for error_class in _ERROR_CLASSES.values():
+        _ENCODERS[error_class] = _encode_error
 
 
 _register_all()

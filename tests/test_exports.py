@@ -79,6 +79,7 @@ EXPECTED_ALL = [
     "RunContextWrapper",
     "SerializationError",
     "ServiceNotRunningError",
+    "SessionAccessError",
     "SessionClosedError",
     "SessionError",
     "SessionLostError",

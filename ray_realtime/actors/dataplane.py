@@ -10,19 +10,44 @@ than loopback WebSocket messages (the figures are in ``docs/benchmarks.md``):
   ``msgpack([op, payload, flag, request_id])``: ``[1, audio, commit, 0]``
   (raw bytes; base64 only happens at the model's socket; no reply),
   ``[2, message, false, id]`` and ``[3, nil, false, id]``, each answered by an
-  ack frame ``{"ack": id}`` or ``{"ack": id, "error": <pickled exception>}`` so
-  the caller gets the same typed errors as over Ray, for a WebSocket round
-  trip instead of a Ray call;
+  ack frame ``{"ack": id}`` or ``{"ack": id, "error": <error>}``, encoded with
+  :mod:`ray_realtime.wire` (the error is one of the project's exception
+  classes, carried by name and arguments, never pickled) so the caller gets
+  the same typed errors as over Ray, for a WebSocket round trip
+  instead of a Ray call;
 - actor → handle: event batches, pushed as soon as events exist, each frame a
   :func:`ray_realtime.wire.encode_batch` message (a msgpack array; acks are
   maps, so the first byte tells them apart).
 
-The handle opens the socket with a hello frame ``{"session_id", "token",
-"after_seq"}``; the token is a per-session secret handed out over Ray, compared
-in constant time, never logged. The server binds the node's Ray address
-(127.0.0.1 in the embedded mode). Frames are bounded (``max_size``), the
-per-connection send queue is bounded by WebSocket flow control, and a slow
-reader only holds the bounded event log, which tells it how much it missed.
+Opening (the socket is the project's own trust boundary: Ray's token auth
+does not cover it, see ``docs/security.md``):
+
+1. the handle sends a hello frame ``{"session_id", "token", "after_seq"}``;
+   ``token`` is the session's secret, handed out over Ray only;
+2. the actor answers ``{"welcome": true}``, or closes with
+   :data:`CLOSE_UNAUTHORIZED` whatever was wrong (malformed hello, unknown
+   session, wrong secret, too slow: one code, so a peer learns nothing about
+   which session ids exist);
+3. the handle sends one ``nil`` frame (``ready``) and then anything.
+
+Until the welcome, a connection may send at most :data:`MAX_HELLO_BYTES` (the
+frame limit of the WebSocket itself), must say hello within the hello timeout
+(also the bound of the opening handshake), and at most
+``max_unauthenticated`` such connections exist per actor (more are closed at
+once with 1013, "try again later"). The secret is compared in constant time
+and never logged. Only after the welcome does the frame limit rise to
+:data:`MAX_FRAME_BYTES` (websockets reads the limit when it starts reading
+the next frame, which is why the handle sends the small ``ready`` frame after
+the welcome), and frames after it are decoded with a bound on the number of
+containers, so that no frame costs more than its size in time and memory.
+
+The server binds the node's Ray address (127.0.0.1 in the embedded mode).
+When Ray runs with TLS (``RAY_USE_TLS`` with ``RAY_TLS_SERVER_CERT``,
+``RAY_TLS_SERVER_KEY`` and ``RAY_TLS_CA_CERT``), the data plane is ``wss://``
+with the same certificates, verified both ways (as Ray's own gRPC); without
+it, it is plaintext. The per-connection send queue is bounded by WebSocket
+flow control, and a slow reader only holds the bounded event log, which tells
+it how much it missed.
 """
 
 from __future__ import annotations
@@ -30,27 +55,36 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import pickle
+import os
+import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ray_realtime import wire
 from ray_realtime.exceptions import (
+    ConfigError,
     ModelConnectionError,
     ProtocolError,
     SessionClosedError,
     UserError,
 )
 from ray_realtime.session.driver import EventBatch, SessionDriver
-from ray_realtime.types.events import RealtimeSessionEvent
+from ray_realtime.types.events import RealtimeError, RealtimeSessionEvent
 
-__all__ = ["DataPlaneBroken", "DataPlaneClient", "DataPlaneServer"]
+__all__ = [
+    "DataPlaneBroken",
+    "DataPlaneClient",
+    "DataPlaneServer",
+    "client_ssl_context",
+    "encode_event_batch",
+    "server_ssl_context",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +92,23 @@ OP_AUDIO = 1
 OP_MESSAGE = 2
 OP_INTERRUPT = 3
 MAX_FRAME_BYTES = 16 << 20
-HELLO_TIMEOUT_SECONDS = 10.0
+"""Largest frame after authentication (either way)."""
+MAX_HELLO_BYTES = 512
+"""Largest frame before authentication (a hello is about 100 bytes)."""
+MAX_FRAME_CONTAINERS = 4096
+"""Most arrays and maps in one frame from a handle (a message has a few)."""
+HELLO_TIMEOUT_SECONDS = 2.0
+"""Default bound of the opening handshake, and of hello to welcome."""
+MAX_UNAUTHENTICATED = 32
+"""Default bound of connections per actor that have not been welcomed yet."""
+_MAX_ID_CHARS = 128
+_READY = b"\xc0"  # msgpack nil
+_WELCOME = msgpack.packb({"welcome": True})
 # Close codes (application range 4000-4999).
-CLOSE_BAD_HELLO = 4400
+CLOSE_BAD_FRAME = 4400
 CLOSE_UNAUTHORIZED = 4401
-CLOSE_NOT_FOUND = 4404
 CLOSE_SESSION_ENDED = 4000
+CLOSE_TRY_AGAIN = 1013
 
 
 class DataPlaneBroken(Exception):
@@ -73,31 +118,213 @@ class DataPlaneBroken(Exception):
 Lookup = Callable[[str], "Awaitable[tuple[SessionDriver, str] | None]"]
 
 
-class DataPlaneServer:
-    """Serves the data plane of the sessions of one session actor."""
+# ------------------------------------------------------------------------ TLS
 
-    def __init__(self, lookup: Lookup, bind_host: str = "127.0.0.1") -> None:
+
+def _tls_files(environ: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """Ray's TLS files when Ray runs with TLS, else None."""
+    if environ.get("RAY_USE_TLS", "0").strip().lower() not in ("1", "true"):
+        return None
+    names = ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")
+    values = [environ.get(name, "") for name in names]
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    if missing:
+        raise ConfigError(f"RAY_USE_TLS is set but {', '.join(missing)} is not")
+    return values[0], values[1], values[2]
+
+
+def server_ssl_context(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
+    """The data plane server's TLS context from Ray's TLS variables (mutual:
+    a handle must present a certificate of the same CA), or None without TLS."""
+    files = _tls_files(os.environ if environ is None else environ)
+    if files is None:
+        return None
+    cert, key, ca = files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(cafile=ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_ssl_context(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
+    """The handle's TLS context from Ray's TLS variables: verifies the
+    actor's certificate (CA and address) and presents this process's own."""
+    files = _tls_files(os.environ if environ is None else environ)
+    if files is None:
+        return None
+    cert, key, ca = files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks the host name
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=ca)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+# -------------------------------------------------------------------- frames
+
+
+def _parse_hello(raw: Any) -> tuple[str, str, int]:
+    """``(session_id, token, after_seq)`` from a hello frame; ProtocolError otherwise."""
+    if not isinstance(raw, bytes) or len(raw) > MAX_HELLO_BYTES:
+        raise ProtocolError("a hello is one small binary frame")
+    n = len(raw)
+    try:
+        hello = msgpack.unpackb(
+            raw,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=n,
+            max_bin_len=n,
+            max_array_len=n,
+            max_map_len=n // 2,
+            max_ext_len=n,
+        )
+    except Exception:
+        raise ProtocolError("the hello is not msgpack") from None
+    if not isinstance(hello, dict) or set(hello) != {"session_id", "token", "after_seq"}:
+        raise ProtocolError("the hello must be {session_id, token, after_seq}")
+    session_id, token, after_seq = hello["session_id"], hello["token"], hello["after_seq"]
+    if not (isinstance(session_id, str) and 0 < len(session_id) <= _MAX_ID_CHARS):
+        raise ProtocolError("bad session_id")
+    if not (isinstance(token, str) and 0 < len(token) <= _MAX_ID_CHARS):
+        raise ProtocolError("bad token")
+    if type(after_seq) is not int or after_seq < 0:
+        raise ProtocolError("bad after_seq")
+    return session_id, token, after_seq
+
+
+def _decode_frame(frame: Any) -> tuple[Any, Any, Any, int]:
+    """``(op, payload, flag, request_id)``; ProtocolError for anything else.
+
+    The number of arrays and maps is bounded, so a frame of many tiny
+    containers costs a bounded amount of memory, not ~70 bytes per byte.
+    """
+    if not isinstance(frame, bytes):
+        raise ProtocolError("data plane frames are binary")
+    budget = [MAX_FRAME_CONTAINERS]
+
+    def count(container: Any) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ProtocolError(f"more than {MAX_FRAME_CONTAINERS} arrays/maps in one frame")
+        return container
+
+    n = len(frame)
+    try:
+        message = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            list_hook=count,
+            object_hook=count,
+            max_str_len=n,
+            max_bin_len=n,
+            max_array_len=n,
+            max_map_len=n // 2,
+            max_ext_len=0,
+        )
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        raise ProtocolError(f"malformed data plane frame: {type(exc).__name__}") from None
+    if not isinstance(message, list) or len(message) != 4:
+        raise ProtocolError("unknown data plane frame")
+    op, payload, flag, request_id = message
+    if type(request_id) is not int or request_id < 0:
+        raise ProtocolError("bad request id")
+    return op, payload, flag, request_id
+
+
+def encode_event_batch(batch: EventBatch) -> bytes:
+    """:func:`ray_realtime.wire.encode_batch` of ``batch``, where an event that
+    cannot be encoded is replaced by an ``error`` event at its place (same
+    sequence number), so one bad event never stops a reader's stream."""
+    try:
+        return wire.encode_batch(batch.events, batch.last_seq, batch.missed, batch.closed)
+    except Exception as exc:
+        first_error = exc
+    events: list[Any] = []
+    for event in batch.events:
+        try:
+            wire.encode_events([event])
+            events.append(event)
+        except Exception as exc:
+            events.append(_unsendable(event, exc))
+    try:
+        data = wire.encode_batch(events, batch.last_seq, batch.missed, batch.closed)
+    except Exception as exc:  # each fits, together too large: send the errors only
+        events = [_unsendable(event, exc) for event in batch.events]
+        data = wire.encode_batch(events, batch.last_seq, batch.missed, batch.closed)
+    logger.warning("an event batch could not be encoded as is: %s", str(first_error)[:200])
+    return data
+
+
+def _unsendable(event: Any, exc: BaseException) -> RealtimeError:
+    kind = str(getattr(event, "type", type(event).__name__))[:64]
+    return RealtimeError(
+        {
+            "type": "serialization_error",
+            "message": f"a {kind} event could not be sent to readers: {str(exc)[:200]}",
+        }
+    )
+
+
+# -------------------------------------------------------------------- server
+
+
+class DataPlaneServer:
+    """Serves the data plane of the sessions of one session actor.
+
+    ``hello_timeout`` bounds the opening handshake and the time from
+    connection to welcome; ``max_unauthenticated`` bounds the connections not
+    welcomed yet; ``ssl_context`` (see :func:`server_ssl_context`) makes it
+    ``wss://``.
+    """
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        bind_host: str = "127.0.0.1",
+        *,
+        hello_timeout: float = HELLO_TIMEOUT_SECONDS,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if not hello_timeout > 0 or max_unauthenticated < 1:
+            raise ConfigError("hello_timeout must be > 0 and max_unauthenticated >= 1")
         self._lookup = lookup
         self._bind_host = bind_host
+        self._hello_timeout = hello_timeout
+        self._max_unauthenticated = max_unauthenticated
+        self._ssl = ssl_context
         self._server: Server | None = None
+        self._unauthenticated = 0
         self.url = ""
         self.frames_in = 0
         self.frames_out = 0
+        self.refused = 0
+        self.turned_away = 0
 
     async def start(self) -> str:
-        """Start listening on a free port; returns ``ws://host:port``."""
+        """Start listening on a free port; returns ``ws://host:port`` (``wss``
+        with TLS)."""
         if self._server is None:
             self._server = await serve(
                 self._handle,
                 self._bind_host,
                 0,
-                max_size=MAX_FRAME_BYTES,
+                max_size=MAX_HELLO_BYTES,
                 compression=None,
+                open_timeout=self._hello_timeout,
                 ping_interval=20,
                 ping_timeout=20,
+                ssl=self._ssl,
             )
             port = next(iter(self._server.sockets)).getsockname()[1]
-            self.url = f"ws://{self._bind_host}:{port}"
+            scheme = "wss" if self._ssl is not None else "ws"
+            self.url = f"{scheme}://{self._bind_host}:{port}"
         return self.url
 
     async def stop(self) -> None:
@@ -107,29 +334,30 @@ class DataPlaneServer:
             await self._server.wait_closed()
             self._server = None
 
+    def statistics(self) -> dict[str, int]:
+        """Frames in and out, connections refused and turned away, and the
+        connections waiting for authentication now."""
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "refused": self.refused,
+            "turned_away": self.turned_away,
+            "unauthenticated": self._unauthenticated,
+        }
+
     async def _handle(self, ws: ServerConnection) -> None:
+        if self._unauthenticated >= self._max_unauthenticated:
+            self.turned_away += 1
+            await ws.close(CLOSE_TRY_AGAIN, "busy")
+            return
+        self._unauthenticated += 1
         try:
-            raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_SECONDS)
-            hello = msgpack.unpackb(raw, raw=False) if isinstance(raw, bytes) else None
-        except (asyncio.TimeoutError, ConnectionClosed, ValueError, msgpack.UnpackException):
-            await ws.close(CLOSE_BAD_HELLO, "bad hello")
+            welcomed = await self._authenticate(ws)
+        finally:
+            self._unauthenticated -= 1
+        if welcomed is None:
             return
-        if not isinstance(hello, dict) or not isinstance(hello.get("session_id"), str):
-            await ws.close(CLOSE_BAD_HELLO, "bad hello")
-            return
-        found = await self._lookup(hello["session_id"])
-        if found is None:
-            await ws.close(CLOSE_NOT_FOUND, "no such session")
-            return
-        driver, token = found
-        offered = hello.get("token")
-        if not isinstance(offered, str) or not hmac.compare_digest(offered, token):
-            await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
-            return
-        after_seq = hello.get("after_seq", 0)
-        if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < 0:
-            await ws.close(CLOSE_BAD_HELLO, "bad after_seq")
-            return
+        driver, after_seq = welcomed
         writer = asyncio.get_running_loop().create_task(self._push(ws, driver, after_seq))
         try:
             await self._receive(ws, driver)
@@ -137,22 +365,60 @@ class DataPlaneServer:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
 
+    async def _authenticate(self, ws: ServerConnection) -> tuple[SessionDriver, int] | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._hello_timeout
+        found: tuple[SessionDriver, str] | None = None
+        offered = ""
+        after_seq = 0
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self._hello_timeout)
+            session_id, offered, after_seq = _parse_hello(raw)
+            # The handle may say hello while its session is still being
+            # registered: the lookup waits for it, within the same deadline.
+            found = await asyncio.wait_for(
+                self._lookup(session_id), max(0.0, deadline - loop.time())
+            )
+        except (ProtocolError, asyncio.TimeoutError, ConnectionClosed):
+            found = None
+        token = found[1] if found is not None else ""
+        # Constant time in the secret (bytes: compare_digest refuses non-ASCII str).
+        secret_ok = hmac.compare_digest(
+            offered.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+        )
+        if found is None or not secret_ok:
+            self.refused += 1
+            if offered:
+                # A well-formed hello is refused when the deadline passes,
+                # whether its session is unknown (the lookup waited that long)
+                # or its secret wrong: the time tells nothing either.
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
+            await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            return None
+        # websockets reads the limit when it starts on a frame: it is already
+        # reading the next one with the small limit, which the handle's
+        # ``ready`` frame fits; every frame after that may be large.
+        ws.protocol.max_message_size = MAX_FRAME_BYTES
+        try:
+            await ws.send(_WELCOME)
+            ready = await asyncio.wait_for(ws.recv(), max(0.0, deadline - loop.time()) + 1.0)
+        except (asyncio.TimeoutError, ConnectionClosed):
+            await ws.close(CLOSE_BAD_FRAME, "no ready frame")
+            return None
+        if ready != _READY:
+            await ws.close(CLOSE_BAD_FRAME, "expected the ready frame")
+            return None
+        return found[0], after_seq
+
     async def _receive(self, ws: ServerConnection, driver: SessionDriver) -> None:
         async for frame in ws:
             self.frames_in += 1
             try:
-                if not isinstance(frame, bytes):
-                    raise ProtocolError("data plane frames are binary")
-                message = msgpack.unpackb(frame, raw=False)
-                if not isinstance(message, list) or len(message) != 4:
-                    raise ProtocolError("unknown data plane frame")
-                op, payload, flag, request_id = message
-                if not isinstance(request_id, int) or isinstance(request_id, bool):
-                    raise ProtocolError("bad request id")
-            except Exception as exc:
+                op, payload, flag, request_id = _decode_frame(frame)
+            except ProtocolError as exc:
                 # A malformed frame ends this connection, never the session.
                 logger.info("session %s data plane: %s", driver.session_id, exc)
-                await ws.close(CLOSE_BAD_HELLO, "bad frame")
+                await ws.close(CLOSE_BAD_FRAME, "bad frame")
                 return
             error: BaseException | None = None
             try:
@@ -169,8 +435,8 @@ class DataPlaneServer:
             if request_id:
                 reply: dict[str, Any] = {"ack": request_id}
                 if error is not None:
-                    reply["error"] = pickle.dumps(error)
-                await ws.send(msgpack.packb(reply, use_bin_type=True))
+                    reply["error"] = error
+                await ws.send(wire.encode(reply))
             elif error is not None and not isinstance(error, SessionClosedError):
                 # Audio has no reply: a refused chunk is told to the readers.
                 await driver.report_error({"message": str(error), "type": "invalid_input"})
@@ -181,9 +447,7 @@ class DataPlaneServer:
             while True:
                 batch = await driver.read_events(cursor, 256, 30.0)
                 if batch.events or batch.missed or batch.closed:
-                    await ws.send(
-                        wire.encode_batch(batch.events, batch.last_seq, batch.missed, batch.closed)
-                    )
+                    await ws.send(encode_event_batch(batch))
                     self.frames_out += 1
                 cursor = batch.last_seq
                 if batch.closed:
@@ -191,6 +455,11 @@ class DataPlaneServer:
                     return
         except ConnectionClosed:
             return
+        except Exception as exc:
+            # Never a silent stop: the handle sees the socket drop and reads
+            # over Ray from its position, losing nothing.
+            logger.warning("session %s data plane push stopped: %r", driver.session_id, exc)
+            await ws.close(1011, "push failed")
 
 
 class DataPlaneClient:
@@ -223,11 +492,24 @@ class DataPlaneClient:
         after_seq: int,
         timeout: float = 10.0,
         max_buffered: int = 4096,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> DataPlaneClient:
-        """Connect and say hello; :class:`ModelConnectionError` if it fails."""
+        """Connect, say hello and wait for the welcome; :class:`ModelConnectionError`
+        if any of it fails (refused: close code :data:`CLOSE_UNAUTHORIZED`).
+
+        A ``wss://`` url needs ``ssl_context`` (see :func:`client_ssl_context`);
+        the actor's certificate is verified with it.
+        """
+        if url.startswith("wss://") and ssl_context is None:
+            raise ModelConnectionError("the data plane uses TLS but this process has no TLS setup")
+        ws: ClientConnection | None = None
         try:
             ws = await connect(
-                url, max_size=MAX_FRAME_BYTES, compression=None, open_timeout=timeout
+                url,
+                max_size=MAX_FRAME_BYTES,
+                compression=None,
+                open_timeout=timeout,
+                ssl=ssl_context if url.startswith("wss://") else None,
             )
             await ws.send(
                 msgpack.packb(
@@ -235,8 +517,20 @@ class DataPlaneClient:
                     use_bin_type=True,
                 )
             )
-        except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
-            raise ModelConnectionError(f"data plane connection failed: {exc}") from None
+            welcome = await asyncio.wait_for(ws.recv(), timeout)
+            if welcome != _WELCOME:
+                raise ModelConnectionError("the data plane did not welcome this handle")
+            await ws.send(_READY)
+        except (OSError, asyncio.TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+            if ws is not None:
+                await ws.close()
+            code = getattr(getattr(exc, "rcvd", None), "code", None)
+            reason = "refused the session's secret" if code == CLOSE_UNAUTHORIZED else str(exc)
+            raise ModelConnectionError(f"data plane connection failed: {reason}") from None
+        except BaseException:
+            if ws is not None:
+                await ws.close()
+            raise
         return cls(ws, after_seq, max_buffered)
 
     @property
@@ -331,7 +625,7 @@ class DataPlaneClient:
                 if not isinstance(frame, bytes) or not frame:
                     raise ProtocolError("data plane sent a text or empty frame")
                 if frame[0] & 0xF0 == 0x80:  # a msgpack map: an ack
-                    self._on_ack(msgpack.unpackb(frame, raw=False))
+                    self._on_ack(wire.decode(frame))
                     continue
                 events, last_seq, _, closed = wire.decode_batch(frame)
                 first = last_seq - len(events) + 1
@@ -365,7 +659,9 @@ class DataPlaneClient:
         if future is None or future.done():
             return
         error = reply.get("error")
-        future.set_result(pickle.loads(error) if isinstance(error, bytes) else None)
+        if error is not None and not isinstance(error, BaseException):
+            error = ProtocolError("the data plane sent a malformed error")
+        future.set_result(error)
 
     async def close(self) -> None:
         """Close the socket and stop the reader."""

@@ -4,22 +4,32 @@ Each command is one actor call; events come back in wire-encoded batches from
 a long-poll, so a busy session costs one call per batch, not per event. Ray's
 errors are translated at this edge: a dead actor becomes
 :class:`SessionLostError`, an error raised in the actor is re-raised as itself.
+
+Every call carries the session's secret, which the handle that opens a session
+chooses; :attr:`ActorBackend.ticket` packs the session id and the secret into
+one opaque string that another process passes to ``RealtimeSession.attach``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import os
 import secrets
 from typing import Any
 
+import msgpack
+
 from ray_realtime import wire
 from ray_realtime.actors import raylib
-from ray_realtime.actors.dataplane import DataPlaneBroken, DataPlaneClient
+from ray_realtime.actors.dataplane import DataPlaneBroken, DataPlaneClient, client_ssl_context
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.core.session_core import check_audio_chunk, check_user_message
 from ray_realtime.exceptions import (
+    ConfigError,
     ModelConnectionError,
+    SessionAccessError,
     SessionClosedError,
     SessionLostError,
 )
@@ -28,7 +38,46 @@ from ray_realtime.session.start import new_session_id
 from ray_realtime.types.config import RealtimeModelConfig, RealtimeRunConfig
 from ray_realtime.types.items import RealtimeItem, item_from_dict
 
-__all__ = ["ActorBackend", "actor_backend", "attach_backend"]
+__all__ = ["ActorBackend", "actor_backend", "attach_backend", "make_ticket", "parse_ticket"]
+
+_TICKET_PREFIX = "rrt1."
+_MAX_TICKET_CHARS = 512
+
+
+def make_ticket(session_id: str, secret: str) -> str:
+    """An opaque, URL-safe string carrying what attaching needs (the session
+    id and its secret). Whoever holds it controls the session."""
+    packed = msgpack.packb([session_id, secret], use_bin_type=True)
+    return _TICKET_PREFIX + base64.urlsafe_b64encode(packed).decode("ascii").rstrip("=")
+
+
+def is_ticket(text: str) -> bool:
+    """Whether ``text`` has the form of a ticket (rather than a session id)."""
+    return isinstance(text, str) and text.startswith(_TICKET_PREFIX)
+
+
+def parse_ticket(ticket: str) -> tuple[str, str]:
+    """``(session_id, secret)`` from :func:`make_ticket`'s string;
+    :class:`SessionAccessError` for anything else."""
+    bad = SessionAccessError("not a session ticket (use session.ticket of the owner's handle)")
+    if not is_ticket(ticket) or len(ticket) > _MAX_TICKET_CHARS:
+        raise bad
+    body = ticket[len(_TICKET_PREFIX) :]
+    try:
+        packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        n = len(packed)
+        value = msgpack.unpackb(
+            packed, raw=False, max_str_len=n, max_bin_len=n, max_array_len=2, max_map_len=0
+        )
+    except (binascii.Error, ValueError, msgpack.UnpackException):
+        raise bad from None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, str) and 0 < len(v) <= 128 for v in value)
+    ):
+        raise bad
+    return value[0], value[1]
 
 
 class ActorBackend:
@@ -41,8 +90,11 @@ class ActorBackend:
         payload: bytes | None = None,
         run_config: RealtimeRunConfig | None = None,
         placement: dict[str, Any] | None = None,
+        secret: str | None = None,
     ) -> None:
         self.session_id = session_id
+        # Chosen here for a new session (so the data plane can open at once).
+        self._secret = secret or secrets.token_urlsafe(24)
         self._payload = payload
         self._run_config: RealtimeRunConfig = run_config or {}
         self._placement = placement
@@ -63,6 +115,11 @@ class ActorBackend:
     def data_plane_connected(self) -> bool:
         """Whether audio and events travel over the direct socket now."""
         return self._plane is not None and not self._plane.broken
+
+    @property
+    def ticket(self) -> str:
+        """The session's ticket: its id and secret, for ``attach`` elsewhere."""
+        return make_ticket(self.session_id, self._secret)
 
     @property
     def actor_name(self) -> str:
@@ -98,19 +155,20 @@ class ActorBackend:
                 raise raylib.unwrap_task_error(again) from None
         self._placement = placement
         self._actor = placement["actor"]
-        token = secrets.token_urlsafe(24)
+        token = self._secret
         options = {
             "model_url": placement["model_url"],
             "tool_workers": placement["tool_workers"],
             "guardrail_workers": placement["guardrail_workers"],
             "token": token,
+            "open_attach": placement.get("open_attach") is True,
         }
         # The data plane opens while the session opens: its hello waits on the
         # actor for the session to be registered, so neither waits on the other.
         early: asyncio.Task[DataPlaneClient] | None = None
         url = placement.get("data_url")
         if self.use_data_plane and url:
-            early = asyncio.ensure_future(DataPlaneClient.open(url, self.session_id, token, 0))
+            early = asyncio.ensure_future(self._dial(url, token, 0))
         try:
             info = await self._actor.open_session.remote(self.session_id, self._payload, options)
         except BaseException as exc:
@@ -121,6 +179,7 @@ class ActorBackend:
                 await asyncio.gather(early, return_exceptions=True)
             raise self._translate(exc) from None
         self._payload = None
+        self._secret = str(info.get("token") or token)
         fresh = info.get("data_url") == url and info.get("token") == token
         if early is not None and fresh and not info.get("closed"):
             self._take_limits(info)
@@ -134,11 +193,34 @@ class ActorBackend:
             await asyncio.gather(early, return_exceptions=True)
         await self._open_data_plane(info, after_seq=0)
 
-    async def connect_data_plane(self, after_seq: int) -> None:
-        """Open the direct socket to an already running session (attach)."""
-        if self.use_data_plane:
-            info = await self._call("data_plane")
-            await self._open_data_plane(info, after_seq)
+    async def connect(self, after_seq: int, secret: str | None) -> None:
+        """Join an already running session (attach): check the secret (None:
+        an open attach, which receives it) and open the direct socket."""
+        if self._actor is None:
+            raise SessionClosedError(f"session {self.session_id} is not started", self.session_id)
+        try:
+            info = await self._actor.data_plane.remote(self.session_id, secret)
+        except BaseException as exc:
+            raise self._translate(exc) from None
+        self._secret = str(info["token"])
+        await self._open_data_plane(info, after_seq)
+
+    async def _dial(self, url: str, token: str, after_seq: int) -> DataPlaneClient:
+        try:
+            ssl_context = client_ssl_context()
+        except ConfigError as exc:
+            raise ModelConnectionError(f"data plane TLS setup: {exc}") from None
+        if ssl_context is not None and not url.startswith("wss://"):
+            # Ray runs with TLS here: a plaintext data plane is refused.
+            raise ModelConnectionError("the data plane is not TLS while Ray is")
+        return await DataPlaneClient.open(
+            url,
+            self.session_id,
+            token,
+            after_seq,
+            max_buffered=int(self._run_config.get("event_log_size", 4096)),
+            ssl_context=ssl_context,
+        )
 
     def _take_limits(self, info: dict[str, Any]) -> None:
         # The session's bounds, checked here before a frame goes out.
@@ -153,13 +235,7 @@ class ActorBackend:
             # A closed session is read and refused over Ray, with typed errors.
             return
         try:
-            self._plane = await DataPlaneClient.open(
-                url,
-                self.session_id,
-                info["token"],
-                after_seq,
-                max_buffered=int(self._run_config.get("event_log_size", 4096)),
-            )
+            self._plane = await self._dial(url, info["token"], after_seq)
         except ModelConnectionError:
             # Ray calls still work; only the fast path is missing.
             self._plane = None
@@ -174,7 +250,7 @@ class ActorBackend:
         if self._actor is None:
             raise SessionClosedError(f"session {self.session_id} is not started", self.session_id)
         try:
-            return await getattr(self._actor, method).remote(self.session_id, *args)
+            return await getattr(self._actor, method).remote(self.session_id, self._secret, *args)
         except BaseException as exc:
             raise self._translate(exc) from None
 
@@ -257,7 +333,7 @@ class ActorBackend:
         self._closed = True
         await self._close_plane()
         try:
-            await self._actor.close_session.remote(self.session_id)
+            await self._actor.close_session.remote(self.session_id, self._secret)
         except BaseException as exc:
             translated = self._translate(exc)
             if not isinstance(translated, SessionLostError):
@@ -305,17 +381,31 @@ async def actor_backend(
     return ActorBackend(new_session_id(), payload=payload, run_config=run_config)
 
 
-async def attach_backend(session_id: str, *, after_seq: int = 0) -> ActorBackend:
+async def attach_backend(ticket: str, *, after_seq: int = 0) -> ActorBackend:
     """The backend of a running session, from any process of the cluster,
-    with its data plane open from ``after_seq``."""
+    with its data plane open from ``after_seq``: ``ticket`` is the owner's
+    ``session.ticket``, or a bare session id when the service allows open
+    attach."""
     from ray_realtime.cluster.connect import connect
     from ray_realtime.cluster.service import get_router
 
+    if not isinstance(ticket, str) or not ticket:
+        raise SessionAccessError("attach needs a session ticket (session.ticket)")
+    secret: str | None = None
+    session_id = ticket
+    if is_ticket(ticket):
+        session_id, secret = parse_ticket(ticket)
     connect()
     try:
         placement = await get_router().lookup.remote(session_id)
     except BaseException as exc:
         raise raylib.unwrap_task_error(exc) from None
+    if secret is None and placement.get("open_attach") is not True:
+        raise SessionAccessError(
+            "attach needs the session's ticket (session.ticket): this service does not "
+            "allow attaching by session id (ServiceConfig.open_attach)",
+            session_id,
+        )
     backend = ActorBackend(session_id, placement=placement)
-    await backend.connect_data_plane(after_seq)
+    await backend.connect(after_seq, secret)
     return backend

@@ -85,26 +85,25 @@ class SessionObjects:
         self._run_guardrails_ref: Any = None
 
     # Put on first use: a session that never calls a tool never pays for it,
-    # and session start stays a few method calls.
-    @property
-    def context_ref(self) -> Any:
+    # and session start stays a few method calls. A put is a call to the
+    # object store that may block (spilling): it runs off the event loop.
+    async def context_ref(self) -> Any:
         """The reference of the pickled context."""
         if self._context_ref is None:
-            self._context_ref = raylib.put(self._context_bytes)
+            self._context_ref = await asyncio.to_thread(raylib.put, self._context_bytes)
         return self._context_ref
 
-    @property
-    def run_guardrails_ref(self) -> Any | None:
+    async def run_guardrails_ref(self) -> Any | None:
         """The reference of the run config's guardrails (None when there are none)."""
         if self._run_guardrails_ref is None and self._run_guardrails:
-            self._run_guardrails_ref = raylib.put(self._run_guardrails)
+            self._run_guardrails_ref = await asyncio.to_thread(raylib.put, self._run_guardrails)
         return self._run_guardrails_ref
 
-    def agent_ref(self, agent: RealtimeAgent[Any]) -> Any:
+    async def agent_ref(self, agent: RealtimeAgent[Any]) -> Any:
         """The reference of ``agent`` (put on first use; agents are few per session)."""
         entry = self._agents.get(id(agent))
         if entry is None or entry[0] is not agent:
-            entry = (agent, raylib.put(agent))
+            entry = (agent, await asyncio.to_thread(raylib.put, agent))
             self._agents[id(agent)] = entry
         return entry[1]
 
@@ -162,13 +161,15 @@ class PoolExecutor:
         """Run one call on a worker; errors become outcomes."""
         timeout = (tool.timeout_seconds or default_timeout) + _GRACE_SECONDS
         try:
+            agent_ref = await self._objects.agent_ref(agent)
+            context_ref = await self._objects.context_ref()
             output, error, _ = await self._call(
                 lambda worker: worker.run_tool.remote(
-                    [self._objects.agent_ref(agent)],
+                    [agent_ref],
                     tool.name,
                     call_id,
                     arguments,
-                    [self._objects.context_ref],
+                    [context_ref],
                     default_timeout,
                 ),
                 timeout,
@@ -198,12 +199,16 @@ class PoolExecutor:
 
         objects = self._objects
         try:
+            agent_ref = await objects.agent_ref(agent)
+            context_ref = await objects.context_ref()
+            run_ref = await objects.run_guardrails_ref()
+            refs = [run_ref] if run_ref is not None else []
             data = await self._call(
                 lambda worker: worker.run_guardrails.remote(
-                    [objects.agent_ref(agent)],
-                    [objects.run_guardrails_ref] if objects.run_guardrails_ref else [],
+                    [agent_ref],
+                    refs,
                     text,
-                    [objects.context_ref],
+                    [context_ref],
                     timeout,
                 ),
                 timeout + _GRACE_SECONDS,

@@ -406,6 +406,7 @@ class Router:
             "node_id": actor.node_id,
             "model_url": self._fleet.model_url(actor.node_id),
             "data_url": actor.url,
+            "open_attach": self._config.open_attach,
             "tool_workers": self._fleet.workers(ActorKind.TOOL),
             "guardrail_workers": self._fleet.workers(ActorKind.GUARDRAIL),
         }

@@ -1,10 +1,18 @@
 """The session actor: hosts one or more sessions, each run by a SessionDriver.
 
 It holds the model connections, the histories and the bounded event logs; its
-methods are what remote handles call. Events leave in batches, wire-encoded
-(msgpack), so Ray's per-call cost is paid per batch, not per event; audio
-arrives as raw bytes. ``capacity`` sessions fit in one actor (1 by default;
-more packs sessions for density — the same class either way).
+methods are what remote handles call. Each session has a secret (chosen by the
+handle that opens it, or here): every method about one session takes it
+right after the session id and checks it in constant time, so reaching the
+actor through Ray is not enough to read or steer a session
+(:class:`SessionAccessError` otherwise). The one exception is
+:meth:`SessionHost.data_plane` without a secret for a session opened with
+``open_attach`` (the service's choice), which hands the secret out.
+
+Events leave in batches, wire-encoded (msgpack), so Ray's per-call cost is
+paid per batch, not per event; audio arrives as raw bytes. ``capacity``
+sessions fit in one actor (1 by default; more packs sessions for density —
+the same class either way).
 
 This is a plain class; :mod:`ray_realtime.actors.remote` makes it an actor.
 """
@@ -12,6 +20,7 @@ This is a plain class; :mod:`ray_realtime.actors.remote` makes it an actor.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import secrets
@@ -21,7 +30,7 @@ from typing import Any
 
 from ray_realtime import wire
 from ray_realtime.actors import raylib
-from ray_realtime.actors.dataplane import DataPlaneServer
+from ray_realtime.actors.dataplane import DataPlaneServer, encode_event_batch, server_ssl_context
 from ray_realtime.actors.pool import (
     PoolExecutor,
     SessionObjects,
@@ -29,7 +38,13 @@ from ray_realtime.actors.pool import (
     WorkerSlot,
 )
 from ray_realtime.agents.agent import RealtimeAgent
-from ray_realtime.exceptions import NoCapacityError, SessionClosedError, SessionNotFoundError
+from ray_realtime.exceptions import (
+    ConfigError,
+    NoCapacityError,
+    SessionAccessError,
+    SessionClosedError,
+    SessionNotFoundError,
+)
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 from ray_realtime.session.driver import SessionDriver
 from ray_realtime.session.start import resolve_model_config
@@ -44,8 +59,10 @@ logger = logging.getLogger(__name__)
 _CLOSED_KEPT = 64
 _AGENTS_KEPT = 32
 # How long a data plane hello waits for its session to be opened (the handle
-# opens both at once).
+# opens both at once); the data plane's own hello deadline is shorter.
 _HELLO_WAIT_SECONDS = 10.0
+_MIN_SECRET_CHARS = 16
+_ROUTER_CALL_SECONDS = 10.0
 _CLOSED_KEEP_SECONDS = 120.0
 
 
@@ -58,11 +75,8 @@ class RouterAgentResolver:
 
     async def resolve(self, name: str, fallback: RealtimeAgent[Any]) -> RealtimeAgent[Any]:
         """The newest registered version of ``name``, else ``fallback``."""
-        router = self._host.router()
-        if router is None:
-            return fallback
         try:
-            found = await router.get_agent.remote(name)
+            found = await self._host.call_router("get_agent", name)
         except Exception as exc:
             logger.warning("agent registry lookup of %r failed: %r", name, exc)
             return fallback
@@ -87,7 +101,10 @@ class SessionHost:
         self._sessions: dict[str, SessionDriver] = {}
         self._closed: OrderedDict[str, SessionDriver] = OrderedDict()
         self._pools: dict[str, WorkerPool] = {}
-        self._tokens: dict[str, str] = {}
+        self._secrets: dict[str, str] = {}
+        self._open_attach: set[str] = set()
+        self._router_handle: Any | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._registered = asyncio.Event()
         self._agents: OrderedDict[bytes, RealtimeAgent[Any]] = OrderedDict()
         self._dataplane: DataPlaneServer | None = None
@@ -112,9 +129,58 @@ class SessionHost:
         """Per-session statistics."""
         return {sid: d.statistics() for sid, d in self._sessions.items()}
 
-    def router(self) -> Any | None:
-        """The router actor, if deployed."""
-        return raylib.get_named_actor(raylib.ROUTER_NAME)
+    async def _router(self) -> Any | None:
+        # Looked up once (a synchronous GCS call, so off the event loop) and
+        # cached; forgotten when the router is found dead.
+        if self._router_handle is None:
+            self._router_handle = await asyncio.to_thread(
+                raylib.get_named_actor, raylib.ROUTER_NAME
+            )
+        return self._router_handle
+
+    async def call_router(self, method: str, *args: Any) -> Any:
+        """Call the router (None when it is not deployed), bounded in time; a
+        router found dead is looked up again once (it may be redeployed)."""
+        for attempt in range(2):
+            router = await self._router()
+            if router is None:
+                return None
+            try:
+                return await asyncio.wait_for(
+                    _await(getattr(router, method).remote(*args)), _ROUTER_CALL_SECONDS
+                )
+            except Exception as exc:
+                if attempt or not raylib.is_actor_gone(exc):
+                    raise
+                self._router_handle = None
+        return None
+
+    def _tell_router(self, method: str, *args: Any) -> None:
+        """Call the router in the background; a failure is logged (the router
+        also notices through its own health checks)."""
+
+        async def tell() -> None:
+            try:
+                await self.call_router(method, *args)
+            except Exception as exc:
+                logger.info("telling the router %s failed: %r", method, exc)
+
+        task = asyncio.get_running_loop().create_task(tell())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _authorize(self, session_id: str, secret: Any) -> None:
+        """Raise unless ``secret`` is the session's secret (constant time)."""
+        expected = self._secrets.get(session_id)
+        if expected is None:
+            raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
+        offered = secret if isinstance(secret, str) else ""
+        if not hmac.compare_digest(
+            offered.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+        ):
+            raise SessionAccessError(
+                f"the caller does not hold the secret of session {session_id}", session_id
+            )
 
     # ----------------------------------------------------------- lifecycle
 
@@ -124,12 +190,14 @@ class SessionHost:
         """Create and connect a session; idempotent for the same id.
 
         ``payload`` is the pickled ``(agent, context, run_config,
-        model_config)``; ``options`` carries ``model_url`` and the worker
+        model_config)``; ``options`` carries ``model_url``, the worker
         lists ``tool_workers`` / ``guardrail_workers`` as ``(name, node_id,
-        handle)`` triples.
+        handle)`` triples, the session's secret ``token`` (generated here when
+        absent or short; returned either way) and ``open_attach``. Opening
+        an open session again needs its secret.
         """
         if session_id in self._sessions:
-            return await self.data_plane(session_id)
+            return await self.data_plane(session_id, options.get("token"))
         self._forget_old_closed()
         if len(self._sessions) >= self.capacity:
             raise NoCapacityError(
@@ -155,35 +223,46 @@ class SessionHost:
             on_closed=self._on_driver_closed,
         )
         self._sessions[session_id] = driver
-        # The handle may pick the token, so it can open the data plane while
+        # The handle may pick the secret, so it can open the data plane while
         # this call runs; the socket's hello then waits for this registration.
         token = options.get("token")
-        self._tokens[session_id] = (
-            token if isinstance(token, str) and len(token) >= 16 else secrets.token_urlsafe(24)
+        secret = (
+            token
+            if isinstance(token, str) and _MIN_SECRET_CHARS <= len(token) <= 128
+            else secrets.token_urlsafe(24)
         )
+        self._secrets[session_id] = secret
+        if options.get("open_attach") is True:
+            self._open_attach.add(session_id)
         self._registered.set()
         self._registered = asyncio.Event()
         try:
             await driver.start()
         except BaseException:
             self._sessions.pop(session_id, None)
-            self._tokens.pop(session_id, None)
+            self._secrets.pop(session_id, None)
+            self._open_attach.discard(session_id)
             raise
-        return await self.data_plane(session_id)
+        return await self.data_plane(session_id, secret)
 
-    async def data_plane(self, session_id: str) -> dict[str, Any]:
+    async def data_plane(self, session_id: str, secret: str | None) -> dict[str, Any]:
         """How a handle reaches this session directly: ``data_url`` and the
-        session's ``token`` (a secret; it travels only over Ray), plus the
+        session's ``token`` (its secret; it travels only over Ray), plus the
         bounds the handle checks before sending (empty ``data_url`` when the
-        data plane could not start: handles then use Ray calls)."""
+        data plane could not start: handles then use Ray calls).
+
+        Needs the session's secret, except with ``secret=None`` for a session
+        opened with ``open_attach``: that is how an open attach gets it."""
         # A closed session stays readable for a while, so this works for it too.
         driver = self._sessions.get(session_id) or self._closed.get(session_id)
         if driver is None:
             raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
+        if secret is not None or session_id not in self._open_attach:
+            self._authorize(session_id, secret)
         info: dict[str, Any] = {
             "node_id": self.node_id,
             "data_url": "",
-            "token": self._tokens.get(session_id, ""),
+            "token": self._secrets.get(session_id, ""),
             "max_audio_chunk_bytes": driver.limits["max_audio_chunk_bytes"],
             "max_message_chars": driver.limits["max_message_chars"],
             "input_audio_format": driver.input_audio_format,
@@ -195,10 +274,13 @@ class SessionHost:
     async def _ensure_data_plane(self) -> str:
         try:
             if self._dataplane is None:
-                self._dataplane = DataPlaneServer(self._dataplane_lookup, raylib.node_ip())
-                await self._dataplane.start()
+                plane = DataPlaneServer(
+                    self._dataplane_lookup, raylib.node_ip(), ssl_context=server_ssl_context()
+                )
+                await plane.start()
+                self._dataplane = plane
             return self._dataplane.url
-        except OSError as exc:
+        except (OSError, ConfigError) as exc:
             logger.warning("data plane server could not start: %s", exc)
             self._dataplane = None
             return ""
@@ -207,7 +289,7 @@ class SessionHost:
         deadline = time.monotonic() + _HELLO_WAIT_SECONDS
         while True:
             driver = self._sessions.get(session_id) or self._closed.get(session_id)
-            token = self._tokens.get(session_id)
+            token = self._secrets.get(session_id)
             if driver is not None and token is not None:
                 return driver, token
             remaining = deadline - time.monotonic()
@@ -230,10 +312,11 @@ class SessionHost:
                 self._agents.popitem(last=False)
         return agent
 
-    async def close_session(self, session_id: str) -> None:
+    async def close_session(self, session_id: str, secret: str) -> None:
         """Close a session; closing a closed or unknown one is a no-op."""
         driver = self._sessions.get(session_id)
         if driver is not None:
+            self._authorize(session_id, secret)
             await driver.close()
 
     async def close_all(self) -> None:
@@ -244,10 +327,7 @@ class SessionHost:
         self._sessions.pop(driver.session_id, None)
         self._closed[driver.session_id] = driver
         self._forget_old_closed()
-        router = self.router()
-        if router is not None:
-            # Fire and forget: the router also notices through its health checks.
-            router.session_ended.remote(driver.session_id, self.name)
+        self._tell_router("session_ended", driver.session_id, self.name)
 
     def _forget_old_closed(self) -> None:
         now = time.monotonic()
@@ -256,7 +336,8 @@ class SessionHost:
             too_old = driver.closed_at is not None and now - driver.closed_at > _CLOSED_KEEP_SECONDS
             if len(self._closed) > _CLOSED_KEPT or too_old:
                 self._closed.pop(sid)
-                self._tokens.pop(sid, None)
+                self._secrets.pop(sid, None)
+                self._open_attach.discard(sid)
             else:
                 break
 
@@ -273,9 +354,7 @@ class SessionHost:
         return pool
 
     def _worker_died(self, slot: WorkerSlot) -> None:
-        router = self.router()
-        if router is not None:
-            router.worker_died.remote(slot.name)
+        self._tell_router("worker_died", slot.name)
 
     async def update_workers(self, kind: str, workers: list[Any]) -> None:
         """Take a new worker list from the router (after a replacement)."""
@@ -283,51 +362,69 @@ class SessionHost:
 
     # ------------------------------------------------------------- commands
 
-    def _driver(self, session_id: str) -> SessionDriver:
+    def _driver(self, session_id: str, secret: str) -> SessionDriver:
         driver = self._sessions.get(session_id)
         if driver is not None:
+            self._authorize(session_id, secret)
             return driver
         if session_id in self._closed:
+            self._authorize(session_id, secret)
             raise SessionClosedError(f"session {session_id} is closed", session_id)
         raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
 
-    async def send_message(self, session_id: str, message: Any) -> None:
+    def _readable(self, session_id: str, secret: str) -> SessionDriver:
+        # Open or recently closed (readers drain its last events).
+        driver = self._sessions.get(session_id) or self._closed.get(session_id)
+        if driver is None:
+            raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
+        self._authorize(session_id, secret)
+        return driver
+
+    async def send_message(self, session_id: str, secret: str, message: Any) -> None:
         """Send a user message."""
-        await self._driver(session_id).send_message(message)
+        await self._driver(session_id, secret).send_message(message)
 
-    async def send_audio(self, session_id: str, audio: bytes, commit: bool) -> None:
+    async def send_audio(self, session_id: str, secret: str, audio: bytes, commit: bool) -> None:
         """Send input audio (raw bytes)."""
-        await self._driver(session_id).send_audio(audio, commit=commit)
+        await self._driver(session_id, secret).send_audio(audio, commit=commit)
 
-    async def interrupt(self, session_id: str) -> None:
+    async def interrupt(self, session_id: str, secret: str) -> None:
         """Interrupt the current response."""
-        await self._driver(session_id).interrupt()
+        await self._driver(session_id, secret).interrupt()
 
-    async def update_agent(self, session_id: str, agent_payload: bytes) -> None:
+    async def update_agent(self, session_id: str, secret: str, agent_payload: bytes) -> None:
         """Switch agent (pickled)."""
-        await self._driver(session_id).update_agent(raylib.loads(agent_payload))
+        driver = self._driver(session_id, secret)
+        await driver.update_agent(raylib.loads(agent_payload))
 
-    async def approve_tool_call(self, session_id: str, call_id: str) -> bool:
+    async def approve_tool_call(self, session_id: str, secret: str, call_id: str) -> bool:
         """Approve a waiting tool call."""
-        return await self._driver(session_id).approve_tool_call(call_id)
+        return await self._driver(session_id, secret).approve_tool_call(call_id)
 
-    async def reject_tool_call(self, session_id: str, call_id: str, message: str | None) -> bool:
+    async def reject_tool_call(
+        self, session_id: str, secret: str, call_id: str, message: str | None
+    ) -> bool:
         """Reject a waiting tool call."""
-        return await self._driver(session_id).reject_tool_call(call_id, message)
+        return await self._driver(session_id, secret).reject_tool_call(call_id, message)
 
     async def read_events(
-        self, session_id: str, after_seq: int, max_events: int, timeout: float | None
+        self,
+        session_id: str,
+        secret: str,
+        after_seq: int,
+        max_events: int,
+        timeout: float | None,
     ) -> bytes:
-        """A wire-encoded batch of events after ``after_seq`` (long-poll)."""
-        driver = self._sessions.get(session_id) or self._closed.get(session_id)
-        if driver is None:
-            raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
-        batch = await driver.read_events(after_seq, max_events, timeout)
-        return wire.encode_batch(batch.events, batch.last_seq, batch.missed, batch.closed)
+        """A wire-encoded batch of events after ``after_seq`` (long-poll); an
+        event that cannot be encoded arrives as an ``error`` event."""
+        driver = self._readable(session_id, secret)
+        return encode_event_batch(await driver.read_events(after_seq, max_events, timeout))
 
-    async def get_history(self, session_id: str) -> bytes:
+    async def get_history(self, session_id: str, secret: str) -> bytes:
         """The wire-encoded history."""
-        driver = self._sessions.get(session_id) or self._closed.get(session_id)
-        if driver is None:
-            raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
+        driver = self._readable(session_id, secret)
         return wire.encode([item_to_dict(i) for i in driver.history])
+
+
+async def _await(ref: Any) -> Any:
+    return await ref

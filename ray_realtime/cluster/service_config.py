@@ -18,6 +18,9 @@ class ServiceConfig:
 
     ``local_model``: run a bundled local model server on each node (default:
     when no ``OPENAI_API_KEY`` is set where the service is deployed).
+    ``open_attach``: let any process of the cluster attach to a session by
+    its id alone (default off: ``attach`` needs the session's ticket; see
+    ``docs/security.md``). It applies to sessions opened while it is on.
     """
 
     warm_pool_size: int = 1
@@ -30,6 +33,7 @@ class ServiceConfig:
     health_timeout_seconds: float = 10.0
     actor_start_timeout_seconds: float = 60.0
     refill_delay_seconds: float = 1.0
+    open_attach: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -37,6 +41,10 @@ class ServiceConfig:
             if f.name == "local_model":
                 if value is not None and not isinstance(value, bool):
                     raise ConfigError("local_model must be true, false or unset")
+                continue
+            if f.name == "open_attach":
+                if not isinstance(value, bool):
+                    raise ConfigError("open_attach must be true or false")
                 continue
             is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if f.type == "int":

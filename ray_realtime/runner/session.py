@@ -44,6 +44,11 @@ class SessionBackend(Protocol):
 
     session_id: str
 
+    @property
+    def ticket(self) -> str:
+        """What another process passes to ``attach`` (actor sessions only)."""
+        ...
+
     async def start(self) -> None:
         """Create / connect the session."""
         ...
@@ -101,6 +106,14 @@ class InProcessBackend:
     def __init__(self, driver: SessionDriver) -> None:
         self.driver = driver
         self.session_id = driver.session_id
+
+    @property
+    def ticket(self) -> str:
+        """In-process sessions live and die with this process: no ticket."""
+        raise UserError(
+            "an in-process session cannot be attached from elsewhere; run it with "
+            'config={"execution": "actor"}'
+        )
 
     async def start(self) -> None:
         """Connect the driver."""
@@ -171,21 +184,33 @@ class RealtimeSession:
     # ------------------------------------------------------------ identity
 
     @classmethod
-    async def attach(cls, session_id: str, *, after_seq: int = 0) -> RealtimeSession:
+    async def attach(cls, ticket: str, *, after_seq: int = 0) -> RealtimeSession:
         """A handle to a running actor-backed session, from any process of the
         cluster; it reads events after ``after_seq`` (0: from the oldest kept).
-        Raises :class:`SessionNotFoundError` or :class:`SessionLostError`."""
+
+        ``ticket`` is the owner's :attr:`ticket` (the session's id and secret:
+        whoever holds it may read and steer the session), or a bare session
+        id when the service allows open attach (``ServiceConfig.open_attach``).
+        Raises :class:`SessionAccessError` (no ticket, a wrong or malformed
+        one), :class:`SessionNotFoundError` or :class:`SessionLostError`."""
         from ray_realtime.actors.handle import attach_backend
 
-        backend = await attach_backend(session_id, after_seq=after_seq)
+        backend = await attach_backend(ticket, after_seq=after_seq)
         session = cls(backend, after_seq=after_seq)
         session._entered = True  # the session already runs: nothing to start
         return session
 
     @property
     def session_id(self) -> str:
-        """The session's id; :meth:`attach` takes it from any process."""
+        """The session's id (listings show it; it grants nothing by itself)."""
         return self._backend.session_id
+
+    @property
+    def ticket(self) -> str:
+        """An opaque string that lets another process :meth:`attach` to this
+        (actor) session: hand it only to whom may read and steer the session.
+        :class:`UserError` for an in-process session."""
+        return self._backend.ticket
 
     @property
     def last_seq(self) -> int:
@@ -236,7 +261,7 @@ class RealtimeSession:
 
     async def detach(self) -> None:
         """Let go of the session and leave it running (actor sessions); another
-        process can :meth:`attach` to it by :attr:`session_id`."""
+        process can :meth:`attach` to it with its :attr:`ticket`."""
         self._detached = True
         self._closed = True
         await self._backend.detach()

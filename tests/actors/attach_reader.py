@@ -1,8 +1,10 @@
 """A second driver process for the attach test.
 
-Usage: ``python tests/actors/attach_reader.py ADDRESS SESSION_ID [MESSAGE]``
+Usage: ``RAY_REALTIME_TICKET=... python tests/actors/attach_reader.py ADDRESS [MESSAGE]``
 
-Joins the Ray cluster at ADDRESS, attaches to the running session, sends
+Joins the Ray cluster at ADDRESS, attaches to the running session with the
+ticket from the environment (not the command line, which other users of the
+machine can read), sends
 MESSAGE, reads events until ``agent_end``, detaches (the session keeps
 running) and prints one JSON line: the session id, the event types it saw,
 the reply text and its own pid. Every wait is bounded.
@@ -22,8 +24,8 @@ from ray_realtime import AssistantMessageItem, RealtimeSession
 TIMEOUT = 60.0
 
 
-async def main(session_id: str, message: str) -> dict[str, object]:
-    session = await asyncio.wait_for(RealtimeSession.attach(session_id), TIMEOUT)
+async def main(ticket: str, message: str) -> dict[str, object]:
+    session = await asyncio.wait_for(RealtimeSession.attach(ticket), TIMEOUT)
     types: list[str] = []
     try:
         await asyncio.wait_for(session.send_message(message), TIMEOUT)
@@ -53,10 +55,10 @@ async def main(session_id: str, message: str) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    address, sid = sys.argv[1], sys.argv[2]
-    text = sys.argv[3] if len(sys.argv) > 3 else "hello from another process"
+    address = sys.argv[1]
+    text = sys.argv[2] if len(sys.argv) > 2 else "hello from another process"
     ray.init(address=address, namespace="ray_realtime", log_to_driver=False)
     try:
-        print(json.dumps(asyncio.run(main(sid, text))), flush=True)
+        print(json.dumps(asyncio.run(main(os.environ["RAY_REALTIME_TICKET"], text))), flush=True)
     finally:
         ray.shutdown()

@@ -1,8 +1,8 @@
 """The remote session handle: several readers, other processes, attach / detach.
 
 A session in an actor outlives the handle that started it: any process of
-the cluster can attach to it by id, read every event from its own position,
-and let go (``detach``) or end it (``close``).
+the cluster given its ticket can attach to it, read every event from its own
+position, and let go (``detach``) or end it (``close``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ray_realtime import (
     SessionClosedError,
     SessionNotFoundError,
 )
+from ray_realtime.actors.handle import make_ticket
 from tests.actors.util import (
     ACTOR,
     assistant_texts,
@@ -49,7 +50,7 @@ async def test_two_readers_in_one_process_see_the_same_events(
     ray_cluster: RayTestCluster,
 ) -> None:
     async with await _runner().run() as session:
-        other = await RealtimeSession.attach(session.session_id)
+        other = await RealtimeSession.attach(session.ticket)
         try:
             first, second = (
                 asyncio.ensure_future(collect_turns(session)),
@@ -75,12 +76,11 @@ async def test_attach_from_a_second_driver_process(ray_cluster: RayTestCluster) 
             sys.executable,
             str(script),
             ray_cluster.address,
-            session.session_id,
             "say hello from another process",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=str(ROOT),
-            env=_child_env(),
+            env={**_child_env(), "RAY_REALTIME_TICKET": session.ticket},
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), 90 * UNIT)
@@ -116,7 +116,7 @@ def _child_env() -> dict[str, str]:
 async def test_detach_and_reattach(ray_cluster: RayTestCluster) -> None:
     router = ray_cluster.router
     async with await _runner().run() as session:
-        session_id = session.session_id
+        session_id, ticket = session.session_id, session.ticket
         await session.send_message("first turn")
         await collect_turns(session)
         await session.detach()
@@ -126,7 +126,7 @@ async def test_detach_and_reattach(ray_cluster: RayTestCluster) -> None:
     with pytest.raises(SessionClosedError):
         await session.send_message("this handle let go")
 
-    again = await asyncio.wait_for(RealtimeSession.attach(session_id), 10 * UNIT)
+    again = await asyncio.wait_for(RealtimeSession.attach(ticket), 10 * UNIT)
     async with again:
         # The attached handle reads from the start: the first turn is there too.
         await again.send_message("second turn")
@@ -134,13 +134,13 @@ async def test_detach_and_reattach(ray_cluster: RayTestCluster) -> None:
         history = await again.get_history()
         assert assistant_texts(history) == ["You said: first turn", "You said: second turn"]
     # Leaving the block closed it: gone for good, with a typed error.
-    await _assert_gone(router, session_id)
+    await _assert_gone(router, session_id, ticket)
 
 
-async def _assert_gone(router: Any, session_id: str) -> None:
+async def _assert_gone(router: Any, session_id: str, ticket: str) -> None:
     async def gone() -> bool:
         try:
-            handle = await asyncio.wait_for(RealtimeSession.attach(session_id), 10 * UNIT)
+            handle = await asyncio.wait_for(RealtimeSession.attach(ticket), 10 * UNIT)
         except SessionNotFoundError:
             return True
         # The router may not have heard of the close yet: the actor says closed.
@@ -155,13 +155,14 @@ async def _assert_gone(router: Any, session_id: str) -> None:
 
 
 async def test_attach_to_an_unknown_session(ray_cluster: RayTestCluster) -> None:
+    ticket = make_ticket("rt_does_not_exist", "a-secret-of-24-characters")
     with pytest.raises(SessionNotFoundError):
-        await asyncio.wait_for(RealtimeSession.attach("rt_does_not_exist"), 10 * UNIT)
+        await asyncio.wait_for(RealtimeSession.attach(ticket), 10 * UNIT)
 
 
 async def test_calls_on_a_closed_session(ray_cluster: RayTestCluster) -> None:
     async with await _runner().run() as session:
-        other = await RealtimeSession.attach(session.session_id)
+        other = await RealtimeSession.attach(session.ticket)
     with pytest.raises(SessionClosedError):
         await session.send_message("too late")
     # A second handle learns it from the actor (the error crosses the boundary typed).

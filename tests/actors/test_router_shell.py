@@ -290,6 +290,7 @@ async def test_listings_carry_ids_and_placement_never_secrets() -> None:
         "node_id",
         "model_url",
         "data_url",
+        "open_attach",
         "tool_workers",
         "guardrail_workers",
     }

@@ -236,5 +236,5 @@ async def test_session_actor_death(ray_cluster: RayTestCluster) -> None:
         await wait_until(router_knows, 5 * interval * UNIT + 2, "the router to notice")
         print(f"router noticed the dead session actor after {time.monotonic() - t0:.2f} s")
         with pytest.raises(SessionLostError):
-            await asyncio.wait_for(RealtimeSession.attach(session_id), 10 * UNIT)
+            await asyncio.wait_for(RealtimeSession.attach(session.ticket), 10 * UNIT)
     # Leaving the block (close) does not raise for a lost session.
