@@ -307,10 +307,10 @@ async def actor_session(
 
 async def attach_session(session_id: str, *, after_seq: int = 0) -> RealtimeSession:
     """A handle to a running session, from any process of the cluster."""
-    from ray_realtime.cluster.connect import connect
+    from ray_realtime.cluster.connect import connect_async
     from ray_realtime.cluster.service import get_router
 
-    connect()
+    await connect_async()
     try:
         placement = await get_router().lookup.remote(session_id)
     except BaseException as exc:

@@ -56,10 +56,12 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -93,7 +95,7 @@ PROJECT_NAMESPACE = "ray_realtime"
 LOOPBACK_IP = "127.0.0.1"
 """Address an embedded Ray runtime binds to."""
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a cluster's address to accept a connection."""
 
 VERBOSE_ENV = "RAY_REALTIME_VERBOSE"
@@ -184,9 +186,10 @@ def cluster_address(address: str | None = None) -> str | None:
     """The ``host:port`` a join would connect to, or ``None`` for an embedded
     start.
 
-    ``"auto"`` becomes the address of the cluster running on this machine
-    (the one last started with ``ray start`` or ``ray-realtime serve``);
-    ``ray://`` addresses are returned unchanged.
+    ``"auto"`` becomes ``RAY_ADDRESS`` when that names an address, else the
+    cluster recorded on this machine (the one last started with ``ray start``
+    or ``ray-realtime serve``), else the one Ray finds running; ``ray://``
+    addresses are returned unchanged.
 
     Raises:
         ClusterConnectError: ``"auto"`` and no cluster runs on this machine.
@@ -196,6 +199,14 @@ def cluster_address(address: str | None = None) -> str | None:
         return None
     if target != _AUTO:
         return target
+    from_env = os.environ.get(RAY_ADDRESS_ENV) or _AUTO
+    if from_env != _AUTO:
+        return from_env  # as Ray does: RAY_ADDRESS overrides "auto"
+    # The recorded address first: Ray prefers any one running GCS process it
+    # finds over it, which on a machine with other Ray runtimes is a guess.
+    recorded = _recorded_address()
+    if recorded:
+        return recorded
     try:
         from ray._private import services
 
@@ -211,8 +222,22 @@ def cluster_address(address: str | None = None) -> str | None:
     return str(found) if found else target
 
 
+# HTTP/2 client connection preface and an empty SETTINGS frame. Ray's GCS (and
+# its client server) speak gRPC, i.e. HTTP/2, whose server "MUST" send a
+# SETTINGS frame first (RFC 9113, 3.4): one answer tells a live cluster from a
+# port where something else, or something stuck, listens.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 0x04
+_H2_FRAME_HEADER = 9
+
+
 def _probe(address: str, timeout: float) -> None:
-    """Fail fast, naming the address, when nothing accepts connections there."""
+    """Fail fast, naming the address, unless a Ray cluster answers there.
+
+    Ray itself retries an unreachable or silent address for many minutes, in
+    native code that Ctrl-C does not interrupt; this check is bounded by
+    ``timeout``.
+    """
     hostport = address[len(_CLIENT_PREFIX) :] if address.startswith(_CLIENT_PREFIX) else address
     parsed = split_host_port(hostport)
     if parsed is None:
@@ -221,9 +246,20 @@ def _probe(address: str, timeout: float) -> None:
             address,
         )
     host, port = parsed
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if _env_truthy(os.environ.get("RAY_USE_TLS", "")):
+                return  # TLS first: the plaintext preface would not be answered
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.sendall(_H2_PREFACE)
+            header = b""
+            while len(header) < _H2_FRAME_HEADER:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                chunk = sock.recv(_H2_FRAME_HEADER - len(header))
+                if not chunk:
+                    break
+                header += chunk
     except TimeoutError as exc:
         raise ClusterConnectError(
             f"no Ray cluster answered at {address} within {timeout:g} s", address
@@ -234,6 +270,11 @@ def _probe(address: str, timeout: float) -> None:
         raise ClusterConnectError(
             f"no Ray cluster is listening at {address} ({reason}){hint}", address
         ) from exc
+    if len(header) < _H2_FRAME_HEADER or header[3] != _H2_SETTINGS:
+        raise ClusterConnectError(
+            f"what listens at {address} is not a Ray cluster (it does not speak gRPC)",
+            address,
+        )
 
 
 def _enable_local_token_auth() -> None:
@@ -291,6 +332,11 @@ def connect(
     if ray.is_initialized():
         return False
 
+    given = address if address is not None else (os.environ.get(RAY_ADDRESS_ENV) or None)
+    if num_cpus is not None and given not in (None, _LOCAL):
+        raise ValueError(
+            f"num_cpus can only be set for an embedded Ray runtime, not when joining {given!r}"
+        )
     logging_level = _quiet_ray()
     target = cluster_address(address)
     if target is None:
@@ -309,10 +355,6 @@ def connect(
         _init(kwargs, None, f"start an embedded Ray runtime on {LOOPBACK_IP}", flag)
         return True
 
-    if num_cpus is not None:
-        raise ValueError(
-            f"num_cpus can only be set for an embedded Ray runtime, not when joining {target!r}"
-        )
     _probe(target, timeout)
     parsed = split_host_port(target)
     local = not target.startswith(_CLIENT_PREFIX) and parsed is not None and is_loopback(parsed[0])
@@ -421,6 +463,17 @@ def _address_file() -> str | None:
     return str(get_ray_address_file(None))
 
 
+def _recorded_address() -> str | None:
+    path = _address_file()
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 def publish_local_address(address: str) -> bool:
     """Record ``address`` as this machine's current cluster, where ``"auto"``
     looks first (Ray's ``ray_current_cluster`` file, as ``ray start`` writes
@@ -443,12 +496,6 @@ def forget_local_address(address: str) -> None:
     """Remove the record :func:`publish_local_address` wrote, if it still
     names ``address`` (a later ``ray start`` may have replaced it)."""
     path = _address_file()
-    if path is None:
-        return
-    try:
-        with open(path, encoding="utf-8") as f:
-            recorded = f.read().strip()
-        if recorded == address:
+    if path is not None and _recorded_address() == address:
+        with contextlib.suppress(OSError):
             os.remove(path)
-    except OSError:
-        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from typing import Any
@@ -18,7 +19,13 @@ from ray_realtime.runner.config import (
 from ray_realtime.runner.driver import SessionDriver
 from ray_realtime.runner.session import InProcessBackend, RealtimeSession
 
-__all__ = ["MODEL_URL_ENV", "RealtimeRunner", "new_session_id", "resolve_model_config"]
+__all__ = [
+    "MODEL_URL_ENV",
+    "RealtimeRunner",
+    "new_session_id",
+    "resolve_model_config",
+    "resolve_model_config_async",
+]
 
 MODEL_URL_ENV = "RAY_REALTIME_MODEL_URL"
 """Environment variable naming the realtime model URL to use by default."""
@@ -48,6 +55,23 @@ def resolve_model_config(
         url = embedded_server_url()
     resolved["url"] = url
     return resolved
+
+
+async def resolve_model_config_async(
+    model_config: RealtimeModelConfig, *, local_url: str | None = None
+) -> RealtimeModelConfig:
+    """:func:`resolve_model_config` without blocking the running event loop:
+    when it may have to start this process's embedded model server (which
+    can take seconds), it runs in a worker thread."""
+    if (
+        model_config.get("url")
+        or model_config.get("api_key")
+        or os.environ.get("OPENAI_API_KEY")
+        or os.environ.get(MODEL_URL_ENV)
+        or local_url
+    ):
+        return resolve_model_config(model_config, local_url=local_url)
+    return await asyncio.to_thread(resolve_model_config, model_config, local_url=local_url)
 
 
 class RealtimeRunner:
@@ -92,6 +116,8 @@ class RealtimeRunner:
         """A new session handle; ``async with`` it to start the session."""
         checked = validate_model_config(model_config)
         if self.execution == "in_process":
+            if self._model is None:
+                checked = await resolve_model_config_async(checked)
             return self._in_process_session(context, checked)
         from ray_realtime.actors.handle import actor_session
 
@@ -106,7 +132,6 @@ class RealtimeRunner:
             from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 
             model = OpenAIRealtimeWebSocketModel()
-            model_config = resolve_model_config(model_config)
         driver = SessionDriver(
             agent=self._starting_agent,
             model=model,
