@@ -83,7 +83,7 @@ async def run_suite(
             t0 = time.perf_counter()
             try:
                 result = await asyncio.wait_for(module.run(ctx), cap)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 failures.append(f"{name}: stopped at its {cap} s cap")
                 await ctx.close_sessions()
                 continue

@@ -167,7 +167,7 @@ async def _scenario(
         try:
             await _collect_turn(session, until, result, timeout)
             result.ok = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result.details.append(f"timed out after {timeout:g} s")
         result.turn_ms = (time.perf_counter() - t1) * 1000
     return result

@@ -111,7 +111,7 @@ class DataPlaneServer:
         try:
             raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_SECONDS)
             hello = msgpack.unpackb(raw, raw=False) if isinstance(raw, bytes) else None
-        except (asyncio.TimeoutError, ConnectionClosed, ValueError, msgpack.UnpackException):
+        except (TimeoutError, ConnectionClosed, ValueError, msgpack.UnpackException):
             await ws.close(CLOSE_BAD_HELLO, "bad hello")
             return
         if not isinstance(hello, dict) or not isinstance(hello.get("session_id"), str):
@@ -235,7 +235,7 @@ class DataPlaneClient:
                     use_bin_type=True,
                 )
             )
-        except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
+        except (TimeoutError, OSError, ConnectionClosed) as exc:
             raise ModelConnectionError(f"data plane connection failed: {exc}") from None
         return cls(ws, after_seq, max_buffered)
 
@@ -279,7 +279,7 @@ class DataPlaneClient:
         try:
             await self._send_frame([op, payload, False, request_id])
             error = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DataPlaneBroken("no answer on the data plane in time") from None
         finally:
             self._acks.pop(request_id, None)
@@ -300,7 +300,7 @@ class DataPlaneClient:
             waiter = self._wakeup
             try:
                 await asyncio.wait_for(waiter.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._drop_through(after_seq)
         if self._broken and not self._pending:

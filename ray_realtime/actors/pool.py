@@ -146,7 +146,7 @@ class PoolToolExecutor:
             )
             output, error, _ = await asyncio.wait_for(_await(ref), timeout)
             return ToolOutcome(output, error)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             message = f"tool {tool.name!r} got no answer from its worker in {timeout:g} s"
             return ToolOutcome(f"Error: {message}", message)
         except Exception as exc:
@@ -192,7 +192,7 @@ class PoolGuardrailExecutor:
             data = await asyncio.wait_for(_await(ref), timeout + _GRACE_SECONDS)
             results, errors = wire.decode(data)
             return GuardrailRound(list(results), list(errors))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return GuardrailRound([], ["guardrail worker gave no answer in time"])
         except Exception as exc:
             if raylib.is_actor_gone(exc):
