@@ -77,9 +77,12 @@ def _format_status(status: dict[str, Any]) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    # The router's agent registry holds agents registered for handoffs
+    # (register_agent), not every agent a session runs: say so.
     agents = ", ".join(f"{k} v{v}" for k, v in status.get("agents", {}).items()) or "none"
     lines.append(
-        f"sessions: {status['sessions']}  lost: {status['lost_sessions']}  agents: {agents}"
+        f"sessions: {status['sessions']}  lost: {status['lost_sessions']}  "
+        f"registered agents: {agents}"
     )
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -75,6 +76,13 @@ try:
     # Already initialised: nothing happens and the caller must not shut down.
     checks["second_connect"] = connect()
     checks["auto_connect"] = connect("auto", num_cpus=4)
+    # `status` against a Ray without the service says how to start it.
+    import contextlib, io
+    from ray_realtime.cli import main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        checks["status_code"] = main(["status"])
+    checks["status_err"] = err.getvalue()
     disconnect(False)
     checks["still_initialized"] = ray.is_initialized()
 finally:
@@ -117,6 +125,12 @@ def test_embedded_ray_binds_loopback(record_property: Callable[[str, object], No
     assert checks["second_connect"] is False
     assert checks["auto_connect"] is False
     assert checks["still_initialized"] is True
+    assert checks["status_code"] == 2
+    assert re.search(
+        r"no ray-realtime service is running at 127\.0\.0\.1:\d+; "
+        r"start one with `ray-realtime serve`",
+        checks["status_err"],
+    ), checks["status_err"]
     assert checks["after_shutdown_initialized"] is False
     assert checks["after_shutdown_is_local"] is False
 

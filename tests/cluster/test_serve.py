@@ -239,6 +239,10 @@ def test_status_joins_the_served_service(served: Served) -> None:
         assert re.search(r"^\w{12}\s+127\.0\.0\.1\s+yes", proc.stdout, re.M), proc.stdout
         assert "sessions:" in proc.stdout
         assert not RAY_NOISE.search(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+    # --verbose shows Ray's own lines again.
+    proc = served.run("-m", "ray_realtime.cli", "status", "--verbose")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Connecting to existing Ray cluster" in proc.stderr, proc.stderr
 
 
 def test_a_driver_turn_and_attach_join_the_served_service(served: Served, tmp_path: Path) -> None:
