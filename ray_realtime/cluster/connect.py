@@ -42,7 +42,8 @@ Quiet by default
 Ray's own log lines (token-authentication notices, "Started a local Ray
 instance", raylet warnings) are not shown unless ``RAY_REALTIME_VERBOSE=1``
 (the CLI's ``--verbose``): the driver's ``ray`` logger is set to ``ERROR``, and
-raylet messages go to that logger instead of straight to the terminal.
+raylet messages go to this module's logger at ``INFO`` instead of straight to
+the terminal (with raw colour codes when it is not one).
 
 Typical use::
 
@@ -88,6 +89,8 @@ __all__ = [
     "ray_is_local",
     "verbose",
 ]
+
+logger = logging.getLogger(__name__)
 
 PROJECT_NAMESPACE = "ray_realtime"
 """Ray namespace in which all named ray-realtime actors live."""
@@ -153,13 +156,13 @@ def _quiet_ray() -> int:
         return logging.ERROR
     original = getattr(ray_worker, "print_to_stdstream", None)
     if original is not None and not getattr(original, "_ray_realtime_quiet", False):
-        ray_logger = logging.getLogger("ray")
 
         def to_logger(data: dict[str, Any], ignore_prefix: bool) -> None:
             # Ray's background thread prints cluster messages ("(raylet) ...")
-            # with this function; in quiet mode they go to the logger only.
+            # with this function; in quiet mode they go to our logger at INFO
+            # (shown only where the application configures logging).
             for line in data.get("lines", ()):
-                ray_logger.warning("(%s) %s", data.get("pid", "?"), line)
+                logger.info("(%s) %s", data.get("pid", "?"), line)
 
         to_logger._ray_realtime_quiet = True  # type: ignore[attr-defined]
         ray_worker.print_to_stdstream = to_logger

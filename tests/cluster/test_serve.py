@@ -93,6 +93,31 @@ async def main() -> None:
             # Another process attaches with this (a ticket where the API has one).
             out["attach"] = getattr(session, "ticket", None) or session.session_id
             await session.detach()
+
+    # A raylet message (a worker died) reaches the logger, not the terminal.
+    import logging, os, threading
+
+    seen = threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "(raylet)" in record.getMessage():
+                seen.set()
+
+    quiet = logging.getLogger("ray_realtime.cluster.connect")
+    quiet.setLevel(logging.INFO)
+    quiet.addHandler(Seen())
+
+    @ray.remote(num_cpus=0)
+    class Doomed:
+        def die(self) -> None:
+            os._exit(1)
+
+    try:
+        ray.get(Doomed.remote().die.remote(), timeout=30)
+    except Exception as exc:
+        out["died"] = type(exc).__name__
+    out["raylet_message_logged"] = await asyncio.to_thread(seen.wait, 30)
     print(json.dumps(out))
 
 
@@ -260,6 +285,8 @@ def test_a_driver_turn_and_attach_join_the_served_service(served: Served, tmp_pa
     assert out["types"][-1] == "agent_end"
     # ensure_service joined off the event loop: a 5 ms ticker kept running.
     assert out["ticks_while_joining"] >= 5, out
+    assert out["died"] == "ActorDiedError"
+    assert out["raylet_message_logged"] is True
     assert not RAY_NOISE.search(proc.stderr), proc.stderr
 
     # The line serve prints works too, and attach reaches the session.
