@@ -60,6 +60,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -377,13 +378,38 @@ def connect(
     return True
 
 
+# The thread that runs connect() for connect_async(). It lives as long as the
+# process: an embedded runtime's processes are started with
+# PR_SET_PDEATHSIG, which kills them when the *thread* that started them ends,
+# so a short-lived thread would take Ray down with it.
+_connector_jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_connector_lock = threading.Lock()
+_connector: threading.Thread | None = None
+
+
+def _connector_loop() -> None:
+    while True:
+        _connector_jobs.get()()
+
+
+def _run_on_connector(job: Callable[[], None]) -> None:
+    global _connector
+    with _connector_lock:
+        if _connector is None or not _connector.is_alive():
+            _connector = threading.Thread(
+                target=_connector_loop, name="ray-realtime-connect", daemon=True
+            )
+            _connector.start()
+    _connector_jobs.put(job)
+
+
 async def connect_async(address: str | None = None, **options: Any) -> bool:
     """:func:`connect` without blocking the running event loop.
 
-    Starting or joining Ray takes seconds; the work runs in a daemon thread
-    (not the loop's executor, whose threads an interrupted program would wait
-    for at exit), so other tasks go on meanwhile. Already connected: returns
-    ``False`` at once.
+    Starting or joining Ray takes seconds; the work runs in one long-lived
+    daemon thread of this module (not the loop's executor, whose threads an
+    interrupted program would wait for at exit), so other tasks go on
+    meanwhile. Already connected: returns ``False`` at once.
     """
     if ray.is_initialized():
         return False
@@ -398,7 +424,7 @@ async def connect_async(address: str | None = None, **options: Any) -> bool:
         else:
             done.set_result(bool(result))
 
-    def run() -> None:
+    def job() -> None:
         try:
             result = connect(address, **options)
         except BaseException as exc:
@@ -406,7 +432,7 @@ async def connect_async(address: str | None = None, **options: Any) -> bool:
         else:
             loop.call_soon_threadsafe(settle, result, None)
 
-    threading.Thread(target=run, name="ray-realtime-connect", daemon=True).start()
+    _run_on_connector(job)
     return await done
 
 

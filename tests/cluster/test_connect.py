@@ -51,20 +51,28 @@ ENV = conn.ENABLE_CLUSTER_ENV
 # hold a Ray runtime (the shared cluster fixture of tests/conftest.py), and
 # connect() in this process would then only return False.
 _EMBEDDED_CHECK = r"""
-import json, sys, time
+import asyncio, json, sys, time
 
 import ray
 
 from ray_realtime.cluster.connect import (
-    LOOPBACK_IP, PROJECT_NAMESPACE, connect, disconnect, node_id, ray_is_local,
+    LOOPBACK_IP, PROJECT_NAMESPACE, connect, connect_async, disconnect, node_id, ray_is_local,
 )
 
 checks = {}
 started = False
 try:
     t0 = time.perf_counter()
-    started = connect(num_cpus=1)
+    # Off the event loop, in connect's own thread: Ray's processes must
+    # outlive the call (they die with the thread that started them).
+    started = asyncio.run(connect_async(num_cpus=1))
     checks["ray_init_seconds"] = round(time.perf_counter() - t0, 2)
+
+    @ray.remote(num_cpus=0)
+    def one() -> int:
+        return 1
+
+    checks["remote_call"] = ray.get(one.remote(), timeout=60)
     checks["started"] = started
     checks["initialized"] = ray.is_initialized()
     alive = [n for n in ray.nodes() if n["Alive"]]
@@ -115,6 +123,7 @@ def test_embedded_ray_binds_loopback(record_property: Callable[[str, object], No
     checks = json.loads(proc.stdout.strip().splitlines()[-1])
     record_property("ray_init_seconds", checks["ray_init_seconds"])
     assert checks["started"] is True
+    assert checks["remote_call"] == 1
     assert checks["initialized"] is True
     assert checks["addresses"] == [LOOPBACK_IP]
     assert checks["node_ip"] == LOOPBACK_IP
