@@ -163,6 +163,19 @@ def user_env(tmp: str) -> dict[str, str]:
     return env
 
 
+def run_python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python *args`` from the repository root, bounded in time."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND,
+        check=False,
+    )
+
+
 class Served:
     """A running `ray-realtime serve` subprocess and what it printed."""
 
@@ -208,15 +221,7 @@ class Served:
     def run(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, *args],
-            cwd=str(ROOT),
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND,
-            check=False,
-        )
+        return run_python(*args, env=env or self.env)
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -309,14 +314,8 @@ def _free_port() -> int:
 def test_status_where_nothing_listens_fails_fast_naming_the_address(tmp_path: Path) -> None:
     address = f"127.0.0.1:{_free_port()}"
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "ray_realtime.cli", "status", "--address", address],
-        cwd=str(ROOT),
-        env=user_env(str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND,
-        check=False,
+    proc = run_python(
+        "-m", "ray_realtime.cli", "status", "--address", address, env=user_env(str(tmp_path))
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 2
@@ -342,15 +341,7 @@ except ClusterConnectError as exc:
 def test_connect_where_nothing_listens_is_a_typed_error(tmp_path: Path) -> None:
     # In a child: this test process may hold Ray already (connect would no-op).
     address = f"127.0.0.1:{_free_port()}"
-    proc = subprocess.run(
-        [sys.executable, "-c", _CONNECT_NOWHERE, address],
-        cwd=str(ROOT),
-        env=user_env(str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND,
-        check=False,
-    )
+    proc = run_python("-c", _CONNECT_NOWHERE, address, env=user_env(str(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["type"] == "ClusterConnectError"
