@@ -32,18 +32,24 @@ So :func:`connect`
    ``ray.init`` runs (restoring the previous value afterwards).
 
 Setting the variable to ``1`` yourself opts an embedded runtime out (Ray then
-binds the routable IP). Before joining, the cluster's address is probed with a
-plain TCP connection (bounded by ``timeout``), so an address where nothing
-listens fails at once with :class:`ClusterConnectError` naming it, instead of
-Ray's long retry loop.
+binds the routable IP).
+
+Bounded joins
+-------------
+Ray retries an address where nothing (or something else) listens for many
+minutes, in native code that Ctrl-C does not interrupt. Before joining,
+:func:`connect` therefore checks, within ``timeout`` seconds, that a gRPC
+server answers there (it opens a TCP connection and expects the HTTP/2
+SETTINGS frame every gRPC server sends first); otherwise it raises
+:class:`ClusterConnectError` naming the address, and Ray is never asked.
 
 Quiet by default
 ----------------
 Ray's own log lines (token-authentication notices, "Started a local Ray
 instance", raylet warnings) are not shown unless ``RAY_REALTIME_VERBOSE=1``
 (the CLI's ``--verbose``): the driver's ``ray`` logger is set to ``ERROR``, and
-raylet messages go to this module's logger at ``INFO`` instead of straight to
-the terminal (with raw colour codes when it is not one).
+the cluster messages Ray would print ("(raylet) ...", with colour codes even
+into a file) go to this module's logger at ``INFO`` instead.
 
 Typical use::
 
@@ -65,7 +71,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -100,7 +105,7 @@ LOOPBACK_IP = "127.0.0.1"
 """Address an embedded Ray runtime binds to."""
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
-"""Seconds to wait for a cluster's address to accept a connection."""
+"""Seconds a cluster's address may take to answer before a join fails."""
 
 VERBOSE_ENV = "RAY_REALTIME_VERBOSE"
 """``1`` shows Ray's own log lines (the CLI's ``--verbose`` sets it)."""
@@ -124,7 +129,7 @@ def verbose() -> bool:
     return _env_truthy(os.environ.get(VERBOSE_ENV, ""))
 
 
-@contextmanager
+@contextlib.contextmanager
 def _cluster_flag(enabled: bool | None) -> Iterator[None]:
     """Set Ray's import-time ``ENABLE_RAY_CLUSTER`` flag while ``ray.init``
     runs (``None``: leave it). With the flag off Ray keeps loopback addresses
@@ -146,8 +151,9 @@ def _cluster_flag(enabled: bool | None) -> Iterator[None]:
 
 
 def _quiet_ray() -> int:
-    """The driver's Ray log level, and raylet messages routed to Ray's logger
-    instead of the terminal (where they arrive with raw colour codes)."""
+    """The driver's Ray log level; unless verbose, the ``ray`` logger is
+    quieted and cluster messages go to this module's logger (see the module
+    docstring)."""
     if verbose():
         return logging.INFO
     logging.getLogger("ray").setLevel(logging.ERROR)
