@@ -20,6 +20,10 @@ DESCRIPTION = (
 )
 
 
+_STATUS_TIMEOUT = 30.0
+"""Seconds `status` waits for the router's answer."""
+
+
 @contextmanager
 def _interruptible() -> Iterator[None]:
     """While Ray starts or joins, Ctrl-C ends the process at once.
@@ -100,9 +104,16 @@ def _status(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        status = asyncio.run(service_status())
+        status = asyncio.run(asyncio.wait_for(service_status(), _STATUS_TIMEOUT))
         print(_format_status(status))
         return 0
+    except TimeoutError:
+        print(
+            f"error: the ray-realtime service at {current_address()} did not answer "
+            f"within {_STATUS_TIMEOUT:g} s",
+            file=sys.stderr,
+        )
+        return 2
     except ServiceNotRunningError:
         print(
             f"error: no ray-realtime service is running at {current_address()}; "
