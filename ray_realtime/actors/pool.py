@@ -177,7 +177,7 @@ class PoolExecutor:
             return ToolOutcome(output, error)
         except _NoWorker:
             message = "no tool worker is available"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             message = f"tool {tool.name!r} got no answer from its worker in {timeout:g} s"
         except _WorkerDied:
             message = f"the worker running tool {tool.name!r} died; the call was not completed"
@@ -217,7 +217,7 @@ class PoolExecutor:
             return GuardrailRound(list(results), list(errors))
         except _NoWorker:
             return GuardrailRound([], ["no guardrail worker is available"])
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return GuardrailRound([], ["guardrail worker gave no answer in time"])
         except _WorkerDied:
             return GuardrailRound([], ["the guardrail worker died"])

@@ -118,7 +118,7 @@ class Router:
         bound = self._startup_bound()
         try:
             await asyncio.wait_for(asyncio.shield(task), bound)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceNotRunningError(
                 f"the ray-realtime router is still starting after {bound:g} s"
             ) from None

@@ -297,7 +297,7 @@ class SessionHost:
                 return None
             try:
                 await asyncio.wait_for(self._registered.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
 
     def _agent(self, agent_bytes: bytes) -> RealtimeAgent[Any]:

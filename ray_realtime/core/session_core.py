@@ -36,9 +36,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from typing_extensions import assert_never
+from typing import Any, assert_never
 
 from ray_realtime.core import history as hist
 from ray_realtime.core.outputs import (

@@ -26,7 +26,6 @@ import asyncio
 import base64
 import contextlib
 import inspect
-import ipaddress
 import itertools
 import json
 import logging
@@ -57,6 +56,7 @@ from ray_realtime.model.conversion import (
 )
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
 from ray_realtime.model.playback import RealtimePlaybackState, ReceivedAudioTracker
+from ray_realtime.netutil import is_loopback
 from ray_realtime.types.config import (
     RealtimeModelConfig,
     RealtimeSessionModelSettings,
@@ -89,6 +89,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 """The Realtime API endpoint; ``?model=<name>`` is appended."""
+_OPENAI_HOST = "api.openai.com"
 
 _MIB = 1 << 20
 # "The client may choose how much audio to place in each event up to a maximum
@@ -132,28 +133,23 @@ class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         self.logger.log(level, "%s", _scrub(text, self._secrets), **kwargs)
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _safe_url(url: str, secrets: tuple[str, ...]) -> str:
     """The URL without its query (which may hold credentials), for messages."""
     parts = urlsplit(url)
     return _scrub(f"{parts.scheme}://{parts.netloc}{parts.path}", secrets)
 
 
-async def _resolve_api_key(value: Any) -> str | None:
+def _is_openai(scheme: str, host: str | None) -> bool:
+    """Whether the URL is OpenAI's own endpoint (the only place the
+    environment's ``OPENAI_API_KEY`` is sent)."""
+    return scheme == "wss" and (host or "").lower() == _OPENAI_HOST
+
+
+async def _resolve_api_key(value: Any, *, from_env: bool) -> str | None:
     """The API key from the config value (string, or sync/async callable), else
-    from ``OPENAI_API_KEY``."""
+    (``from_env``) from ``OPENAI_API_KEY``."""
     if value is None or value == "":
-        return os.environ.get("OPENAI_API_KEY") or None
+        return (os.environ.get("OPENAI_API_KEY") or None) if from_env else None
     if isinstance(value, str):
         return value
     if callable(value):
@@ -284,7 +280,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             f"{quote(str(settings.get('model_name') or DEFAULT_MODEL_NAME), safe='')}"
         )
         parts = urlsplit(url)
-        loopback = _is_loopback(parts.hostname)
+        loopback = is_loopback(parts.hostname)
         headers, secrets = await self._auth_headers(config, parts.scheme, parts.hostname, loopback)
 
         self._closing = False
@@ -331,25 +327,42 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
     async def _auth_headers(
         self, config: RealtimeModelConfig, scheme: str, host: str | None, loopback: bool
     ) -> tuple[dict[str, str], tuple[str, ...]]:
-        """The handshake headers and the secrets they hold."""
+        """The handshake headers and the secrets they hold.
+
+        Credentials (an API key or explicit headers) never travel over plain
+        ``ws://`` except to a loopback host, and the environment's
+        ``OPENAI_API_KEY`` goes to OpenAI's own endpoint only: a custom ``url``
+        gets a key only when ``api_key`` (or ``headers``) says so.
+        """
+        plaintext = scheme == "ws" and not loopback
         if "headers" in config:
             # Exactly the headers given (Azure: {"api-key": ...}); all values
             # are treated as secrets.
             headers = dict(config["headers"])
+            if headers and plaintext:
+                raise ConfigError(
+                    f"refusing to send headers unencrypted to {host!r}: use a wss:// URL"
+                )
             return headers, tuple(v for v in headers.values() if len(v) >= 4)
-        key = await _resolve_api_key(config.get("api_key"))
+        key = await _resolve_api_key(config.get("api_key"), from_env=_is_openai(scheme, host))
         if key is None:
             if scheme == "ws" and loopback:
                 return {}, ()  # a local test or proxy server needs no key
+            if not _is_openai(scheme, host):
+                raise ConfigError(
+                    f"no credentials for {host!r}: pass api_key or headers in the model "
+                    "config (headers={} for an endpoint that needs none); the "
+                    "OPENAI_API_KEY environment variable is sent only to OpenAI's own "
+                    "endpoint"
+                )
             raise ConfigError(
                 "no OpenAI API key: pass it as api_key in the model config "
                 "(a string or a function returning one) or set the OPENAI_API_KEY "
                 "environment variable"
             )
-        if scheme == "ws" and not loopback:
+        if plaintext:
             raise ConfigError(
-                f"refusing to send the API key unencrypted to {host!r}: use a wss:// URL, "
-                "or pass explicit headers"
+                f"refusing to send the API key unencrypted to {host!r}: use a wss:// URL"
             )
         return {"Authorization": f"Bearer {key}"}, (key,)
 

@@ -416,7 +416,7 @@ class SessionDriver(RealtimeModelListener):
                 await waiter.wait()
             else:
                 await asyncio.wait_for(waiter.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return self._batch(self._log.read(after_seq, max_events))
 

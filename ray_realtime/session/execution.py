@@ -49,7 +49,7 @@ async def run_tool_call(
     )
     try:
         result = await asyncio.wait_for(tool.on_invoke_tool(tool_ctx, arguments), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         message = f"Tool {tool.name!r} timed out after {timeout:g} s."
         return ToolOutcome(f"Error: {message}", message)
     except ToolArgumentsError as exc:
@@ -99,7 +99,7 @@ async def run_guardrails(
         name = guardrail.get_name()
         try:
             output = await asyncio.wait_for(guardrail.run(wrapper, agent, text), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return f"Guardrail {name!r} timed out after {timeout:g} s."
         except Exception as exc:
             return f"Guardrail {name!r} raised {type(exc).__name__}: {exc}"

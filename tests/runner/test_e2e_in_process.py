@@ -150,7 +150,7 @@ async def collect(
 
     try:
         await asyncio.wait_for(run(), timeout * UNIT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"timed out after {timeout * UNIT:g} s; saw {[e.type for e in events]}")
     return events
 
