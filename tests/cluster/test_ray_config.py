@@ -290,3 +290,19 @@ def test_header_port_table_matches_the_config(raw_text: str, prepared: dict[str,
     assert "{}-{}".format(*EPHEMERAL_PORTS) in table, "the data plane's port range"
     group = prepared["provider"]["security_group"]["GroupName"]
     assert f"`{group}`" in header
+
+
+def test_deploy_doc_matches_the_config(prepared: dict[str, Any]) -> None:
+    doc = (CONFIG_PATH.parent / "docs" / "deploy.md").read_text(encoding="utf-8")
+    command = "ray-realtime serve " + " ".join(_head_serve(prepared))
+    assert command in doc, "docs/deploy.md must show the head's serve command"
+    for needle in (
+        "ray up ray_config.yaml",
+        "kubectl apply -f deploy/kuberay.yaml",
+        "RAY_ADDRESS",
+        "redis://",
+        "docs/security.md",
+        "{}-{}".format(*EPHEMERAL_PORTS),
+        f"`{prepared['provider']['security_group']['GroupName']}`",
+    ):
+        assert needle in doc, needle
