@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import AudioFormat, duration_ms
@@ -43,6 +43,9 @@ class StoredItem:
     wire: dict[str, Any]
     audio_ms: int = 0
     size: int = 0
+    # entry() of the current wire form: every response reads the whole conversation,
+    # so its text (and token count) is derived once per change, not once per response.
+    _entry: tuple[int, Entry] | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -50,7 +53,16 @@ class StoredItem:
         return str(self.wire["id"])
 
     def entry(self) -> Entry:
-        """The item reduced for :func:`ray_realtime.local.rules.decide`."""
+        """The item reduced for :func:`ray_realtime.local.rules.decide` (cached until
+        :meth:`measure` is called after a change)."""
+        cached = self._entry
+        if cached is not None and cached[0] == self.audio_ms:
+            return cached[1]
+        entry = self._make_entry()
+        self._entry = (self.audio_ms, entry)
+        return entry
+
+    def _make_entry(self) -> Entry:
         w = self.wire
         kind = w.get("type")
         if kind == "function_call":
@@ -76,6 +88,7 @@ class StoredItem:
 
     def measure(self) -> None:
         """Recompute the approximate stored size after the wire form changed."""
+        self._entry = None
         self.size = len(json.dumps(self.wire, separators=(",", ":")))
 
 
