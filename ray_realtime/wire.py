@@ -1,7 +1,8 @@
 """The wire codec: how values cross an actor boundary (msgpack, no pickle).
 
 What crosses
-    Any nesting of ``None``, ``bool``, ``int`` (-2**63 to 2**64 - 1), ``float``, ``str``,
+    Any nesting of ``None``, ``bool``, ``int`` (up to :data:`MAX_INT_BYTES` bytes in
+    two's complement), ``float``, ``str``,
     ``bytes``, ``list`` / ``tuple``, ``dict`` with ``str`` keys, the event and
     input dataclasses of :mod:`ray_realtime.runner.events`,
     :mod:`ray_realtime.model.events` and :mod:`ray_realtime.model.inputs`
@@ -24,6 +25,8 @@ Format
     * ext ``2``, a history item: the payload is the msgpack map of
       :func:`~ray_realtime.runner.items.item_to_dict`; decode rebuilds it with
       :func:`~ray_realtime.runner.items.item_from_dict` (pydantic validates).
+    * ext ``3``, an integer outside msgpack's 64-bit range (a model server may
+      send one in JSON): big-endian two's complement bytes.
 
     Dataclasses are rebuilt without running ``__init__`` and without any type
     validation: decode checks the structure (known tag, field count), not the
@@ -79,6 +82,15 @@ Why msgpack
     base64 adds a third to the size). Unlike pickle, decoding cannot run code
     or build arbitrary classes: only registered ones.
 
+History item caches
+    History events carry the whole history and items are replaced, not changed,
+    so an item is encoded once and decoded once, then served from caches bounded
+    by bytes (:data:`ITEM_CACHE_BYTES` each; an item over
+    :data:`ITEM_CACHE_MAX_ITEM_BYTES` is not cached). A decode never hands out a
+    cached object: each decode gets its own copy (shared only between the events
+    of that one message, as consecutive in-process history events share items),
+    so what one reader does to its items cannot show in another's.
+
 Speed
     Each registered class gets, once at import, a generated encoder (reads
     its fields by name into the payload list) and decoder (checks the count,
@@ -89,10 +101,12 @@ Speed
 from __future__ import annotations
 
 import dataclasses
+import threading
 import types
 import typing
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from copy import deepcopy as _deepcopy
 from typing import Any
 
 import msgpack
@@ -112,7 +126,12 @@ from ray_realtime.runner.items import (
 )
 
 __all__ = [
+    "BYTES_PER_CONTAINER",
+    "ITEM_CACHE_BYTES",
+    "ITEM_CACHE_MAX_ITEM_BYTES",
+    "MAX_CONTAINERS_BASE",
     "MAX_DEPTH",
+    "MAX_INT_BYTES",
     "MAX_MESSAGE_BYTES",
     "REGISTRY",
     "decode",
@@ -129,8 +148,26 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 16
 """Most dataclasses/items nested in each other in one message (events nest 3 deep)."""
 
+MAX_INT_BYTES = 4096
+"""Largest integer that crosses, in bytes of two's complement (JSON's own limit of
+4,300 digits is about 1,800 bytes)."""
+
+MAX_CONTAINERS_BASE = 4096
+"""Arrays and maps any message may hold, whatever its size."""
+
+BYTES_PER_CONTAINER = 8
+"""Beyond :data:`MAX_CONTAINERS_BASE`, one more array or map per this many bytes."""
+
+ITEM_CACHE_BYTES = 16 * 1024 * 1024
+"""Memory each history item cache may hold (the encoder's and the decoder's), counted as
+twice the encoded size of its items: the bytes and the item object."""
+
+ITEM_CACHE_MAX_ITEM_BYTES = 128 * 1024
+"""An encoded history item larger than this is never cached."""
+
 _EXT_DATACLASS = 1
 _EXT_ITEM = 2
+_EXT_INT = 3
 
 # Every dataclass that may cross, explicitly. A test checks that each dataclass
 # in the ``__all__`` of the three modules is here, so a new event type cannot
@@ -246,6 +283,8 @@ class _Encoding:
         try:
             encoder = _ENCODERS[type(obj)]
         except KeyError:
+            if isinstance(obj, int) and not isinstance(obj, bool):
+                return _encode_int(obj)  # msgpack calls us for ints beyond 64 bits
             raise SerializationError(
                 f"cannot encode a value of type {_type_name(obj)}: only plain data "
                 "(None, bool, int, float, str, bytes, list, tuple, dict with str keys), "
@@ -304,14 +343,66 @@ def _plain_or_repr(value: Any, state: _Encoding) -> Any:
     return value
 
 
+def _encode_int(value: int) -> msgpack.ExtType:
+    size = value.bit_length() // 8 + 1  # room for the sign bit
+    if size > MAX_INT_BYTES:
+        raise SerializationError(
+            f"cannot encode an integer of {size} bytes: at most {MAX_INT_BYTES} bytes cross"
+        )
+    return _ExtType(_EXT_INT, value.to_bytes(size, "big", signed=True))
+
+
+class _ByteCache:
+    """A least-recently-used map bounded by the bytes of its entries (not their count).
+
+    Thread-safe: a handle may decode in several threads of one process.
+    """
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: Hashable, value: Any, size: int) -> None:
+        if size > self.max_entry_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
 # History events carry the whole history, and history items are replaced, not
 # changed, when they update (see ray_realtime.runner.items): so an item's bytes
-# are encoded once and decoded once, then served from these bounded caches.
-# Without them every transcript delta paid pydantic dump + validate for every
-# item of the history on both sides of the wire.
-_ITEM_CACHE_SIZE = 4096
-_item_bytes: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
-_item_objects: OrderedDict[bytes, Any] = OrderedDict()
+# are encoded once and decoded once, then served from these caches. Without
+# them every history event paid pydantic dump + validate for every item of the
+# history on both sides of the wire. An entry's size counts its payload twice:
+# the bytes, and the item object, which takes about as much again.
+_item_bytes = _ByteCache(ITEM_CACHE_BYTES, 2 * ITEM_CACHE_MAX_ITEM_BYTES)  # id -> (item, payload)
+_item_objects = _ByteCache(ITEM_CACHE_BYTES, 2 * ITEM_CACHE_MAX_ITEM_BYTES)  # payload -> item
 
 
 def _encode_item(item: Any, state: _Encoding) -> msgpack.ExtType:
@@ -322,10 +413,37 @@ def _encode_item(item: Any, state: _Encoding) -> msgpack.ExtType:
     data = item_to_dict(item)
     _check_keys(data)  # extra fields (extra="allow") may hold anything
     payload = state.packer().pack(data)
-    _item_bytes[key] = (item, payload)
-    if len(_item_bytes) > _ITEM_CACHE_SIZE:
-        _item_bytes.popitem(last=False)
+    _item_bytes.put(key, (item, payload), 2 * len(payload))
     return _ExtType(_EXT_ITEM, payload)
+
+
+_object_new = object.__new__
+_object_setattr = object.__setattr__
+
+
+def _copy_model(model: Any) -> Any:
+    """A shallow copy of a pydantic model: what ``BaseModel.__copy__`` does, minus its
+    generic checks (this runs for every cached item a decode hands out)."""
+    copy = _object_new(model.__class__)
+    _object_setattr(copy, "__dict__", model.__dict__.copy())
+    extra = model.__pydantic_extra__
+    # Extra fields (extra="allow") may hold anything: copied deeply, when present.
+    _object_setattr(copy, "__pydantic_extra__", _deepcopy(extra) if extra else extra)
+    _object_setattr(copy, "__pydantic_fields_set__", set(model.__pydantic_fields_set__))
+    private = model.__pydantic_private__
+    _object_setattr(copy, "__pydantic_private__", None if private is None else dict(private))
+    return copy
+
+
+def _copy_item(item: Any) -> Any:
+    """A copy of a cached history item that shares nothing mutable with it: items hold
+    strings and a list of content parts holding strings (and maybe extra fields)."""
+    copy = _copy_model(item)
+    fields = copy.__dict__
+    content = fields.get("content")
+    if content:
+        fields["content"] = [_copy_model(part) for part in content]
+    return copy
 
 
 def _pack(obj: Any) -> bytes:
@@ -380,12 +498,14 @@ def encode_batch(events: list[Any], last_seq: int, missed: int, closed: bool) ->
 # --------------------------------------------------------------------------- decode
 
 
-def _unpack(data: bytes | bytearray | memoryview, size: int, ext_hook: Any) -> Any:
+def _unpack(data: bytes | bytearray | memoryview, size: int, state: _Decoding) -> Any:
     # Every declared length is bounded by the bytes present (a map entry takes
     # at least two), so a hostile length prefix fails before any allocation.
     return _unpackb(
         data,
-        ext_hook=ext_hook,
+        ext_hook=state.ext_hook,
+        list_hook=state.list_hook,
+        object_hook=state.object_hook,
         raw=False,  # msgpack str -> str, bin -> bytes
         strict_map_key=True,  # map keys: str (or bytes) only
         max_str_len=size,
@@ -397,26 +517,62 @@ def _unpack(data: bytes | bytearray | memoryview, size: int, ext_hook: Any) -> A
 
 
 class _Decoding:
-    """The state of one decode call: how many extension values deep it is.
+    """The state of one decode call: extension depth, containers left, items seen.
 
     Each level of extension nesting costs a (large) C stack frame of the
     msgpack unpacker, so it is bounded by :data:`MAX_DEPTH` rather than left
-    to overflow the stack.
+    to overflow the stack. Every array and map built is counted against the
+    message's allowance (see the module docstring) as soon as it is built.
     """
 
-    __slots__ = ("depth", "ext_hook")
+    __slots__ = ("containers_left", "depth", "ext_hook", "items", "list_hook", "object_hook")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
         self.depth = 0
-        # msgpack's ``ext_hook``, bound once and handed to every nested unpack.
+        self.containers_left = MAX_CONTAINERS_BASE + size // BYTES_PER_CONTAINER
+        self.items: dict[bytes, Any] | None = None  # this message's items, by payload
+        # msgpack's hooks, bound once and handed to every nested unpack.
         self.ext_hook: Callable[[int, bytes], Any] = self._ext_hook
+        self.list_hook: Callable[[list[Any]], list[Any]] = self._count
+        self.object_hook: Callable[[dict[str, Any]], dict[str, Any]] = self._count
 
-    def _ext_hook(self, code: int, data: bytes) -> Any:
-        """Rebuild a dataclass (ext 1) or a history item (ext 2)."""
-        if code == _EXT_ITEM:
-            known = _item_objects.get(data)
+    def _count(self, container: Any) -> Any:
+        left = self.containers_left - 1
+        if left < 0:
+            raise ProtocolError(
+                "message holds too many arrays/maps for its size "
+                f"(at most {MAX_CONTAINERS_BASE} + 1 per {BYTES_PER_CONTAINER} bytes)"
+            )
+        self.containers_left = left
+        return container
+
+    def _item(self, data: bytes) -> Any:
+        """The history item of ext 2 payload ``data``: this message's, or a copy."""
+        items = self.items
+        if items is None:
+            items = self.items = {}
+        else:
+            known = items.get(data)
             if known is not None:
                 return known
+        cached = _item_objects.get(data)
+        if cached is not None:
+            item = _copy_item(cached)
+        else:
+            value = self._unpack_payload(data)
+            if type(value) is not dict:
+                raise ProtocolError("a history item payload must be a map")
+            try:
+                cached = item_from_dict(value)
+            except ValidationError as exc:
+                raise ProtocolError(f"invalid history item: {exc}") from exc
+            key = bytes(data)
+            _item_objects.put(key, cached, 2 * len(key))
+            item = _copy_item(cached)
+        items[data] = item
+        return item
+
+    def _unpack_payload(self, data: bytes) -> Any:
         depth = self.depth
         if depth >= MAX_DEPTH:
             raise ProtocolError(f"more than {MAX_DEPTH} extension values nested in each other")
@@ -425,6 +581,8 @@ class _Decoding:
         value = _unpackb(
             data,
             ext_hook=self.ext_hook,
+            list_hook=self.list_hook,
+            object_hook=self.object_hook,
             raw=False,
             strict_map_key=True,
             max_str_len=n,
@@ -434,7 +592,12 @@ class _Decoding:
             max_ext_len=n,
         )  # _unpack() inlined: this runs twice per audio event
         self.depth = depth  # not restored on error: the whole decode fails
+        return value
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        """Rebuild a dataclass (ext 1), a history item (ext 2) or a big integer (ext 3)."""
         if code == _EXT_DATACLASS:
+            value = self._unpack_payload(data)
             if type(value) is not list or not value:
                 raise ProtocolError("a dataclass payload must be a non-empty array")
             try:
@@ -443,16 +606,11 @@ class _Decoding:
                 raise ProtocolError(f"unknown dataclass tag {value[0]!r}") from None
             return decoder(value)
         if code == _EXT_ITEM:
-            if type(value) is not dict:
-                raise ProtocolError("a history item payload must be a map")
-            try:
-                item = item_from_dict(value)
-            except ValidationError as exc:
-                raise ProtocolError(f"invalid history item: {exc}") from exc
-            _item_objects[bytes(data)] = item
-            if len(_item_objects) > _ITEM_CACHE_SIZE:
-                _item_objects.popitem(last=False)
-            return item
+            return self._item(data)
+        if code == _EXT_INT:
+            if len(data) > MAX_INT_BYTES:
+                raise ProtocolError(f"an integer of {len(data)} bytes: at most {MAX_INT_BYTES}")
+            return int.from_bytes(data, "big", signed=True)
         raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
@@ -468,7 +626,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     if n > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message is {n} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        return _unpack(data, n, _Decoding().ext_hook)
+        return _unpack(data, n, _Decoding(n))
     except ProtocolError:
         raise
     except RecursionError:

@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -96,6 +97,15 @@ _MIB = 1 << 20
 _MAX_CLIENT_EVENT_BYTES = 15 * _MIB
 _RECENT_IDS = 16  # client event ids remembered to recognise errors they cause
 
+# Deepest nesting of arrays/objects accepted in a server event. GA events nest about 6
+# levels (a tool's JSON schema in session.updated adds 2 per schema level); the bound
+# keeps every later step (conversion, the wire codec's 511-level packer, logging) far
+# from a recursion limit.
+_MAX_EVENT_DEPTH = 100
+# A "\uD800".."\uDFFF" escape: the only way a lone surrogate reaches a parsed event.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LOG_TEXT = 200  # characters of a peer's error message quoted in a log line
+
 _ALREADY_ACTIVE = "conversation_already_has_active_response"
 _CANCEL_NOT_ACTIVE = "response_cancel_not_active"
 
@@ -130,6 +140,33 @@ class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         except (TypeError, ValueError):
             text = f"{msg} {args!r}"
         self.logger.log(level, "%s", _scrub(text, self._secrets), **kwargs)
+
+
+def _too_deep(value: Any, limit: int = _MAX_EVENT_DEPTH) -> bool:
+    """Whether parsed JSON nests arrays/objects deeper than ``limit`` (iterative, linear
+    in the number of containers)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in container.values() if isinstance(container, dict) else container:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate in its strings (keys included) replaced
+    by U+FFFD: such a string cannot be encoded as UTF-8, so it could not be logged,
+    printed or sent over the wire codec."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    return value
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -557,7 +594,12 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
                     # Nothing a peer sends may stop the reader: report and go on.
                     if self._closing:
                         continue  # e.g. a truncate racing close(): not worth reporting
-                    if not isinstance(exc, (ProtocolError, ModelConnectionError)):
+                    if isinstance(exc, (ProtocolError, ModelConnectionError)):
+                        # The peer's fault, not ours: one line, no traceback.
+                        logger.warning(
+                            "bad realtime server event: %s", str(exc)[:_LOG_TEXT].rstrip()
+                        )
+                    else:
                         logger.exception("unexpected error handling a realtime server event")
                     await self._emit(
                         RealtimeModelExceptionEvent(
@@ -585,10 +627,18 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             )
         try:
             data = json.loads(message)
+        except RecursionError:
+            raise ProtocolError(
+                f"server event nests deeper than {_MAX_EVENT_DEPTH} arrays/objects"
+            ) from None
         except ValueError as exc:
             raise ProtocolError(f"malformed JSON from the server: {exc}") from None
         if not isinstance(data, dict):
             raise ProtocolError(f"server event must be a JSON object, got {type(data).__name__}")
+        if _too_deep(data):
+            raise ProtocolError(f"server event nests deeper than {_MAX_EVENT_DEPTH} arrays/objects")
+        if "\\u" in message and _SURROGATE_ESCAPE.search(message):
+            data = _without_lone_surrogates(data)
         if self._emit_raw:
             await self._emit(RealtimeModelRawServerEvent(data=data))
         await self._handle_server_event(data)
