@@ -104,6 +104,9 @@ _RECENT_IDS = 16  # client event ids remembered to recognise errors they cause
 _MAX_EVENT_DEPTH = 100
 # A "\uD800".."\uDFFF" escape: the only way a lone surrogate reaches a parsed event.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A code point of a surrogate: after json.loads, pairs have become one character, so
+# any left is a lone one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _LOG_TEXT = 200  # characters of a peer's error message quoted in a log line
 
 _ALREADY_ACTIVE = "conversation_already_has_active_response"
@@ -161,7 +164,7 @@ def _without_lone_surrogates(value: Any) -> Any:
     by U+FFFD: such a string cannot be encoded as UTF-8, so it could not be logged,
     printed or sent over the wire codec."""
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
     if isinstance(value, list):
