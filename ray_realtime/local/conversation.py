@@ -281,16 +281,23 @@ class Conversation:
         return item
 
     def evict(self, protect: frozenset[str] = frozenset()) -> list[str]:
-        """Drop the oldest items until within bounds (never ``protect``); return their ids."""
+        """Drop the oldest items until within bounds (never ``protect``); return their ids.
+
+        Linear in the conversation however many items go (the order list is rebuilt
+        once rather than searched per item).
+        """
         evicted: list[str] = []
+        count = len(self._order)
         total = sum(i.size for i in self._items.values())
-        for item_id in list(self._order):
-            if len(self._order) <= self.max_items and total <= self.max_bytes:
+        for item_id in self._order:
+            if count <= self.max_items and total <= self.max_bytes:
                 break
             if item_id in protect:
                 continue
-            item = self._items[item_id]
-            total -= item.size
-            self.delete(item_id)
+            total -= self._items.pop(item_id).size
+            count -= 1
             evicted.append(item_id)
+        if evicted:
+            gone = set(evicted)
+            self._order = [i for i in self._order if i not in gone]
         return evicted

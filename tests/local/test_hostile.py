@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from ray_realtime.local import LocalModelServer
+from ray_realtime.local.conversation import Conversation, StoredItem
 from ray_realtime.local.protocol import MAX_JSON_DEPTH
 from ray_realtime.local.responder import MAX_DELTAS
 
@@ -348,3 +349,19 @@ async def test_server_answers_while_a_peer_floods(server: LocalModelServer) -> N
         for _ in range(5):
             assert await _time_round_trip(other) < 0.5
     await asyncio.wait_for(task, 10)
+
+
+def test_evicting_many_items_at_once_is_linear() -> None:
+    # Each eviction searched the order list: evicting k of n items cost k x n.
+    conversation = Conversation(max_items=100_000, max_bytes=1 << 40)
+    for i in range(50_000):
+        conversation.add(StoredItem({"id": f"item_{i}"}, size=10))
+    conversation.max_bytes = 100
+    start = time.perf_counter()
+    evicted = conversation.evict(frozenset({"item_0"}))
+    assert time.perf_counter() - start < 1.0
+    assert len(evicted) == 49_990
+    assert [item.id for item in conversation] == [
+        "item_0",
+        *(f"item_{i}" for i in range(49_991, 50_000)),
+    ]
