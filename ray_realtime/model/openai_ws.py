@@ -246,7 +246,9 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         self._received = ReceivedAudioTracker()
 
         # Response sequencing (see the module docstring).
-        self._active_responses: set[str] = set()
+        # Ids of responses created and not done, oldest first (a dict as an ordered set,
+        # bounded: a server that never sends response.done cannot grow it).
+        self._active_responses: dict[str, None] = {}
         self._create_in_flight: str | None = None
         self._create_deferred = False
         # Set when the server reported an active response we never saw created;
@@ -663,9 +665,11 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         # access) so a malformed response event cannot leave it stuck busy.
         if kind == "response.created":
             self._create_in_flight = None
-            self._active_responses.add(self._response_id(data))
+            self._active_responses[self._response_id(data)] = None
+            if len(self._active_responses) > _RECENT_IDS:
+                del self._active_responses[next(iter(self._active_responses))]
         elif kind == "response.done":
-            self._active_responses.discard(self._response_id(data))
+            self._active_responses.pop(self._response_id(data), None)
             self._unseen_response_active = False
 
         try:
