@@ -61,7 +61,13 @@ Bounds
     crash the process (seen at ~23 levels in a 1 MiB thread stack) before
     Python's recursion limit; 16 levels fit in a 1 MiB stack. Encode refuses
     deeper values too, so whatever it produces decodes. Plain containers nest
-    up to msgpack's own limits (511 on encode, 1024 on decode). Violations are
+    up to msgpack's own limits (511 on encode, 1024 on decode).
+    Expansion: an array or map takes ~60 bytes of memory for as little as one
+    byte of input, so a message may hold at most :data:`MAX_CONTAINERS_BASE`
+    arrays and maps plus one per :data:`BYTES_PER_CONTAINER` bytes; they are
+    counted as they are built, and the decode stops at the first one over
+    (other values take at most ~20 bytes of memory per byte of input).
+    Integers: at most :data:`MAX_INT_BYTES`. Violations are
     ``SerializationError`` / ``ProtocolError``.
     Map keys must be ``str`` (``strict_map_key``); encode checks keys up front
     so that a bad key fails at the sender, not at the receiver.
