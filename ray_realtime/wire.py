@@ -350,7 +350,8 @@ def _plain_or_repr(value: Any, state: _Encoding) -> Any:
 
 
 def _encode_int(value: int) -> msgpack.ExtType:
-    size = value.bit_length() // 8 + 1  # room for the sign bit
+    # Two's complement: the magnitude bits plus a sign bit (-2**(8k-1) fits in k bytes).
+    size = (value if value >= 0 else ~value).bit_length() // 8 + 1
     if size > MAX_INT_BYTES:
         raise SerializationError(
             f"cannot encode an integer of {size} bytes: at most {MAX_INT_BYTES} bytes cross"

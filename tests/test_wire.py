@@ -899,6 +899,17 @@ def test_integers_beyond_64_bits_roundtrip(number: int) -> None:
     assert type(decoded.data.data["n"]) is int
 
 
+def test_integers_at_the_size_bound() -> None:
+    bits = 8 * wire.MAX_INT_BYTES - 1
+    for number in (-(1 << bits), (1 << bits) - 1):
+        data = wire.encode(number)
+        assert len(data) == 4 + wire.MAX_INT_BYTES  # ext 16: marker, length, code, payload
+        assert wire.decode(data) == number
+    for number in (-(1 << bits) - 1, 1 << bits):
+        with pytest.raises(SerializationError, match="integer"):
+            wire.encode(number)
+
+
 def test_an_oversized_integer_payload_is_a_protocol_error() -> None:
     payload = b"\x01" * (wire.MAX_INT_BYTES + 1)
     with pytest.raises(ProtocolError, match="integer"):
