@@ -597,14 +597,32 @@ class _Decoding:
             max_array_len=n,
             max_map_len=n // 2,
             max_ext_len=n,
-        )  # _unpack() inlined: this runs twice per audio event
+        )
         self.depth = depth  # not restored on error: the whole decode fails
         return value
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         """Rebuild a dataclass (ext 1), a history item (ext 2) or a big integer (ext 3)."""
         if code == _EXT_DATACLASS:
-            value = self._unpack_payload(data)
+            depth = self.depth
+            if depth >= MAX_DEPTH:
+                raise ProtocolError(f"more than {MAX_DEPTH} extension values nested in each other")
+            self.depth = depth + 1
+            n = len(data)
+            value = _unpackb(
+                data,
+                ext_hook=self.ext_hook,
+                list_hook=self.list_hook,
+                object_hook=self.object_hook,
+                raw=False,
+                strict_map_key=True,
+                max_str_len=n,
+                max_bin_len=n,
+                max_array_len=n,
+                max_map_len=n // 2,
+                max_ext_len=n,
+            )  # _unpack_payload() inlined: this runs twice per audio event
+            self.depth = depth  # not restored on error: the whole decode fails
             if type(value) is not list or not value:
                 raise ProtocolError("a dataclass payload must be a non-empty array")
             try:
