@@ -626,6 +626,14 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
                 await self._set_status("disconnected")
 
     async def _handle_message(self, message: str | bytes) -> None:
+        """Parse one frame and handle its event.
+
+        Anything a server sends is bounded here before it goes further: a frame that
+        is not a JSON object, or nests deeper than ``_MAX_EVENT_DEPTH``, raises
+        :class:`ProtocolError` (the reader reports it as an exception event with one
+        warning line and goes on); lone UTF-16 surrogates in strings become U+FFFD, so
+        every event can be printed and cross the wire codec.
+        """
         if isinstance(message, bytes):
             raise ProtocolError(
                 f"unexpected binary frame ({len(message)} bytes); server events are JSON text"
