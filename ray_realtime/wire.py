@@ -360,9 +360,10 @@ def _encode_int(value: int) -> msgpack.ExtType:
 
 
 class _ByteCache:
-    """A least-recently-used map bounded by the bytes of its entries (not their count).
+    """A map bounded by the bytes of its entries (not their count), oldest out first.
 
-    Thread-safe: a handle may decode in several threads of one process.
+    Lookups take no lock (one dict read); insertions take one, as a handle may decode
+    in several threads of one process.
     """
 
     def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
@@ -376,12 +377,8 @@ class _ByteCache:
         return len(self._entries)
 
     def get(self, key: Hashable) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
-            return entry[0]
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
 
     def put(self, key: Hashable, value: Any, size: int) -> None:
         if size > self.max_entry_bytes:
@@ -553,8 +550,9 @@ class _Decoding:
         self.containers_left = left
         return container
 
-    def _item(self, data: bytes) -> Any:
-        """The history item of ext 2 payload ``data``: this message's, or a copy."""
+    def _known_item(self, data: bytes) -> Any:
+        """The item of ext 2 payload ``data`` if already decoded: this message's, or a
+        copy of the cached one (None if new)."""
         items = self.items
         if items is None:
             items = self.items = {}
@@ -563,23 +561,38 @@ class _Decoding:
             if known is not None:
                 return known
         cached = _item_objects.get(data)
-        if cached is not None:
-            item = _copy_item(cached)
-        else:
-            value = self._unpack_payload(data)
-            if type(value) is not dict:
-                raise ProtocolError("a history item payload must be a map")
-            try:
-                cached = item_from_dict(value)
-            except ValidationError as exc:
-                raise ProtocolError(f"invalid history item: {exc}") from exc
-            key = bytes(data)
-            _item_objects.put(key, cached, 2 * len(key))
-            item = _copy_item(cached)
-        items[data] = item
+        if cached is None:
+            return None
+        item = items[data] = _copy_item(cached)
         return item
 
-    def _unpack_payload(self, data: bytes) -> Any:
+    def _new_item(self, data: bytes, value: Any) -> Any:
+        """Validate a history item payload, cache it and return a copy."""
+        if type(value) is not dict:
+            raise ProtocolError("a history item payload must be a map")
+        try:
+            cached = item_from_dict(value)
+        except ValidationError as exc:
+            raise ProtocolError(f"invalid history item: {exc}") from exc
+        key = bytes(data)
+        _item_objects.put(key, cached, 2 * len(key))
+        item = _copy_item(cached)
+        if self.items is not None:
+            self.items[data] = item
+        return item
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        """Rebuild a dataclass (ext 1), a history item (ext 2) or a big integer (ext 3)."""
+        if code == _EXT_ITEM:
+            known = self._known_item(data)
+            if known is not None:
+                return known
+        elif code != _EXT_DATACLASS:
+            if code == _EXT_INT:
+                if len(data) > MAX_INT_BYTES:
+                    raise ProtocolError(f"an integer of {len(data)} bytes: at most {MAX_INT_BYTES}")
+                return int.from_bytes(data, "big", signed=True)
+            raise ProtocolError(f"unknown msgpack extension type {code}")
         depth = self.depth
         if depth >= MAX_DEPTH:
             raise ProtocolError(f"more than {MAX_DEPTH} extension values nested in each other")
@@ -597,46 +610,17 @@ class _Decoding:
             max_array_len=n,
             max_map_len=n // 2,
             max_ext_len=n,
-        )
+        )  # _unpack() inlined: this runs twice per audio event
         self.depth = depth  # not restored on error: the whole decode fails
-        return value
-
-    def _ext_hook(self, code: int, data: bytes) -> Any:
-        """Rebuild a dataclass (ext 1), a history item (ext 2) or a big integer (ext 3)."""
-        if code == _EXT_DATACLASS:
-            depth = self.depth
-            if depth >= MAX_DEPTH:
-                raise ProtocolError(f"more than {MAX_DEPTH} extension values nested in each other")
-            self.depth = depth + 1
-            n = len(data)
-            value = _unpackb(
-                data,
-                ext_hook=self.ext_hook,
-                list_hook=self.list_hook,
-                object_hook=self.object_hook,
-                raw=False,
-                strict_map_key=True,
-                max_str_len=n,
-                max_bin_len=n,
-                max_array_len=n,
-                max_map_len=n // 2,
-                max_ext_len=n,
-            )  # _unpack_payload() inlined: this runs twice per audio event
-            self.depth = depth  # not restored on error: the whole decode fails
-            if type(value) is not list or not value:
-                raise ProtocolError("a dataclass payload must be a non-empty array")
-            try:
-                decoder = _DECODERS[value[0]]
-            except (KeyError, TypeError):
-                raise ProtocolError(f"unknown dataclass tag {value[0]!r}") from None
-            return decoder(value)
         if code == _EXT_ITEM:
-            return self._item(data)
-        if code == _EXT_INT:
-            if len(data) > MAX_INT_BYTES:
-                raise ProtocolError(f"an integer of {len(data)} bytes: at most {MAX_INT_BYTES}")
-            return int.from_bytes(data, "big", signed=True)
-        raise ProtocolError(f"unknown msgpack extension type {code}")
+            return self._new_item(data, value)
+        if type(value) is not list or not value:
+            raise ProtocolError("a dataclass payload must be a non-empty array")
+        try:
+            decoder = _DECODERS[value[0]]
+        except (KeyError, TypeError):
+            raise ProtocolError(f"unknown dataclass tag {value[0]!r}") from None
+        return decoder(value)
 
 
 def decode(data: bytes | bytearray | memoryview) -> Any:

@@ -13,9 +13,14 @@ failing example is printed in full, with a ``@reproduce_failure`` line for rando
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from .common import ErrorRecords
 
 _COMMON = {
     "deadline": None,  # the tests bound their own time, per example, with real servers
@@ -31,3 +36,16 @@ if _choice.isdigit():
     settings.register_profile("custom", max_examples=int(_choice), **_COMMON)
     _choice = "custom"
 settings.load_profile(_choice)
+
+
+@pytest.fixture(scope="module")
+def error_records() -> Iterator[ErrorRecords]:
+    """ERROR records of the package's loggers while a fuzz module runs (a module-scoped
+    handler: hypothesis does not reset function-scoped fixtures between examples)."""
+    handler = ErrorRecords()
+    logger = logging.getLogger("ray_realtime")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from ray_realtime.local import LocalModelServer
 
-from .strategies import KEY, TEXT, deep_json_text, dumps, json_values
+from .common import KEY, TEXT, ErrorRecords, deep_json_text, dumps, json_values
 
 EXAMPLE_SECONDS = 5.0  # one example, all its events included
 MAX_EVENTS = 20_000
@@ -65,17 +64,6 @@ class ServerThread:
         self.loop.close()
 
 
-class ErrorRecords(logging.Handler):
-    """Collects ERROR records of the local model's loggers."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     # Short reply audio: a fuzzed response must not take seconds of audio to stream.
@@ -85,17 +73,6 @@ def server_url() -> Iterator[str]:
         yield url
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def error_records() -> Iterator[ErrorRecords]:
-    handler = ErrorRecords()
-    logger = logging.getLogger("ray_realtime.local")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 # --- strategies ---------------------------------------------------------------------------

@@ -11,13 +11,10 @@ nothing may be logged at ERROR.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import typing
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
@@ -26,7 +23,7 @@ from ray_realtime import wire
 from ray_realtime.model import OpenAIRealtimeWebSocketModel, RealtimeModelEvent
 from ray_realtime.model.conversion import SERVER_EVENT_ALIASES
 
-from .strategies import KEY, TEXT, deep_json_text, dumps, json_values
+from .common import KEY, TEXT, ErrorRecords, deep_json_text, dumps, json_values
 
 EXAMPLE_SECONDS = 5.0
 MODEL_EVENT_TYPES = typing.get_args(RealtimeModelEvent)
@@ -134,26 +131,6 @@ FRAMES = st.one_of(
         st.integers(50, 1500),
     ),
 )
-
-
-class ErrorRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(scope="module")
-def error_records() -> Iterator[ErrorRecords]:
-    handler = ErrorRecords()
-    logger = logging.getLogger("ray_realtime.model")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 class Recorder:

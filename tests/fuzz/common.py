@@ -1,8 +1,9 @@
-"""Hypothesis strategies shared by the fuzz tests: hostile JSON and hostile text."""
+"""Shared by the fuzz tests: hostile JSON and text strategies, an ERROR-record catcher."""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from hypothesis import strategies as st
@@ -76,3 +77,14 @@ def deep_json_text(depth: int, opener: str) -> str:
 def dumps(value: Any) -> str:
     """JSON text as a hostile peer may write it (ASCII, NaN allowed)."""
     return json.dumps(value)
+
+
+class ErrorRecords(logging.Handler):
+    """Collects the ERROR records of a logger (attached for a whole module)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
