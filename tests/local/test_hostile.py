@@ -225,7 +225,7 @@ async def test_slow_speech_of_a_long_reply_is_bounded(server: LocalModelServer) 
         finally:
             tracemalloc.stop()
         assert peak < 32 << 20, f"{peak / 2**20:.0f} MiB traced at peak"
-        assert lag < 0.5
+        assert lag < 1.0
         await client.send({"type": "response.cancel"})
         events = await drain_until(client, "response.done")
         assert events[-1]["response"]["status"] == "cancelled"
@@ -347,7 +347,7 @@ async def test_server_answers_while_a_peer_floods(server: LocalModelServer) -> N
     task = asyncio.create_task(flood())
     async with open_client(server.url) as other:
         for _ in range(5):
-            assert await _time_round_trip(other) < 0.5
+            assert await _time_round_trip(other) < 1.0
     await asyncio.wait_for(task, 10)
 
 
