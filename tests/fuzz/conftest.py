@@ -7,8 +7,9 @@
 * ``deep``: 5,000 random examples per target (minutes);
 * a number, e.g. ``RAY_REALTIME_FUZZ=20000``: that many random examples per target.
 
-Hypothesis keeps no example database here (nothing is written to the work tree); a
-failing example is printed in full, with a ``@reproduce_failure`` line for random runs.
+Hypothesis keeps no example database here; a failing example is printed in full, with
+a ``@reproduce_failure`` line for random runs. (Its ``.hypothesis/`` cache folder holds
+its own ``.gitignore``.)
 """
 
 from __future__ import annotations
