@@ -102,6 +102,7 @@ class LocalModelServer:
         max_input_audio_ms: int = 15 * 60 * 1000,
         max_conversation_items: int = 4096,
         max_conversation_bytes: int = 32 << 20,
+        max_reply_audio_ms: int = 5 * 60 * 1000,
     ) -> None:
         if audio_chunk_ms <= 0 or audio_ms_per_char <= 0:
             raise ValueError("audio_chunk_ms and audio_ms_per_char must be positive")
@@ -117,6 +118,7 @@ class LocalModelServer:
             max_input_audio_ms=max_input_audio_ms,
             max_conversation_items=max_conversation_items,
             max_conversation_bytes=max_conversation_bytes,
+            max_reply_audio_ms=max_reply_audio_ms,
         )
         self._server: Server | None = None
         self._port: int | None = None

@@ -291,7 +291,12 @@ class SessionConfig:
     truncation: str | dict[str, Any] = "auto"
 
     def wire(self) -> dict[str, Any]:
-        """The full session object for ``session.created`` / ``session.updated``."""
+        """The full session object for ``session.created`` / ``session.updated``.
+
+        Shares the config's values (never copied: a config's values are replaced, not
+        changed, and the result is serialised at once), so echoing a session costs one
+        serialisation however large its tools are.
+        """
         return {
             "type": "realtime",
             "object": "realtime.session",
@@ -299,16 +304,16 @@ class SessionConfig:
             "model": self.model,
             "output_modalities": list(self.output_modalities),
             "instructions": self.instructions,
-            "tools": copy.deepcopy(self.tools),
-            "tool_choice": copy.deepcopy(self.tool_choice),
+            "tools": self.tools,
+            "tool_choice": self.tool_choice,
             "max_output_tokens": self.max_output_tokens,
-            "tracing": copy.deepcopy(self.tracing),
-            "truncation": copy.deepcopy(self.truncation),
+            "tracing": self.tracing,
+            "truncation": self.truncation,
             "audio": {
                 "input": {
                     "format": self.input_format.wire(),
-                    "transcription": copy.deepcopy(self.transcription),
-                    "noise_reduction": copy.deepcopy(self.noise_reduction),
+                    "transcription": self.transcription,
+                    "noise_reduction": self.noise_reduction,
                     "turn_detection": self.turn_detection.wire() if self.turn_detection else None,
                 },
                 "output": {

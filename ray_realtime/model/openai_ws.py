@@ -30,6 +30,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -97,6 +98,18 @@ _MIB = 1 << 20
 _MAX_CLIENT_EVENT_BYTES = 15 * _MIB
 _RECENT_IDS = 16  # client event ids remembered to recognise errors they cause
 
+# Deepest nesting of arrays/objects accepted in a server event. GA events nest about 6
+# levels (a tool's JSON schema in session.updated adds 2 per schema level); the bound
+# keeps every later step (conversion, the wire codec's 511-level packer, logging) far
+# from a recursion limit.
+_MAX_EVENT_DEPTH = 100
+# A "\uD800".."\uDFFF" escape: the only way a lone surrogate reaches a parsed event.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A code point of a surrogate: after json.loads, pairs have become one character, so
+# any left is a lone one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LOG_TEXT = 200  # characters of a peer's error message quoted in a log line
+
 _ALREADY_ACTIVE = "conversation_already_has_active_response"
 _CANCEL_NOT_ACTIVE = "response_cancel_not_active"
 
@@ -131,6 +144,33 @@ class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         except (TypeError, ValueError):
             text = f"{msg} {args!r}"
         self.logger.log(level, "%s", _scrub(text, self._secrets), **kwargs)
+
+
+def _too_deep(value: Any, limit: int = _MAX_EVENT_DEPTH) -> bool:
+    """Whether parsed JSON nests arrays/objects deeper than ``limit`` (iterative, linear
+    in the number of containers)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in container.values() if isinstance(container, dict) else container:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate in its strings (keys included) replaced
+    by U+FFFD: such a string cannot be encoded as UTF-8, so it could not be logged,
+    printed or sent over the wire codec."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    return value
 
 
 def _safe_url(url: str, secrets: tuple[str, ...]) -> str:
@@ -202,7 +242,9 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         self._received = ReceivedAudioTracker()
 
         # Response sequencing (see the module docstring).
-        self._active_responses: set[str] = set()
+        # Ids of responses created and not done, oldest first (a dict as an ordered set,
+        # bounded: a server that never sends response.done cannot grow it).
+        self._active_responses: dict[str, None] = {}
         self._create_in_flight: str | None = None
         self._create_deferred = False
         # Set when the server reported an active response we never saw created;
@@ -594,7 +636,12 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
                     # Nothing a peer sends may stop the reader: report and go on.
                     if self._closing:
                         continue  # e.g. a truncate racing close(): not worth reporting
-                    if not isinstance(exc, (ProtocolError, ModelConnectionError)):
+                    if isinstance(exc, (ProtocolError, ModelConnectionError)):
+                        # The peer's fault, not ours: one line, no traceback.
+                        logger.warning(
+                            "bad realtime server event: %s", str(exc)[:_LOG_TEXT].rstrip()
+                        )
+                    else:
                         logger.exception("unexpected error handling a realtime server event")
                     await self._emit(
                         RealtimeModelExceptionEvent(
@@ -616,16 +663,32 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
                 await self._set_status("disconnected")
 
     async def _handle_message(self, message: str | bytes) -> None:
+        """Parse one frame and handle its event.
+
+        Anything a server sends is bounded here before it goes further: a frame that
+        is not a JSON object, or nests deeper than ``_MAX_EVENT_DEPTH``, raises
+        :class:`ProtocolError` (the reader reports it as an exception event with one
+        warning line and goes on); lone UTF-16 surrogates in strings become U+FFFD, so
+        every event can be printed and cross the wire codec.
+        """
         if isinstance(message, bytes):
             raise ProtocolError(
                 f"unexpected binary frame ({len(message)} bytes); server events are JSON text"
             )
         try:
             data = json.loads(message)
+        except RecursionError:
+            raise ProtocolError(
+                f"server event nests deeper than {_MAX_EVENT_DEPTH} arrays/objects"
+            ) from None
         except ValueError as exc:
             raise ProtocolError(f"malformed JSON from the server: {exc}") from None
         if not isinstance(data, dict):
             raise ProtocolError(f"server event must be a JSON object, got {type(data).__name__}")
+        if _too_deep(data):
+            raise ProtocolError(f"server event nests deeper than {_MAX_EVENT_DEPTH} arrays/objects")
+        if "\\u" in message and _SURROGATE_ESCAPE.search(message):
+            data = _without_lone_surrogates(data)
         if self._emit_raw:
             await self._emit(RealtimeModelRawServerEvent(data=data))
         await self._handle_server_event(data)
@@ -647,9 +710,11 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         # access) so a malformed response event cannot leave it stuck busy.
         if kind == "response.created":
             self._create_in_flight = None
-            self._active_responses.add(self._response_id(data))
+            self._active_responses[self._response_id(data)] = None
+            if len(self._active_responses) > _RECENT_IDS:
+                del self._active_responses[next(iter(self._active_responses))]
         elif kind == "response.done":
-            self._active_responses.discard(self._response_id(data))
+            self._active_responses.pop(self._response_id(data), None)
             self._unseen_response_active = False
 
         try:
