@@ -18,6 +18,12 @@ class ServiceConfig:
 
     ``local_model``: run a bundled local model server on each node (default:
     when no ``OPENAI_API_KEY`` is set where the service is deployed).
+
+    ``worker_stuck_threads``: a tool or guardrail worker with this many
+    threads still running for calls that already ended (sync tools past their
+    timeout) retires and is replaced (at most half its thread pool).
+    ``worker_retire_grace_seconds``: how long a retiring worker's calls in
+    flight may take before its process is killed anyway.
     """
 
     warm_pool_size: int = 1
@@ -30,6 +36,8 @@ class ServiceConfig:
     health_timeout_seconds: float = 10.0
     actor_start_timeout_seconds: float = 60.0
     refill_delay_seconds: float = 1.0
+    worker_stuck_threads: int = 4
+    worker_retire_grace_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
