@@ -141,7 +141,7 @@ async def _stuck_worker_retires(worker_agent: _Ref) -> None:
     worker = ToolWorker()
     watch = asyncio.ensure_future(worker.wait_retire(2, 10 * UNIT))
     assert (await _run(worker, worker_agent, "quick_tool"))[0] == "quick"
-    output, error, _ = await _run(worker, worker_agent, "stuck_tool")
+    _, error, _ = await _run(worker, worker_agent, "stuck_tool")
     assert error is not None and "timed out" in error
     assert worker.statistics()["stuck_threads"] == 1 and not watch.done()
     # Live calls still get a thread.
@@ -257,8 +257,9 @@ async def test_waiting_for_a_worker_is_bounded_by_the_calls_timeout() -> None:
     executor = PoolExecutor(WorkerPool("n1"), _Objects())  # type: ignore[arg-type]
     t0 = time.monotonic()
     outcome = await asyncio.wait_for(
-        executor.run_tool(_AGENT, short, call_id="c", arguments="{}", context=None,
-                          default_timeout=30.0),
+        executor.run_tool(
+            _AGENT, short, call_id="c", arguments="{}", context=None, default_timeout=30.0
+        ),
         5 * UNIT,
     )
     assert 0.15 <= time.monotonic() - t0 < 2 * UNIT
