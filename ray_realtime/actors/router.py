@@ -372,7 +372,10 @@ class Router:
         except Exception as exc:
             if not self._ops.is_gone(exc):
                 logger.warning("retiring worker %s did not go idle: %r", record.name, exc)
-        self._kill(record.handle)
+        finally:
+            # Also when shutdown cancels the wait: it is no longer in the fleet,
+            # so nothing else would stop it.
+            self._kill(record.handle)
 
     async def _push_workers(self, kind: ActorKind) -> None:
         hosts = [r.handle for r in self._fleet.hosts_with_sessions()]

@@ -369,3 +369,15 @@ async def test_a_retiring_worker_that_never_goes_idle_is_killed_after_the_grace(
     await _until(lambda: tool.name in ops.killed, "the kill after the grace period")
     assert time.monotonic() - t0 >= 0.25
     await asyncio.wait_for(router.shutdown(), 5 * UNIT)
+
+
+async def test_shutdown_during_a_retirement_still_stops_the_retiring_worker() -> None:
+    ops = FakeOps([[raw_node("node-a")]])
+    router = Router({**CONFIG, "worker_retire_grace_seconds": 60.0}, ops)
+    await asyncio.wait_for(router.start(), 5 * UNIT)
+    (tool,) = ops.live(ActorKind.TOOL)
+    tool.in_flight = 1
+    tool.retiring.set()
+    await _until(lambda: len(ops.live(ActorKind.TOOL)) == 2, "the replacement")
+    await asyncio.wait_for(router.shutdown(), 5 * UNIT)
+    assert tool.name in ops.killed
