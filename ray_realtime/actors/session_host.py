@@ -357,8 +357,15 @@ class SessionHost:
         self._tell_router("worker_died", slot.name)
 
     async def update_workers(self, kind: str, workers: list[Any]) -> None:
-        """Take a new worker list from the router (after a replacement)."""
-        self._pool(kind, workers)
+        """Take a new worker list from the router (a worker died, retired or
+        was replaced); an empty list empties the pool, and calls then wait
+        for the next list."""
+        slots = [WorkerSlot(name, node, handle) for name, node, handle in workers]
+        pool = self._pools.get(kind)
+        if pool is None:
+            self._pools[kind] = WorkerPool(self.node_id, slots, on_dead=self._worker_died)
+        else:
+            pool.replace(slots)
 
     # ------------------------------------------------------------- commands
 
