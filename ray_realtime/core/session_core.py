@@ -10,9 +10,11 @@ inputs to send to the model, tools / handoffs / guardrails to run. The shell
 
 Rules it owns:
 
-- Settings precedence: the model config's ``initial_model_settings``, then
-  the run config's ``model_settings`` over them, then the active agent's
-  instructions and tools (tools + handoffs) over both.
+- Settings precedence (the SDK's): the run config's ``model_settings``, then
+  the model config's ``initial_model_settings`` over them, then the active
+  agent's prompt, instructions and tools (tools + handoffs) over both; the
+  first ``session.update`` applies ``initial_model_settings`` once more over
+  the agent's values. ``tracing_disabled`` sends ``tracing: null``.
 - History merging (see :mod:`ray_realtime.core.history`): transcript deltas
   and input transcriptions update history and emit ``history_updated``.
 - Tool calls: a repeated ``call_id`` is ignored; an unknown tool or arguments
@@ -56,6 +58,7 @@ from ray_realtime.types.config import (
     DEFAULT_LIMITS,
     RealtimeSessionModelSettings,
     SessionLimits,
+    input_audio_format_name,
 )
 from ray_realtime.types.events import (
     AgentRef,
@@ -260,6 +263,7 @@ class SessionCore:
         limits: SessionLimits | None = None,
         run_guardrail_names: Iterable[str] = (),
         emit_raw_model_events: bool = False,
+        tracing_disabled: bool = False,
     ) -> None:
         self._agent = agent
         self._run_settings = dict(run_model_settings or {})
@@ -267,6 +271,9 @@ class SessionCore:
         self._limits: SessionLimits = limits or DEFAULT_LIMITS
         self._run_guardrails = tuple(run_guardrail_names)
         self._emit_raw = emit_raw_model_events
+        self._tracing_disabled = tracing_disabled
+        self._always_approved: set[str] = set()
+        self._always_rejected: dict[str, str] = {}
         self._out: deque[CoreOutput] = deque()
         self._history: list[RealtimeItem] = []
         self._seen_calls: OrderedDict[str, None] = OrderedDict()
@@ -312,23 +319,29 @@ class SessionCore:
         """Whether :meth:`drain` would return anything."""
         return bool(self._out)
 
-    def model_settings(self, agent: AgentSpec | None = None) -> RealtimeSessionModelSettings:
-        """The session settings for ``agent`` (default: the active one)."""
+    def model_settings(
+        self, agent: AgentSpec | None = None, *, starting: bool = False
+    ) -> RealtimeSessionModelSettings:
+        """The session settings for ``agent`` (default: the active one);
+        ``starting``: those of the first ``session.update``, where
+        ``initial_model_settings`` win over the agent's values too."""
         agent = agent or self._agent
-        settings: dict[str, Any] = dict(self._initial_settings)
-        settings.update(self._run_settings)
-        if agent.instructions is not None:
-            settings["instructions"] = agent.instructions
+        settings: dict[str, Any] = dict(self._run_settings)
+        settings.update(self._initial_settings)
+        if agent.prompt is not None:
+            settings["prompt"] = agent.prompt
+        settings["instructions"] = agent.instructions or ""
         settings["tools"] = agent.tool_definitions()
+        if starting:
+            settings.update(self._initial_settings)
+        if self._tracing_disabled:
+            settings["tracing"] = None
         return settings  # type: ignore[return-value]
 
     @property
     def input_audio_format(self) -> str:
-        """The format of the user's audio (run settings over initial ones)."""
-        fmt = self._run_settings.get(
-            "input_audio_format", self._initial_settings.get("input_audio_format")
-        )
-        return fmt if isinstance(fmt, str) else "pcm16"
+        """The name of the user's audio format (initial settings over run ones)."""
+        return input_audio_format_name({**self._run_settings, **self._initial_settings})
 
     def statistics(self) -> dict[str, int]:
         """A snapshot of the core's sizes, for monitoring."""

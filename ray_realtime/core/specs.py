@@ -40,6 +40,8 @@ class AgentSpec:
     tools: tuple[ToolSpec, ...] = ()
     handoffs: tuple[HandoffSpec, ...] = ()
     guardrail_names: tuple[str, ...] = field(default=())
+    prompt: dict[str, Any] | None = None
+    """The agent's stored prompt (``{"id", "version", "variables"}``), if any."""
 
     def tool(self, name: str) -> ToolSpec | None:
         """The tool called ``name``, if this agent has it."""

@@ -51,12 +51,12 @@ from ray_realtime.model.conversion import (
     DEFAULT_MODEL_NAME,
     server_event_to_model_events,
     server_event_type,
-    settings_to_session_payload,
     tool_output_to_item,
     user_input_to_item,
 )
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
 from ray_realtime.model.playback import RealtimePlaybackState, ReceivedAudioTracker
+from ray_realtime.model.session_settings import settings_to_session_payload
 from ray_realtime.types.config import (
     RealtimeModelConfig,
     RealtimeSessionModelSettings,
@@ -201,6 +201,8 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         self._closing = False
         self._status: ConnectionStatus | None = None
         self._settings: dict[str, Any] = {}
+        # The GA session object last sent: the effective audio settings.
+        self._session: dict[str, Any] = {}
 
         self._playback_tracker: Any | None = None
         self._received = ReceivedAudioTracker()
@@ -278,6 +280,8 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         # Build the first session.update before connecting: a settings error is
         # the caller's to fix and should not cost a connection.
         session_payload = settings_to_session_payload(settings)  # type: ignore[arg-type]
+        # As the SDK: traces are on ("auto") unless the settings say otherwise.
+        session_payload.setdefault("tracing", "auto")
 
         url = config.get("url") or (
             f"{DEFAULT_REALTIME_URL}?model="
@@ -315,9 +319,10 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
 
         self._ws = ws
         self._settings = settings
+        self._session = session_payload
         self._reset_connection_state()
         self._playback_tracker = config.get("playback_tracker")
-        self._set_output_format(settings.get("output_audio_format", "pcm16"))
+        self._set_output_format(session_payload["audio"]["output"]["format"])
         logger.info("connected to the realtime model at %s", _safe_url(url, secrets))
 
         try:
@@ -492,7 +497,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         if event.commit:
             await self._send({"type": "input_audio_buffer.commit"})
             # Turn detection off: "the client must manually trigger model response".
-            if "turn_detection" in self._settings and self._settings["turn_detection"] is None:
+            if self._turn_detection() is None:
                 await self._request_response()
 
     async def _update_session(self, new_settings: RealtimeSessionModelSettings) -> None:
@@ -501,8 +506,14 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         await self._send({"type": "session.update", "session": payload})
         # "Only the fields that are present in the `session.update` are updated."
         self._settings.update(checked)
-        if "output_audio_format" in checked:
-            self._set_output_format(checked["output_audio_format"])
+        self._session = payload
+        self._set_output_format(payload["audio"]["output"]["format"])
+
+    def _turn_detection(self) -> Any:
+        """The turn detection in effect (``None``: off; the server's own
+        default before any session.update)."""
+        audio_input = self._session.get("audio", {}).get("input", {})
+        return audio_input.get("turn_detection", {})
 
     async def _send_raw(self, message: Mapping[str, Any]) -> None:
         if not isinstance(message, Mapping) or not isinstance(message.get("type"), str):
@@ -623,7 +634,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             # The user started speaking over the assistant. "If `true` then the
             # response will be cancelled" (interrupt_response): the server
             # cancels; the client only truncates what was not heard.
-            turn_detection = self._settings.get("turn_detection")
+            turn_detection = self._turn_detection()
             if not (
                 isinstance(turn_detection, Mapping)
                 and turn_detection.get("interrupt_response") is False

@@ -12,9 +12,10 @@ fan out to worker actors.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -188,7 +189,25 @@ async def agent_spec(agent: RealtimeAgent[Any], context: RunContextWrapper[Any])
         tools=tuple(ToolSpec(t.name, t.to_definition(), t.needs_approval) for t in tools),
         handoffs=tuple(handoffs),
         guardrail_names=tuple(g.get_name() for g in agent.output_guardrails),
+        prompt=await _prompt(agent, context),
     )
+
+
+async def _prompt(
+    agent: RealtimeAgent[Any], context: RunContextWrapper[Any]
+) -> dict[str, Any] | None:
+    """The agent's prompt as plain data: a dict, or what a prompt function
+    (sync or async, given the context and the agent) returns."""
+    prompt = agent.prompt
+    if callable(prompt):
+        prompt = prompt(context, agent)
+        if inspect.isawaitable(prompt):
+            prompt = await prompt
+    if prompt is None:
+        return None
+    if not isinstance(prompt, Mapping) or not isinstance(prompt.get("id"), str):
+        raise UserError(f"agent {agent.name!r}: prompt must be a dict with an 'id'")
+    return dict(prompt)
 
 
 async def _enabled(flag: Any, context: RunContextWrapper[Any], agent: Any) -> bool:
@@ -307,9 +326,10 @@ class SessionDriver(RealtimeModelListener):
             limits=self._limits,
             run_guardrail_names=[g.get_name() for g in self._run_guardrails],
             emit_raw_model_events=bool(self._run_config.get("emit_raw_model_events", False)),
+            tracing_disabled=bool(self._run_config.get("tracing_disabled", False)),
         )
         options: RealtimeModelConfig = dict(self._model_config)  # type: ignore[assignment]
-        options["initial_model_settings"] = self._core.model_settings()
+        options["initial_model_settings"] = self._core.model_settings(starting=True)
         self._model.add_listener(self)
         try:
             await self._model.connect(options)

@@ -167,34 +167,49 @@ def ids(core: SessionCore) -> list[str]:
 # ------------------------------------------------------- settings precedence
 
 
-def test_settings_precedence_initial_then_run_config_then_agent() -> None:
+def test_settings_precedence_is_the_sdks() -> None:
+    # The SDK: run config settings, initial_model_settings over them, the agent's
+    # instructions and tools over both; at connect, initial settings win again.
     a = agent(instructions="agent says", tools=(tool("lookup"), tool("book")))
     core = make_core(
         a,
         initial_model_settings={
             "model_name": "initial-model",
             "voice": "initial-voice",
-            "speed": 0.5,
             "instructions": "initial says",
-            "tools": [tool_def("stale")],
         },
-        run_model_settings={"voice": "run-voice", "instructions": "run says", "tools": []},
+        run_model_settings={"voice": "run-voice", "speed": 0.5, "instructions": "run says"},
     )
     settings = core.model_settings()
-    assert settings["model_name"] == "initial-model", "initial settings are the base"
-    assert settings["speed"] == 0.5
-    assert settings["voice"] == "run-voice", "run config overrides initial settings"
+    assert settings["model_name"] == "initial-model"
+    assert settings["speed"] == 0.5, "run config settings are the base"
+    assert settings["voice"] == "initial-voice", "initial settings override the run config"
     assert settings["instructions"] == "agent says", "agent instructions override both"
     assert settings["tools"] == [tool_def("lookup"), tool_def("book")], "agent tools override"
+    starting = core.model_settings(starting=True)
+    assert starting["instructions"] == "initial says", "at connect initial settings win"
+    assert starting["voice"] == "initial-voice"
+    assert starting["tools"] == [tool_def("lookup"), tool_def("book")]
 
 
-def test_agent_without_instructions_keeps_run_config_instructions() -> None:
-    core = make_core(
-        agent(instructions=None),
-        initial_model_settings={"instructions": "initial"},
-        run_model_settings={"instructions": "run"},
+def test_agent_without_instructions_sends_empty_instructions() -> None:
+    # As the SDK: the agent's instructions (or "") replace the settings' ones.
+    core = make_core(agent(instructions=None), run_model_settings={"instructions": "run"})
+    assert core.model_settings()["instructions"] == ""
+
+
+def test_tracing_disabled_sends_null_tracing() -> None:
+    core = make_core(run_model_settings={"tracing": {"workflow_name": "w"}})
+    assert core.model_settings()["tracing"] == {"workflow_name": "w"}
+    off = SessionCore(
+        agent(), run_model_settings={"tracing": {"workflow_name": "w"}}, tracing_disabled=True
     )
-    assert core.model_settings()["instructions"] == "run"
+    assert off.model_settings()["tracing"] is None
+
+
+def test_agent_prompt_is_sent() -> None:
+    spec = AgentSpec("P", instructions="x", prompt={"id": "pmpt_1", "version": "2"})
+    assert make_core(spec).model_settings()["prompt"] == {"id": "pmpt_1", "version": "2"}
 
 
 def test_handoff_definitions_follow_tool_definitions() -> None:
