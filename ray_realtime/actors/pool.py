@@ -162,7 +162,7 @@ class PoolExecutor:
         """Run one call on a worker; errors become outcomes."""
         timeout = (tool.timeout_seconds or default_timeout) + _GRACE_SECONDS
         try:
-            output, error, _ = await self._call(
+            output, error, _, raised = await self._call(
                 lambda worker: worker.run_tool.remote(
                     [self._objects.agent_ref(agent)],
                     tool.name,
@@ -173,7 +173,7 @@ class PoolExecutor:
                 ),
                 timeout,
             )
-            return ToolOutcome(output, error)
+            return ToolOutcome(output, error, raised)
         except _NoWorker:
             message = "no tool worker is available"
         except asyncio.TimeoutError:

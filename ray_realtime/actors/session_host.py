@@ -307,13 +307,15 @@ class SessionHost:
         """Switch agent (pickled)."""
         await self._driver(session_id).update_agent(raylib.loads(agent_payload))
 
-    async def approve_tool_call(self, session_id: str, call_id: str) -> bool:
+    async def approve_tool_call(self, session_id: str, call_id: str, always: bool = False) -> bool:
         """Approve a waiting tool call."""
-        return await self._driver(session_id).approve_tool_call(call_id)
+        return await self._driver(session_id).approve_tool_call(call_id, always=always)
 
-    async def reject_tool_call(self, session_id: str, call_id: str, message: str | None) -> bool:
+    async def reject_tool_call(
+        self, session_id: str, call_id: str, message: str | None, always: bool = False
+    ) -> bool:
         """Reject a waiting tool call."""
-        return await self._driver(session_id).reject_tool_call(call_id, message)
+        return await self._driver(session_id).reject_tool_call(call_id, message, always=always)
 
     async def read_events(
         self, session_id: str, after_seq: int, max_events: int, timeout: float | None

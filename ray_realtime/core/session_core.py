@@ -20,6 +20,11 @@ Rules it owns:
 - Tool calls: a repeated ``call_id`` is ignored; an unknown tool or arguments
   that are not a JSON object get an error output (the model is told) and an
   ``error`` event, never an exception; at most ``max_pending_tool_calls`` run.
+- Approvals: a tool that needs approval emits ``tool_approval_required`` and
+  waits; a tool with an approval function is first checked (``CheckApproval``).
+  ``always=True`` on an approval or rejection applies to the tool's later
+  calls in this session; a rejection answers the model with its message or
+  the SDK's "Tool execution was not approved."
 - Handoffs: the ``session.update`` for the new agent is sent before the
   handoff's tool output, so the reply comes from the new agent.
 - Output guardrails run on the full transcript so far each time it grows by
@@ -44,6 +49,7 @@ from typing_extensions import assert_never
 
 from ray_realtime.core import history as hist
 from ray_realtime.core.outputs import (
+    CheckApproval,
     CoreOutput,
     EmitEvent,
     RunGuardrails,
@@ -55,6 +61,7 @@ from ray_realtime.core.specs import AgentSpec
 from ray_realtime.exceptions import InputTooLargeError, UserError
 from ray_realtime.types import model_events as me
 from ray_realtime.types.config import (
+    DEFAULT_APPROVAL_REJECTION_MESSAGE,
     DEFAULT_LIMITS,
     RealtimeSessionModelSettings,
     SessionLimits,
@@ -279,6 +286,7 @@ class SessionCore:
         self._seen_calls: OrderedDict[str, None] = OrderedDict()
         self._pending_tools: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
         self._awaiting_approval: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
+        self._checking_approval: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
         self._pending_handoffs: dict[str, me.RealtimeModelToolCallEvent] = {}
         self._interrupted_items: deque[str] = deque(maxlen=_INTERRUPTED_ITEMS_KEPT)
         self._pending_transcripts: OrderedDict[str, str] = OrderedDict()
@@ -307,7 +315,17 @@ class SessionCore:
     @property
     def pending_tool_calls(self) -> int:
         """Tool calls (running or awaiting approval) and handoffs not yet answered."""
-        return len(self._pending_tools) + len(self._pending_handoffs) + len(self._awaiting_approval)
+        return (
+            len(self._pending_tools)
+            + len(self._pending_handoffs)
+            + len(self._awaiting_approval)
+            + len(self._checking_approval)
+        )
+
+    def awaiting_approval(self, call_id: str) -> str | None:
+        """The name of the tool whose call ``call_id`` waits for approval, if any."""
+        entry = self._awaiting_approval.get(call_id)
+        return entry[0].name if entry is not None else None
 
     def drain(self) -> list[CoreOutput]:
         """Everything the core wants done, oldest first; empties the queue."""
@@ -376,29 +394,48 @@ class SessionCore:
         self._agent = agent
         self._send(RealtimeModelSendSessionUpdate(self.model_settings()))
 
-    def approve_tool_call(self, call_id: str) -> bool:
-        """Run a tool call that was waiting for approval; False if none was."""
+    def approve_tool_call(self, call_id: str, *, always: bool = False) -> bool:
+        """Run a tool call that was waiting for approval; False if none was.
+        ``always``: later calls of the same tool run without asking."""
+        always = check_flag(always, "always")
         entry = self._awaiting_approval.pop(check_call_id(call_id), None)
         if entry is None:
             return False
         call, agent_name = entry
+        if always:
+            self._always_approved.add(call.name)
+            self._always_rejected.pop(call.name, None)
         self._start_tool(call, agent_name)
         return True
 
-    def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
-        """Refuse a tool call that was waiting for approval; False if none was."""
+    def reject_tool_call(
+        self, call_id: str, message: str | None = None, *, always: bool = False
+    ) -> bool:
+        """Refuse a tool call that was waiting for approval; False if none was.
+        The model receives ``message`` (default: the SDK's "Tool execution was
+        not approved."). ``always``: later calls of the same tool are refused
+        with the same text, without asking."""
         message = check_rejection_message(message, self._limits["max_message_chars"])
+        always = check_flag(always, "always")
         entry = self._awaiting_approval.pop(check_call_id(call_id), None)
         if entry is None:
             return False
         call, agent_name = entry
-        output = message or f"The call to tool {call.name} was rejected."
-        self._emit(
-            RealtimeToolEnd(
-                AgentRef(agent_name), ToolRef(call.name), output, call.arguments, call.call_id
-            )
-        )
-        self._answer_call(call, output)
+        output = DEFAULT_APPROVAL_REJECTION_MESSAGE if message is None else message
+        if always:
+            self._always_rejected[call.name] = output
+            self._always_approved.discard(call.name)
+        self._reject(call, agent_name, output)
+        return True
+
+    def approval_checked(self, call_id: str, needed: bool) -> bool:
+        """The answer to a :class:`CheckApproval`: ask the user (``needed``) or
+        run the call. False if the call was not being checked."""
+        entry = self._checking_approval.pop(call_id, None)
+        if entry is None:
+            return False
+        call, agent_name = entry
+        self._decide_approval(call, agent_name, needed=needed)
         return True
 
     def report_error(self, error: Mapping[str, Any]) -> None:
@@ -556,7 +593,10 @@ class SessionCore:
             event,
             me.RealtimeModelConnectionStatusEvent
             | me.RealtimeModelOtherEvent
-            | me.RealtimeModelRawServerEvent,
+            | me.RealtimeModelRawServerEvent
+            | me.RealtimeModelEndOfStreamEvent
+            | me.RealtimeModelOutputTextDeltaEvent
+            | me.RealtimeModelUsageEvent,
         ):
             pass
         else:  # pragma: no cover - exhaustive over the closed union
@@ -683,15 +723,39 @@ class SessionCore:
             self._out.append(RunHandoff(call, agent.name, handoff.agent_name))
             return
         assert tool is not None
-        if tool.needs_approval:
-            self._awaiting_approval[call.call_id] = (call, agent.name)
+        if tool.approval_check and not self._decided(call.name):
+            self._checking_approval[call.call_id] = (call, agent.name)
+            self._out.append(CheckApproval(call, agent.name))
+            return
+        self._decide_approval(call, agent.name, needed=tool.needs_approval)
+
+    def _decided(self, tool_name: str) -> bool:
+        return tool_name in self._always_approved or tool_name in self._always_rejected
+
+    def _decide_approval(
+        self, call: me.RealtimeModelToolCallEvent, agent_name: str, *, needed: bool
+    ) -> None:
+        # An "always" answer given earlier stands over the tool's own policy.
+        rejection = self._always_rejected.get(call.name)
+        if rejection is not None:
+            self._reject(call, agent_name, rejection)
+        elif needed and call.name not in self._always_approved:
+            self._awaiting_approval[call.call_id] = (call, agent_name)
             self._emit(
                 RealtimeToolApprovalRequired(
-                    AgentRef(agent.name), ToolRef(call.name), call.arguments, call.call_id
+                    AgentRef(agent_name), ToolRef(call.name), call.arguments, call.call_id
                 )
             )
-            return
-        self._start_tool(call, agent.name)
+        else:
+            self._start_tool(call, agent_name)
+
+    def _reject(self, call: me.RealtimeModelToolCallEvent, agent_name: str, output: str) -> None:
+        self._emit(
+            RealtimeToolEnd(
+                AgentRef(agent_name), ToolRef(call.name), output, call.arguments, call.call_id
+            )
+        )
+        self._answer_call(call, output)
 
     def _start_tool(self, call: me.RealtimeModelToolCallEvent, agent_name: str) -> None:
         self._pending_tools[call.call_id] = (call, agent_name)

@@ -15,11 +15,14 @@ __all__ = ["AgentSpec", "HandoffSpec", "ToolSpec"]
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A function tool: its protocol definition and whether calls need approval."""
+    """A function tool: its protocol definition and whether calls need
+    approval (always, or as the tool's approval function decides per call)."""
 
     name: str
     definition: dict[str, Any]
     needs_approval: bool = False
+    approval_check: bool = False
+    """A function decides per call (``CheckApproval``)."""
 
 
 @dataclass(frozen=True, slots=True)

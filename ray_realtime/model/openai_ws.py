@@ -33,7 +33,7 @@ import logging
 import os
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -83,7 +83,12 @@ from ray_realtime.types.model_inputs import (
     RealtimeModelSendUserInput,
 )
 
-__all__ = ["DEFAULT_REALTIME_URL", "OpenAIRealtimeWebSocketModel"]
+__all__ = [
+    "DEFAULT_REALTIME_URL",
+    "OpenAIRealtimeSIPModel",
+    "OpenAIRealtimeWebSocketModel",
+    "get_api_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +152,12 @@ def _safe_url(url: str, secrets: tuple[str, ...]) -> str:
     """The URL without its query (which may hold credentials), for messages."""
     parts = urlsplit(url)
     return _scrub(f"{parts.scheme}://{parts.netloc}{parts.path}", secrets)
+
+
+async def get_api_key(key: str | Callable[[], Any] | None) -> str | None:
+    """The API key: ``key`` itself, what a (sync or async) callable returns,
+    or, for ``None``, the ``OPENAI_API_KEY`` environment variable."""
+    return await _resolve_api_key(key)
 
 
 async def _resolve_api_key(value: Any) -> str | None:
@@ -279,14 +290,18 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         settings: dict[str, Any] = dict(config.get("initial_model_settings") or {})
         # Build the first session.update before connecting: a settings error is
         # the caller's to fix and should not cost a connection.
-        session_payload = settings_to_session_payload(settings)  # type: ignore[arg-type]
+        call_id = config.get("call_id")
+        session_payload = settings_to_session_payload(settings, default_formats=not call_id)
         # As the SDK: traces are on ("auto") unless the settings say otherwise.
         session_payload.setdefault("tracing", "auto")
 
-        url = config.get("url") or (
-            f"{DEFAULT_REALTIME_URL}?model="
-            f"{quote(str(settings.get('model_name') or DEFAULT_MODEL_NAME), safe='')}"
-        )
+        if call_id:
+            # A call attached by id (SIP): its model and formats are the call's.
+            default_url = f"{DEFAULT_REALTIME_URL}?call_id={quote(call_id, safe='')}"
+        else:
+            model_name = str(settings.get("model_name") or DEFAULT_MODEL_NAME)
+            default_url = f"{DEFAULT_REALTIME_URL}?model={quote(model_name, safe='')}"
+        url = config.get("url") or default_url
         parts = urlsplit(url)
         loopback = _is_loopback(parts.hostname)
         headers, secrets = await self._auth_headers(config, parts.scheme, parts.hostname, loopback)
@@ -322,7 +337,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         self._session = session_payload
         self._reset_connection_state()
         self._playback_tracker = config.get("playback_tracker")
-        self._set_output_format(session_payload["audio"]["output"]["format"])
+        self._set_output_format(session_payload["audio"]["output"].get("format", "pcm16"))
         logger.info("connected to the realtime model at %s", _safe_url(url, secrets))
 
         try:
@@ -507,7 +522,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         # "Only the fields that are present in the `session.update` are updated."
         self._settings.update(checked)
         self._session = payload
-        self._set_output_format(payload["audio"]["output"]["format"])
+        self._set_output_format(payload["audio"]["output"].get("format", "pcm16"))
 
     def _turn_detection(self) -> Any:
         """The turn detection in effect (``None``: off; the server's own
@@ -698,3 +713,17 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             return True
         # Cancelling a response that has just finished is a harmless race.
         return code == _CANCEL_NOT_ACTIVE and event_id in self._recent_cancels
+
+
+class OpenAIRealtimeSIPModel(OpenAIRealtimeWebSocketModel):
+    """The OpenAI Realtime model attached to a SIP-originated call by its id:
+    the model config must carry ``call_id`` (the call's model and audio
+    formats are the call's). In actor mode pass ``call_id`` in the run's
+    ``model_config``: the session actor opens the same connection."""
+
+    async def connect(self, options: RealtimeModelConfig) -> None:
+        """Attach to the call ``options["call_id"]``; a :class:`ConfigError`
+        without one."""
+        if not options.get("call_id"):
+            raise ConfigError("OpenAIRealtimeSIPModel needs call_id in the model config")
+        await super().connect(options)

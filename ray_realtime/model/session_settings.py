@@ -128,7 +128,7 @@ def _pick(nested: Mapping[str, Any], key: str, settings: Mapping[str, Any], flat
         return nested[key]
     if flat in settings:
         return settings[flat]
-    return DEFAULT_MODEL_SETTINGS.get(flat, _UNSET)  # type: ignore[misc]
+    return DEFAULT_MODEL_SETTINGS.get(flat, _UNSET)
 
 
 def _voice(voice: Any) -> Any:
@@ -171,6 +171,8 @@ def _tracing(tracing: Any) -> Any:
 
 def settings_to_session_payload(
     settings: RealtimeSessionModelSettings | Mapping[str, Any],
+    *,
+    default_formats: bool = True,
 ) -> dict[str, Any]:
     """The GA ``session`` object of a ``session.update`` for these settings.
 
@@ -179,7 +181,9 @@ def settings_to_session_payload(
     update cannot leave the previous agent's values in place. ``model``,
     ``instructions``, ``tool_choice``, ``prompt``, ``tracing`` and the other
     optional keys are sent when given. ``turn_detection: None`` and
-    ``tracing: None`` are sent as JSON ``null`` (off).
+    ``tracing: None`` are sent as JSON ``null`` (off). ``default_formats=False``
+    (a call attached by id, whose audio formats are the call's) sends only the
+    formats the settings give.
     """
     session: dict[str, Any] = {"type": "realtime"}
     if settings.get("model_name"):
@@ -197,10 +201,12 @@ def settings_to_session_payload(
     session["output_modalities"] = _output_modalities(modalities)
 
     nested_in = _sub(settings, "input")
-    in_format = nested_in.get("format")
-    if in_format is None:
-        in_format = settings.get("input_audio_format", DEFAULT_MODEL_SETTINGS["input_audio_format"])
-    audio_input: dict[str, Any] = {"format": audio_format_to_protocol(in_format)}
+    audio_input: dict[str, Any] = {}
+    in_format = nested_in.get("format") or settings.get("input_audio_format")
+    if in_format is None and default_formats:
+        in_format = DEFAULT_MODEL_SETTINGS["input_audio_format"]
+    if in_format is not None:
+        audio_input["format"] = audio_format_to_protocol(in_format)
     noise = _pick(nested_in, "noise_reduction", settings, "input_audio_noise_reduction")
     if noise is not _UNSET:
         audio_input["noise_reduction"] = _optional_dict(noise, "noise_reduction")
@@ -212,17 +218,15 @@ def settings_to_session_payload(
         audio_input["turn_detection"] = turn_detection_to_protocol(turn_detection)
 
     nested_out = _sub(settings, "output")
-    out_format = nested_out.get("format")
-    if out_format is None:
-        out_format = settings.get(
-            "output_audio_format", DEFAULT_MODEL_SETTINGS["output_audio_format"]
-        )
-    audio_output: dict[str, Any] = {
-        "format": audio_format_to_protocol(out_format),
-        "voice": _voice(
-            nested_out.get("voice") or settings.get("voice") or DEFAULT_MODEL_SETTINGS["voice"]
-        ),
-    }
+    audio_output: dict[str, Any] = {}
+    out_format = nested_out.get("format") or settings.get("output_audio_format")
+    if out_format is None and default_formats:
+        out_format = DEFAULT_MODEL_SETTINGS["output_audio_format"]
+    if out_format is not None:
+        audio_output["format"] = audio_format_to_protocol(out_format)
+    audio_output["voice"] = _voice(
+        nested_out.get("voice") or settings.get("voice") or DEFAULT_MODEL_SETTINGS["voice"]
+    )
     speed = _pick(nested_out, "speed", settings, "speed")
     if speed is not _UNSET and speed is not None:
         audio_output["speed"] = speed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,13 +21,20 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ray_realtime.agents.agent import RealtimeAgent, resolve_instructions
-from ray_realtime.agents.context import RunContextWrapper, wrap_context
+from ray_realtime.agents.context import RunContextWrapper, ToolContext, wrap_context
 from ray_realtime.agents.guardrails import OutputGuardrail
 from ray_realtime.agents.handoffs import Handoff, as_handoff
-from ray_realtime.agents.tools import FunctionTool
+from ray_realtime.agents.tools import FunctionTool, ToolErrorFormatterArgs
 from ray_realtime.core.event_log import EventLog, LogRead
-from ray_realtime.core.outputs import EmitEvent, RunGuardrails, RunHandoff, RunTool, SendToModel
-from ray_realtime.core.session_core import SessionCore
+from ray_realtime.core.outputs import (
+    CheckApproval,
+    EmitEvent,
+    RunGuardrails,
+    RunHandoff,
+    RunTool,
+    SendToModel,
+)
+from ray_realtime.core.session_core import SessionCore, check_call_id, check_rejection_message
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import ModelConnectionError, SessionClosedError, UserError
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
@@ -38,6 +46,7 @@ from ray_realtime.session.execution import (
 )
 from ray_realtime.types import model_events as me
 from ray_realtime.types.config import (
+    DEFAULT_APPROVAL_REJECTION_MESSAGE,
     RealtimeModelConfig,
     RealtimeRunConfig,
     SessionLimits,
@@ -186,7 +195,15 @@ async def agent_spec(agent: RealtimeAgent[Any], context: RunContextWrapper[Any])
     return AgentSpec(
         name=agent.name,
         instructions=instructions,
-        tools=tuple(ToolSpec(t.name, t.to_definition(), t.needs_approval) for t in tools),
+        tools=tuple(
+            ToolSpec(
+                t.name,
+                t.to_definition(),
+                needs_approval=t.needs_approval is True,
+                approval_check=callable(t.needs_approval),
+            )
+            for t in tools
+        ),
         handoffs=tuple(handoffs),
         guardrail_names=tuple(g.get_name() for g in agent.output_guardrails),
         prompt=await _prompt(agent, context),
@@ -407,17 +424,52 @@ class SessionDriver(RealtimeModelListener):
         self._require_open().report_error(error)
         await self._process()
 
-    async def approve_tool_call(self, call_id: str) -> bool:
-        """Approve a tool call waiting for approval."""
-        found = self._require_open().approve_tool_call(call_id)
+    async def approve_tool_call(self, call_id: str, *, always: bool = False) -> bool:
+        """Approve a tool call waiting for approval (``always``: and the
+        tool's later calls)."""
+        found = self._require_open().approve_tool_call(call_id, always=always)
         await self._process()
         return found
 
-    async def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
-        """Reject a tool call waiting for approval."""
-        found = self._require_open().reject_tool_call(call_id, message)
+    async def reject_tool_call(
+        self, call_id: str, message: str | None = None, *, always: bool = False
+    ) -> bool:
+        """Reject a tool call waiting for approval (``always``: and the tool's
+        later calls). Without ``message`` the run config's
+        ``tool_error_formatter`` words it, else the SDK's default text."""
+        core = self._require_open()
+        check_rejection_message(message, self._limits["max_message_chars"])
+        tool_name = core.awaiting_approval(check_call_id(call_id))
+        if message is None and tool_name is not None:
+            message = await self._format_rejection(tool_name, call_id)
+        if self._closed:
+            return False
+        found = core.reject_tool_call(call_id, message, always=always)
         await self._process()
         return found
+
+    async def _format_rejection(self, tool_name: str, call_id: str) -> str | None:
+        """The run config's ``tool_error_formatter`` text for a rejection
+        (``None``: the default text; a failing formatter is reported)."""
+        formatter = self._run_config.get("tool_error_formatter")
+        if formatter is None:
+            return None
+        args = ToolErrorFormatterArgs(
+            kind="approval_rejected",
+            tool_type="function",
+            tool_name=tool_name,
+            call_id=call_id,
+            default_message=DEFAULT_APPROVAL_REJECTION_MESSAGE,
+            run_context=self._context,
+        )
+        try:
+            text = formatter(args)
+            if inspect.isawaitable(text):
+                text = await text
+        except Exception as exc:
+            self._internal_error("the tool_error_formatter", exc)
+            return None
+        return text if isinstance(text, str) else None
 
     # -------------------------------------------------------------- events
 
@@ -505,6 +557,8 @@ class SessionDriver(RealtimeModelListener):
                         self._spawn(self._run_tool(out), self._tool_failed(out))
                     elif isinstance(out, RunHandoff):
                         self._spawn(self._run_handoff(out), self._handoff_failed(out))
+                    elif isinstance(out, CheckApproval):
+                        self._spawn(self._check_approval(out), self._approval_failed(out))
                     elif isinstance(out, RunGuardrails):
                         if out.final or self._guardrail_rounds < _MAX_GUARDRAIL_ROUNDS:
                             self._guardrail_rounds += 1
@@ -586,6 +640,22 @@ class SessionDriver(RealtimeModelListener):
 
         return repair
 
+    def _approval_failed(self, out: CheckApproval) -> Callable[[str], bool]:
+        def repair(message: str) -> bool:
+            # A broken approval function must not run the tool unasked.
+            assert self._core is not None
+            self._core.report_error(
+                {
+                    "message": f"the approval function of {out.call.name!r} failed: {message}",
+                    "type": "approval_check_error",
+                    "tool": out.call.name,
+                    "call_id": out.call.call_id,
+                }
+            )
+            return self._core.approval_checked(out.call.call_id, True)
+
+        return repair
+
     def _handoff_failed(self, out: RunHandoff) -> Callable[[str], bool]:
         def repair(message: str) -> bool:
             assert self._core is not None
@@ -604,20 +674,75 @@ class SessionDriver(RealtimeModelListener):
 
         return repair
 
+    async def _check_approval(self, out: CheckApproval) -> None:
+        """Ask the tool's approval function, as the SDK calls it:
+        ``(context_wrapper, arguments_dict, call_id)``, sync or async."""
+        agent = self._agents.get(out.agent_name, self._current)
+        tool = next((t for t in agent.tools if t.name == out.call.name), None)
+        check = tool.needs_approval if tool is not None else True
+        if callable(check):
+            arguments = json.loads(out.call.arguments) if out.call.arguments.strip() else {}
+            answer = check(self._context, arguments, out.call.call_id)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            needed = bool(answer)
+        else:
+            needed = bool(check)
+        if self._core is None or self._closed:
+            return
+        self._core.approval_checked(out.call.call_id, needed)
+        await self._process()
+
     async def _run_tool(self, out: RunTool) -> None:
         agent = self._agents.get(out.agent_name, self._current)
         tool = next((t for t in agent.tools if t.name == out.call.name), None)
         if tool is None:
             outcome = ToolOutcome(f"Error: tool {out.call.name!r} not found", "tool not found")
-        elif self._sequential_tools:
-            async with self._tool_lock:
-                outcome = await self._execute_tool(agent, tool, out)
         else:
-            outcome = await self._execute_tool(agent, tool, out)
+            await self._hook(agent, "on_tool_start", out, tool)
+            if self._sequential_tools:
+                async with self._tool_lock:
+                    outcome = await self._execute_tool(agent, tool, out)
+            else:
+                outcome = await self._execute_tool(agent, tool, out)
+            if not outcome.raised:
+                await self._hook(agent, "on_tool_end", out, tool, outcome.output)
         if self._core is None or self._closed:
+            return
+        if outcome.raised:
+            # failure_error_function=None: the SDK raises the tool's exception
+            # out of the session; here every reader gets it and the session ends.
+            self._core.report_error(
+                {
+                    "message": outcome.error or "the tool raised",
+                    "type": "tool_exception",
+                    "tool": out.call.name,
+                    "call_id": out.call.call_id,
+                }
+            )
+            await self._process()
+            self._spawn(self.close())
             return
         self._core.tool_completed(out.call.call_id, outcome.output, outcome.error)
         await self._process()
+
+    async def _hook(self, agent: RealtimeAgent[Any], name: str, out: RunTool, *args: Any) -> None:
+        """Call ``agent.hooks.<name>(tool_context, agent, *args)``; a failing
+        hook is reported, never fatal."""
+        hooks = agent.hooks
+        if hooks is None:
+            return
+        ctx = ToolContext(
+            context=self._context.context,
+            tool_name=out.call.name,
+            tool_call_id=out.call.call_id,
+            tool_arguments=out.call.arguments,
+            agent=agent,
+        )
+        try:
+            await getattr(hooks, name)(ctx, agent, *args)
+        except Exception as exc:
+            self._internal_error(f"the {name} hook of agent {agent.name!r}", exc)
 
     async def _execute_tool(
         self, agent: RealtimeAgent[Any], tool: FunctionTool, out: RunTool
@@ -659,6 +784,12 @@ class SessionDriver(RealtimeModelListener):
         self._current = target
         core.handoff_completed(out.call.call_id, spec)
         await self._process()
+        if target.hooks is not None:
+            try:
+                await target.hooks.on_handoff(self._context, target, source)
+            except Exception as exc:
+                self._internal_error(f"the on_handoff hook of agent {target.name!r}", exc)
+            await self._process()
 
     async def _run_guardrail_round(self, out: RunGuardrails) -> None:
         try:

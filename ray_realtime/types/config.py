@@ -20,6 +20,7 @@ from typing_extensions import Required, TypedDict  # pydantic needs it on Python
 from ray_realtime.exceptions import ConfigError
 
 __all__ = [
+    "DEFAULT_APPROVAL_REJECTION_MESSAGE",
     "DEFAULT_LIMITS",
     "DEFAULT_MODEL_SETTINGS",
     "RealtimeAudioConfig",
@@ -53,8 +54,18 @@ __all__ = [
     "validate_run_config",
 ]
 
-RealtimeModelName = str
-"""A realtime model name such as ``"gpt-realtime"``."""
+RealtimeModelName = (
+    Literal[
+        "gpt-realtime",
+        "gpt-realtime-2.1",
+        "gpt-realtime-2.1-mini",
+        "gpt-realtime-mini",
+        "gpt-4o-realtime-preview",
+        "gpt-4o-mini-realtime-preview",
+    ]
+    | str
+)
+"""A realtime model name such as ``"gpt-realtime"`` (any string is accepted)."""
 
 RealtimeAudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"] | str | Mapping[str, Any]
 """Audio formats: 24 kHz mono PCM16 little-endian, or 8 kHz G.711 μ-law / A-law,
@@ -257,6 +268,10 @@ RealtimeUserInput = str | RealtimeUserInputMessage
 """What ``send_message`` takes: text or a user message."""
 
 
+DEFAULT_APPROVAL_REJECTION_MESSAGE = "Tool execution was not approved."
+"""What the model receives for a rejected tool call (the SDK's text)."""
+
+
 class RealtimeToolExecutionConfig(TypedDict, total=False):
     """How the session runs tool calls (SDK-side settings)."""
 
@@ -326,6 +341,9 @@ class RealtimeModelConfig(TypedDict, total=False):
     url: str
     headers: dict[str, str]
     initial_model_settings: RealtimeSessionModelSettings
+    call_id: str
+    """Attach to an existing call (a SIP call) instead of starting a new
+    session: the model and audio formats are the call's."""
     playback_tracker: Any
     """A :class:`~ray_realtime.model.playback.RealtimePlaybackTracker` telling
     the model how much audio the user has actually heard, for truncation."""
@@ -488,8 +506,16 @@ def validate_model_config(config: Mapping[str, Any] | None) -> RealtimeModelConf
         and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
         raise ConfigError("model config headers must map strings to strings")
+    call_id = result.get("call_id")
+    if call_id is not None and not (isinstance(call_id, str) and call_id):
+        raise ConfigError("model config call_id must be a non-empty string")
     if "initial_model_settings" in result:
         result["initial_model_settings"] = validate_model_settings(result["initial_model_settings"])
+        if call_id and result["initial_model_settings"].get("model_name"):
+            raise ConfigError(
+                "model config: a call_id attaches to an existing call, whose model is fixed; "
+                "do not also set model_name"
+            )
     return result  # type: ignore[return-value]
 
 

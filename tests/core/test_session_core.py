@@ -577,10 +577,73 @@ def test_reject_ends_the_tool_with_an_output() -> None:
     end = emitted(out)[0]
     assert end.tool.name == "pay" and end.call_id == "c1"
     output = only(sent(out)).output
-    assert "rejected" in output and "pay" in output
+    assert output == "Tool execution was not approved."  # the SDK's default text
     assert end.output == output
     assert core.history[0].output == output
     assert core.approve_tool_call("c1") is False
+
+
+def test_approve_always_runs_later_calls_without_asking() -> None:
+    core = approval_core()
+    feed(core, call("pay", "c1"))
+    assert core.approve_tool_call("c1", always=True) is True
+    core.drain()
+    out = feed(core, call("pay", "c2"))
+    assert kinds(out) == ["emit:tool_start", "run_tool"]
+
+
+def test_reject_always_refuses_later_calls_with_the_same_text() -> None:
+    core = approval_core()
+    feed(core, call("pay", "c1"))
+    assert core.reject_tool_call("c1", "Payments are off.", always=True) is True
+    core.drain()
+    out = feed(core, call("pay", "c2"))
+    assert kinds(out) == ["emit:tool_end", "send:send_tool_output"]
+    assert only(sent(out)).output == "Payments are off."
+
+
+def test_plain_approval_is_asked_again_next_call() -> None:
+    core = approval_core()
+    feed(core, call("pay", "c1"))
+    core.approve_tool_call("c1")
+    core.drain()
+    assert kinds(feed(core, call("pay", "c2"))) == ["emit:tool_approval_required"]
+
+
+def test_approval_function_is_checked_per_call() -> None:
+    checked = ToolSpec("pay", tool_def("pay"), approval_check=True)
+    core = make_core(agent(tools=(checked,)))
+    out = feed(core, call("pay", "c1", '{"amount": 500}'))
+    assert [o.kind for o in out] == ["check_approval"]
+    assert out[0].call.call_id == "c1" and out[0].agent_name == "Alpha"
+    assert core.pending_tool_calls == 1
+    assert core.approval_checked("c1", True) is True
+    assert kinds(core.drain()) == ["emit:tool_approval_required"]
+    feed(core, call("pay", "c2", '{"amount": 5}'))
+    assert core.approval_checked("c2", False) is True
+    assert kinds(core.drain()) == ["emit:tool_start", "run_tool"]
+    assert core.approval_checked("c2", False) is False, "answered once"
+
+
+def test_always_answers_skip_the_approval_function() -> None:
+    checked = ToolSpec("pay", tool_def("pay"), approval_check=True)
+    core = make_core(agent(tools=(checked,)))
+    feed(core, call("pay", "c1"))
+    core.approval_checked("c1", True)
+    core.drain()
+    core.approve_tool_call("c1", always=True)
+    core.drain()
+    assert kinds(feed(core, call("pay", "c2"))) == ["emit:tool_start", "run_tool"]
+
+
+def test_always_must_be_a_bool() -> None:
+    core = approval_core()
+    feed(core, call("pay", "c1"))
+    with pytest.raises(UserError, match="always"):
+        core.approve_tool_call("c1", always="yes")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="always"):
+        core.reject_tool_call("c1", always=1)  # type: ignore[arg-type]
+    assert core.approve_tool_call("c1") is True, "a refused input changed nothing"
 
 
 def test_reject_with_custom_message() -> None:
