@@ -132,7 +132,12 @@ class LocalToolExecutor:
     ) -> ToolOutcome:
         """Run one call here."""
         return await run_tool_call(
-            tool, context, call_id=call_id, arguments=arguments, default_timeout=default_timeout
+            tool,
+            context,
+            call_id=call_id,
+            arguments=arguments,
+            default_timeout=default_timeout,
+            agent=agent,
         )
 
 
