@@ -12,19 +12,17 @@ fan out to worker actors.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ray_realtime.agents.agent import RealtimeAgent, resolve_instructions
-from ray_realtime.agents.context import RunContextWrapper, ToolContext, wrap_context
+from ray_realtime.agents.context import RunContextWrapper, wrap_context
 from ray_realtime.agents.guardrails import OutputGuardrail
 from ray_realtime.agents.handoffs import Handoff, as_handoff
-from ray_realtime.agents.tools import FunctionTool, ToolErrorFormatterArgs
+from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.core.event_log import EventLog, LogRead
 from ray_realtime.core.outputs import (
     CheckApproval,
@@ -38,6 +36,12 @@ from ray_realtime.core.session_core import SessionCore, check_call_id, check_rej
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import ModelConnectionError, SessionClosedError, UserError
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.session.callbacks import (
+    agent_prompt,
+    call_hook,
+    format_rejection,
+    needs_approval,
+)
 from ray_realtime.session.execution import (
     GuardrailRound,
     ToolOutcome,
@@ -46,7 +50,6 @@ from ray_realtime.session.execution import (
 )
 from ray_realtime.types import model_events as me
 from ray_realtime.types.config import (
-    DEFAULT_APPROVAL_REJECTION_MESSAGE,
     RealtimeModelConfig,
     RealtimeRunConfig,
     SessionLimits,
@@ -211,25 +214,8 @@ async def agent_spec(agent: RealtimeAgent[Any], context: RunContextWrapper[Any])
         ),
         handoffs=tuple(handoffs),
         guardrail_names=tuple(g.get_name() for g in agent.output_guardrails),
-        prompt=await _prompt(agent, context),
+        prompt=await agent_prompt(agent, context),
     )
-
-
-async def _prompt(
-    agent: RealtimeAgent[Any], context: RunContextWrapper[Any]
-) -> dict[str, Any] | None:
-    """The agent's prompt as plain data: a dict, or what a prompt function
-    (sync or async, given the context and the agent) returns."""
-    prompt = agent.prompt
-    if callable(prompt):
-        prompt = prompt(context, agent)
-        if inspect.isawaitable(prompt):
-            prompt = await prompt
-    if prompt is None:
-        return None
-    if not isinstance(prompt, Mapping) or not isinstance(prompt.get("id"), str):
-        raise UserError(f"agent {agent.name!r}: prompt must be a dict with an 'id'")
-    return dict(prompt)
 
 
 async def _enabled(flag: Any, context: RunContextWrapper[Any], agent: Any) -> bool:
@@ -446,35 +432,17 @@ class SessionDriver(RealtimeModelListener):
         check_rejection_message(message, self._limits["max_message_chars"])
         tool_name = core.awaiting_approval(check_call_id(call_id))
         if message is None and tool_name is not None:
-            message = await self._format_rejection(tool_name, call_id)
+            try:
+                message = await format_rejection(
+                    self._run_config.get("tool_error_formatter"), self._context, tool_name, call_id
+                )
+            except Exception as exc:
+                self._internal_error("the tool_error_formatter", exc)
         if self._closed:
             return False
         found = core.reject_tool_call(call_id, message, always=always)
         await self._process()
         return found
-
-    async def _format_rejection(self, tool_name: str, call_id: str) -> str | None:
-        """The run config's ``tool_error_formatter`` text for a rejection
-        (``None``: the default text; a failing formatter is reported)."""
-        formatter = self._run_config.get("tool_error_formatter")
-        if formatter is None:
-            return None
-        args = ToolErrorFormatterArgs(
-            kind="approval_rejected",
-            tool_type="function",
-            tool_name=tool_name,
-            call_id=call_id,
-            default_message=DEFAULT_APPROVAL_REJECTION_MESSAGE,
-            run_context=self._context,
-        )
-        try:
-            text = formatter(args)
-            if inspect.isawaitable(text):
-                text = await text
-        except Exception as exc:
-            self._internal_error("the tool_error_formatter", exc)
-            return None
-        return text if isinstance(text, str) else None
 
     # -------------------------------------------------------------- events
 
@@ -684,15 +652,7 @@ class SessionDriver(RealtimeModelListener):
         ``(context_wrapper, arguments_dict, call_id)``, sync or async."""
         agent = self._agents.get(out.agent_name, self._current)
         tool = next((t for t in agent.tools if t.name == out.call.name), None)
-        check = tool.needs_approval if tool is not None else True
-        if callable(check):
-            arguments = json.loads(out.call.arguments) if out.call.arguments.strip() else {}
-            answer = check(self._context, arguments, out.call.call_id)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            needed = bool(answer)
-        else:
-            needed = bool(check)
+        needed = await needs_approval(tool, self._context, out.call)
         if self._core is None or self._closed:
             return
         self._core.approval_checked(out.call.call_id, needed)
@@ -732,20 +692,9 @@ class SessionDriver(RealtimeModelListener):
         await self._process()
 
     async def _hook(self, agent: RealtimeAgent[Any], name: str, out: RunTool, *args: Any) -> None:
-        """Call ``agent.hooks.<name>(tool_context, agent, *args)``; a failing
-        hook is reported, never fatal."""
-        hooks = agent.hooks
-        if hooks is None:
-            return
-        ctx = ToolContext(
-            context=self._context.context,
-            tool_name=out.call.name,
-            tool_call_id=out.call.call_id,
-            tool_arguments=out.call.arguments,
-            agent=agent,
-        )
+        """An agent hook around a tool call; a failing hook is reported, never fatal."""
         try:
-            await getattr(hooks, name)(ctx, agent, *args)
+            await call_hook(agent, name, self._context, out.call, *args)
         except Exception as exc:
             self._internal_error(f"the {name} hook of agent {agent.name!r}", exc)
 
