@@ -297,3 +297,22 @@ def test_there_are_many_combinations() -> None:
 @pytest.mark.parametrize("index", range(len(_COMBINATIONS)))
 def test_every_combination_conforms(index: int) -> None:
     conforms(_COMBINATIONS[index])
+
+
+# ------------------------------------------------------------ SIP (call_id)
+
+
+def test_a_call_attached_by_id_keeps_its_own_formats() -> None:
+    payload = settings_to_session_payload({"voice": "marin"}, default_formats=False)
+    assert "format" not in payload["audio"]["input"]
+    assert payload["audio"]["output"] == {"voice": "marin"}
+    check_client_event({"type": "session.update", "session": payload})
+    given = settings_to_session_payload({"output_audio_format": "g711_ulaw"}, default_formats=False)
+    assert given["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+
+
+async def test_sip_model_needs_a_call_id() -> None:
+    from ray_realtime import OpenAIRealtimeSIPModel
+
+    with pytest.raises(ConfigError, match="call_id"):
+        await OpenAIRealtimeSIPModel().connect({"url": "ws://127.0.0.1:9/"})

@@ -294,3 +294,26 @@ async def test_hooks_and_tool_context(server: LocalModelServer) -> None:
         "arguments": "{}",
     }
     assert ctx.agent is agent and ctx.context == {"user": "ada"}
+
+
+async def test_ga_settings_reach_the_local_model(server: LocalModelServer) -> None:
+    settings = {
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcmu"},
+                "noise_reduction": {"type": "near_field"},
+                "transcription": {"model": "gpt-4o-transcribe", "languages": ["en"]},
+                "turn_detection": {"type": "semantic_vad", "eagerness": "low"},
+            },
+            "output": {"voice": {"id": "voice_1"}, "speed": 1.1},
+        },
+        "prompt": {"id": "pmpt_1"},
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "parallel_tool_calls": False,
+    }
+    agent = RealtimeAgent(name="Assistant", tools=[get_weather])
+    async with opened(agent, server.url, model_settings=settings, tracing_disabled=True) as session:
+        # The nested input format counts: G.711 takes any number of bytes.
+        await asyncio.wait_for(session.send_audio(b"\xff" * 5), TIMEOUT)
+        events = await turn(session, "say hello", "agent_end")
+    assert not [e for e in events if e.type == "error"], events
