@@ -223,6 +223,12 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _model_events.RealtimeModelOtherEvent,
     _model_events.RealtimeModelExceptionEvent,
     _model_events.RealtimeModelRawServerEvent,
+    _model_events.RealtimeModelEndOfStreamEvent,
+    _model_events.RealtimeModelOutputTextDeltaEvent,
+    _model_events.RealtimeModelCachedTokensDetails,
+    _model_events.RealtimeModelInputTokensDetails,
+    _model_events.RealtimeModelOutputTokensDetails,
+    _model_events.RealtimeModelUsageEvent,
     # types/model_inputs.py: what the session asks the model layer to send
     _model_inputs.RealtimeModelSendRawMessage,
     _model_inputs.RealtimeModelSendUserInput,

@@ -56,19 +56,25 @@ from ray_realtime.types.model_events import (
     RealtimeModelAudioDoneEvent,
     RealtimeModelAudioEvent,
     RealtimeModelAudioInterruptedEvent,
+    RealtimeModelCachedTokensDetails,
     RealtimeModelConnectionStatusEvent,
+    RealtimeModelEndOfStreamEvent,
     RealtimeModelErrorEvent,
     RealtimeModelExceptionEvent,
     RealtimeModelInputAudioTimeoutTriggeredEvent,
     RealtimeModelInputAudioTranscriptionCompletedEvent,
+    RealtimeModelInputTokensDetails,
     RealtimeModelItemDeletedEvent,
     RealtimeModelItemUpdatedEvent,
     RealtimeModelOtherEvent,
+    RealtimeModelOutputTextDeltaEvent,
+    RealtimeModelOutputTokensDetails,
     RealtimeModelRawServerEvent,
     RealtimeModelToolCallEvent,
     RealtimeModelTranscriptDeltaEvent,
     RealtimeModelTurnEndedEvent,
     RealtimeModelTurnStartedEvent,
+    RealtimeModelUsageEvent,
 )
 from ray_realtime.types.model_inputs import (
     RealtimeModelSendAudio,
@@ -173,6 +179,18 @@ MODEL_EVENTS: list[Any] = [
             "delta": "AAEC",
             "nested": {"list": [1, 2.5, True, None, "x"], "empty": {}},
         }
+    ),
+    RealtimeModelEndOfStreamEvent(),
+    RealtimeModelOutputTextDeltaEvent(item_id="item_t", delta="hi", response_id="resp_3"),
+    RealtimeModelCachedTokensDetails(text_tokens=1, audio_tokens=2, image_tokens=None),
+    RealtimeModelOutputTokensDetails(text_tokens=3, audio_tokens=4),
+    RealtimeModelInputTokensDetails(
+        text_tokens=5, cached_tokens=1, cached_tokens_details=RealtimeModelCachedTokensDetails(1)
+    ),
+    RealtimeModelUsageEvent(
+        usage={"requests": 1, "input_tokens": 5, "output_tokens": 7, "total_tokens": 12},
+        input_tokens_details=RealtimeModelInputTokensDetails(text_tokens=5),
+        output_tokens_details=RealtimeModelOutputTokensDetails(audio_tokens=7),
     ),
 ]
 
@@ -281,7 +299,7 @@ def ext(code: int, payload: Any) -> bytes:
 
 def test_every_exported_dataclass_is_registered() -> None:
     classes = exported_dataclasses()
-    assert len(classes) == 42  # 20 session, 16 model events, 6 model inputs
+    assert len(classes) == 48  # 20 session, 22 model events (+ usage details), 6 model inputs
     missing = [cls.__qualname__ for cls in classes if wire.REGISTRY.get(cls.__name__) is not cls]
     assert missing == [], f"add these to ray_realtime.wire._DATACLASSES: {missing}"
     assert set(wire.REGISTRY.values()) == set(classes)
@@ -307,7 +325,8 @@ def test_samples_cover_every_item_and_content_class() -> None:
         for name in history_items.__all__
         if isinstance(obj := getattr(history_items, name), type)
     }
-    assert models == {type(item) for item in ITEMS} | content
+    # RealtimeResponse (the SDK's name) groups items; no event carries it.
+    assert models == {type(item) for item in ITEMS} | content | {history_items.RealtimeResponse}
 
 
 def test_registry_is_read_only() -> None:

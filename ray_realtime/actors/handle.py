@@ -295,13 +295,13 @@ class ActorBackend:
         """Switch agent."""
         await self._call("update_agent", raylib.dumps(agent, "agent"))
 
-    async def approve_tool_call(self, call_id: str) -> bool:
+    async def approve_tool_call(self, call_id: str, always: bool) -> bool:
         """Approve a tool call."""
-        return bool(await self._call("approve_tool_call", call_id))
+        return bool(await self._call("approve_tool_call", call_id, always))
 
-    async def reject_tool_call(self, call_id: str, message: str | None) -> bool:
+    async def reject_tool_call(self, call_id: str, message: str | None, always: bool) -> bool:
         """Reject a tool call."""
-        return bool(await self._call("reject_tool_call", call_id, message))
+        return bool(await self._call("reject_tool_call", call_id, message, always))
 
     async def read_events(
         self, after_seq: int, max_events: int, timeout: float | None

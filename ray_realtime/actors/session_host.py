@@ -404,15 +404,24 @@ class SessionHost:
         driver = self._driver(session_id, secret)
         await driver.update_agent(raylib.loads(agent_payload))
 
-    async def approve_tool_call(self, session_id: str, secret: str, call_id: str) -> bool:
+    async def approve_tool_call(
+        self, session_id: str, secret: str, call_id: str, always: bool = False
+    ) -> bool:
         """Approve a waiting tool call."""
-        return await self._driver(session_id, secret).approve_tool_call(call_id)
+        return await self._driver(session_id, secret).approve_tool_call(call_id, always=always)
 
     async def reject_tool_call(
-        self, session_id: str, secret: str, call_id: str, message: str | None
+        self,
+        session_id: str,
+        secret: str,
+        call_id: str,
+        message: str | None,
+        always: bool = False,
     ) -> bool:
         """Reject a waiting tool call."""
-        return await self._driver(session_id, secret).reject_tool_call(call_id, message)
+        return await self._driver(session_id, secret).reject_tool_call(
+            call_id, message, always=always
+        )
 
     async def read_events(
         self,

@@ -107,6 +107,7 @@ def parse_turn_detection(value: object, param: str) -> TurnDetection | None:
                 "create_response",
                 "interrupt_response",
                 "idle_timeout_ms",
+                "model_version",  # accepted, not implemented
             ),
             param,
         )
@@ -149,7 +150,11 @@ def parse_turn_detection(value: object, param: str) -> TurnDetection | None:
                 ),
             )
     elif kind == "semantic_vad":
-        reject_unknown(obj, ("type", "eagerness", "create_response", "interrupt_response"), param)
+        reject_unknown(
+            obj,
+            ("type", "eagerness", "create_response", "interrupt_response", "model_version"),
+            param,
+        )
         eagerness = _EAGERNESS.get(str(obj.get("eagerness") or "auto"))
         if eagerness is None:
             raise ProtocolError(

@@ -33,7 +33,7 @@ import os
 import re
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -51,12 +51,12 @@ from ray_realtime.model.conversion import (
     DEFAULT_MODEL_NAME,
     server_event_to_model_events,
     server_event_type,
-    settings_to_session_payload,
     tool_output_to_item,
     user_input_to_item,
 )
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
 from ray_realtime.model.playback import RealtimePlaybackState, ReceivedAudioTracker
+from ray_realtime.model.session_settings import settings_to_session_payload
 from ray_realtime.netutil import is_loopback
 from ray_realtime.types.config import (
     RealtimeModelConfig,
@@ -84,7 +84,12 @@ from ray_realtime.types.model_inputs import (
     RealtimeModelSendUserInput,
 )
 
-__all__ = ["DEFAULT_REALTIME_URL", "OpenAIRealtimeWebSocketModel"]
+__all__ = [
+    "DEFAULT_REALTIME_URL",
+    "OpenAIRealtimeSIPModel",
+    "OpenAIRealtimeWebSocketModel",
+    "get_api_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +190,12 @@ def _is_openai(scheme: str, host: str | None) -> bool:
     return scheme == "wss" and (host or "").lower() == _OPENAI_HOST
 
 
+async def get_api_key(key: str | Callable[[], Any] | None) -> str | None:
+    """The API key: ``key`` itself, what a (sync or async) callable returns,
+    or, for ``None``, the ``OPENAI_API_KEY`` environment variable."""
+    return await _resolve_api_key(key, from_env=True)
+
+
 async def _resolve_api_key(value: Any, *, from_env: bool) -> str | None:
     """The API key from the config value (string, or sync/async callable), else
     (``from_env``) from ``OPENAI_API_KEY``."""
@@ -237,6 +248,8 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         self._closing = False
         self._status: ConnectionStatus | None = None
         self._settings: dict[str, Any] = {}
+        # The GA session object last sent: the effective audio settings.
+        self._session: dict[str, Any] = {}
 
         self._playback_tracker: Any | None = None
         self._received = ReceivedAudioTracker()
@@ -315,12 +328,18 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         settings: dict[str, Any] = dict(config.get("initial_model_settings") or {})
         # Build the first session.update before connecting: a settings error is
         # the caller's to fix and should not cost a connection.
-        session_payload = settings_to_session_payload(settings)  # type: ignore[arg-type]
+        call_id = config.get("call_id")
+        session_payload = settings_to_session_payload(settings, default_formats=not call_id)
+        # As the SDK: traces are on ("auto") unless the settings say otherwise.
+        session_payload.setdefault("tracing", "auto")
 
-        url = config.get("url") or (
-            f"{DEFAULT_REALTIME_URL}?model="
-            f"{quote(str(settings.get('model_name') or DEFAULT_MODEL_NAME), safe='')}"
-        )
+        if call_id:
+            # A call attached by id (SIP): its model and formats are the call's.
+            default_url = f"{DEFAULT_REALTIME_URL}?call_id={quote(call_id, safe='')}"
+        else:
+            model_name = str(settings.get("model_name") or DEFAULT_MODEL_NAME)
+            default_url = f"{DEFAULT_REALTIME_URL}?model={quote(model_name, safe='')}"
+        url = config.get("url") or default_url
         parts = urlsplit(url)
         loopback = is_loopback(parts.hostname)
         headers, secrets = await self._auth_headers(config, parts.scheme, parts.hostname, loopback)
@@ -353,9 +372,10 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
 
         self._ws = ws
         self._settings = settings
+        self._session = session_payload
         self._reset_connection_state()
         self._playback_tracker = config.get("playback_tracker")
-        self._set_output_format(settings.get("output_audio_format", "pcm16"))
+        self._set_output_format(session_payload["audio"]["output"].get("format", "pcm16"))
         logger.info("connected to the realtime model at %s", _safe_url(url, secrets))
 
         try:
@@ -547,7 +567,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         if event.commit:
             await self._send({"type": "input_audio_buffer.commit"})
             # Turn detection off: "the client must manually trigger model response".
-            if "turn_detection" in self._settings and self._settings["turn_detection"] is None:
+            if self._turn_detection() is None:
                 await self._request_response()
 
     async def _update_session(self, new_settings: RealtimeSessionModelSettings) -> None:
@@ -556,8 +576,14 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         await self._send({"type": "session.update", "session": payload})
         # "Only the fields that are present in the `session.update` are updated."
         self._settings.update(checked)
-        if "output_audio_format" in checked:
-            self._set_output_format(checked["output_audio_format"])
+        self._session = payload
+        self._set_output_format(payload["audio"]["output"].get("format", "pcm16"))
+
+    def _turn_detection(self) -> Any:
+        """The turn detection in effect (``None``: off; the server's own
+        default before any session.update)."""
+        audio_input = self._session.get("audio", {}).get("input", {})
+        return audio_input.get("turn_detection", {})
 
     async def _send_raw(self, message: Mapping[str, Any]) -> None:
         if not isinstance(message, Mapping) or not isinstance(message.get("type"), str):
@@ -699,7 +725,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             # The user started speaking over the assistant. "If `true` then the
             # response will be cancelled" (interrupt_response): the server
             # cancels; the client only truncates what was not heard.
-            turn_detection = self._settings.get("turn_detection")
+            turn_detection = self._turn_detection()
             if not (
                 isinstance(turn_detection, Mapping)
                 and turn_detection.get("interrupt_response") is False
@@ -765,3 +791,17 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             return True
         # Cancelling a response that has just finished is a harmless race.
         return code == _CANCEL_NOT_ACTIVE and event_id in self._recent_cancels
+
+
+class OpenAIRealtimeSIPModel(OpenAIRealtimeWebSocketModel):
+    """The OpenAI Realtime model attached to a SIP-originated call by its id:
+    the model config must carry ``call_id`` (the call's model and audio
+    formats are the call's). In actor mode pass ``call_id`` in the run's
+    ``model_config``: the session actor opens the same connection."""
+
+    async def connect(self, options: RealtimeModelConfig) -> None:
+        """Attach to the call ``options["call_id"]``; a :class:`ConfigError`
+        without one."""
+        if not options.get("call_id"):
+            raise ConfigError("OpenAIRealtimeSIPModel needs call_id in the model config")
+        await super().connect(options)

@@ -221,13 +221,23 @@ async def test_connect_sends_session_update_and_reports_status(
         }
     )
     (update,) = peer.of_type("session.update")
+    # What the settings leave out comes from DEFAULT_MODEL_SETTINGS, and
+    # tracing is "auto" unless set, as the SDK sends it.
+    pcm = {"type": "audio/pcm", "rate": 24000}
     assert update["session"] == {
         "type": "realtime",
         "instructions": "Be brief.",
+        "output_modalities": ["audio"],
         "audio": {
-            "input": {"turn_detection": {"type": "semantic_vad"}},
-            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"},
+            "input": {
+                "format": pcm,
+                "transcription": {"model": "gpt-4o-mini-transcribe"},
+                "turn_detection": {"type": "semantic_vad"},
+            },
+            "output": {"format": pcm, "voice": "marin"},
         },
+        "tools": [],
+        "tracing": "auto",
     }
     assert update["event_id"]
     assert [e.status for e in recorder.of_type("connection_status")] == ["connecting", "connected"]
