@@ -37,6 +37,7 @@ from ray_realtime.actors.pool import (
     WorkerPool,
     WorkerSlot,
 )
+from ray_realtime.actors.turn_stats import TurnObserver, TurnWindow
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.exceptions import (
     ConfigError,
@@ -108,6 +109,7 @@ class SessionHost:
         self._registered = asyncio.Event()
         self._agents: OrderedDict[bytes, RealtimeAgent[Any]] = OrderedDict()
         self._dataplane: DataPlaneServer | None = None
+        self._turns = TurnWindow()
 
     # -------------------------------------------------------------- status
 
@@ -128,6 +130,10 @@ class SessionHost:
     async def statistics(self) -> dict[str, Any]:
         """Per-session statistics."""
         return {sid: d.statistics() for sid, d in self._sessions.items()}
+
+    async def turn_stats(self) -> dict[str, Any]:
+        """Turn durations and model errors of the last minute (numbers only)."""
+        return self._turns.snapshot()
 
     async def _router(self) -> Any | None:
         # Looked up once (a synchronous GCS call, so off the event loop) and
@@ -210,9 +216,11 @@ class SessionHost:
         objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
         tools_pool = self._pool("tool", options.get("tool_workers") or [])
         guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
+        model = OpenAIRealtimeWebSocketModel()
+        model.add_listener(TurnObserver(self._turns))
         driver = SessionDriver(
             agent=agent,
-            model=OpenAIRealtimeWebSocketModel(),
+            model=model,
             context=context,
             run_config=run_config,
             model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
