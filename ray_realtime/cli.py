@@ -36,6 +36,18 @@ def _join_lines(address: str) -> str:
     )
 
 
+def _serve_logging(fmt: str | None) -> None:
+    import logging
+
+    from ray_realtime.actors.logs import LOG_FORMAT_ENV, configure_logging
+
+    if fmt:
+        # Before Ray starts: its processes, and the service's actors through
+        # their runtime environment, take the format from the environment.
+        os.environ[LOG_FORMAT_ENV] = fmt
+    configure_logging(fmt, level=logging.WARNING)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ray_realtime.cluster.connect import (
         connect,
@@ -54,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         "sessions_per_actor": args.sessions_per_actor,
         "max_sessions_per_node": args.max_sessions_per_node,
     }
+    _serve_logging(args.log_format)
     try:
         with interruptible():
             started = connect(args.address)
@@ -139,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sessions-per-actor", type=int, default=1, help="sessions packed per actor"
     )
     serve.add_argument("--max-sessions-per-node", type=int, default=200)
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="format of the service's log lines, which name the session and agent "
+        "(default: text; they go to Ray's log files, logs/worker-*.err)",
+    )
     serve.set_defaults(func=_serve)
 
     add_commands(sub, common)

@@ -38,6 +38,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from ray_realtime.actors.logs import configure_actor_logging
 from ray_realtime.actors.router_ops import RayRouterOps, RouterOps
 from ray_realtime.actors.turn_stats import merge_snapshots
 from ray_realtime.cluster.agent_registry import AgentRegistry
@@ -80,6 +81,7 @@ class Router:
     """The ray-realtime control plane."""
 
     def __init__(self, config: dict[str, Any] | None = None, ops: RouterOps | None = None) -> None:
+        configure_actor_logging()
         self._config = ServiceConfig.from_dict(config)
         self._ops: RouterOps = ops if ops is not None else RayRouterOps()
         self._nodes = NodeTable()

@@ -31,6 +31,7 @@ from typing import Any
 from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneServer, encode_event_batch, server_ssl_context
+from ray_realtime.actors.logs import bind_session, configure_actor_logging
 from ray_realtime.actors.pool import (
     PoolExecutor,
     SessionObjects,
@@ -96,6 +97,7 @@ class SessionHost:
     """Hosts up to ``capacity`` sessions in one actor."""
 
     def __init__(self, capacity: int = 1, name: str = "") -> None:
+        configure_actor_logging()
         self.capacity = max(1, capacity)
         self.name = name
         self.node_id = raylib.current_node_id()
@@ -231,6 +233,7 @@ class SessionHost:
             on_closed=self._on_driver_closed,
         )
         self._sessions[session_id] = driver
+        _bind(driver)
         # The handle may pick the secret, so it can open the data plane while
         # this call runs; the socket's hello then waits for this registration.
         token = options.get("token")
@@ -299,6 +302,7 @@ class SessionHost:
             driver = self._sessions.get(session_id) or self._closed.get(session_id)
             token = self._secrets.get(session_id)
             if driver is not None and token is not None:
+                _bind(driver)  # the data plane connection works for this session
                 return driver, token
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -374,6 +378,7 @@ class SessionHost:
         driver = self._sessions.get(session_id)
         if driver is not None:
             self._authorize(session_id, secret)
+            _bind(driver)
             return driver
         if session_id in self._closed:
             self._authorize(session_id, secret)
@@ -436,3 +441,8 @@ class SessionHost:
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+def _bind(driver: SessionDriver) -> None:
+    # Log lines of this call (and of the tasks it starts) name the session.
+    bind_session(driver.session_id, lambda: driver.current_agent.name)

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ray_realtime.actors import raylib
+from ray_realtime.actors.logs import configure_actor_logging
 from ray_realtime.session.execution import run_guardrails, run_tool_call
 
 __all__ = ["GuardrailWorker", "ToolWorker", "WorkerCache"]
@@ -52,6 +53,7 @@ class WorkerCache:
 
 class _Worker:
     def __init__(self) -> None:
+        configure_actor_logging()
         self._cache = WorkerCache()
         self._calls = 0
         self.node_id = raylib.current_node_id()
