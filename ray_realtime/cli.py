@@ -69,8 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
     _serve_logging(args.log_format)
     try:
         with interruptible():
-            started = connect(args.address)
-    except RayRealtimeError as exc:
+            started = connect(args.address, metrics_export_port=args.metrics_export_port)
+    except (RayRealtimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     address = current_address()
@@ -85,6 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
         await ensure_service(config)
         print(format_status(await service_status()), flush=True)
         print(_join_lines(address), flush=True)
+        if args.metrics_export_port is not None:
+            print(f"metrics: http://127.0.0.1:{args.metrics_export_port}/metrics", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sessions-per-actor", type=int, default=1, help="sessions packed per actor"
     )
     serve.add_argument("--max-sessions-per-node", type=int, default=200)
+    serve.add_argument(
+        "--metrics-export-port",
+        type=int,
+        default=None,
+        help="port of Ray's Prometheus metrics on this node (http://127.0.0.1:PORT/metrics); "
+        "only when serve starts Ray (on a cluster: `ray start --metrics-export-port`)",
+    )
     serve.add_argument(
         "--log-format",
         choices=("text", "json"),

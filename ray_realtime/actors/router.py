@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ray_realtime.actors.logs import configure_actor_logging
+from ray_realtime.actors.metrics import record as record_metric
 from ray_realtime.actors.router_ops import RayRouterOps, RouterOps
 from ray_realtime.actors.turn_stats import merge_snapshots
 from ray_realtime.cluster.agent_registry import AgentRegistry
@@ -229,6 +230,8 @@ class Router:
                     starts.extend(self._top_up(node))
             if starts:
                 await asyncio.gather(*starts, return_exceptions=True)
+            for node in self._nodes:
+                record_metric("warm", float(len(self._warm.warm(node.node_id))), node=node.node_id)
 
     async def _refresh_nodes(self) -> None:
         raw = await asyncio.wait_for(self._ops.nodes(), self._config.health_timeout_seconds)
@@ -343,10 +346,15 @@ class Router:
                 labels=dict((requirement or {}).get("labels") or {}),
             )
             await self._wait_for_nodes()
+            t0 = asyncio.get_running_loop().time()
             node_id = self._placer.choose_node(req, capacity)
             actor = self._fleet.free_session_actor(node_id, capacity)
+            start = "warm" if actor is not None else "cold"
             if actor is None:
                 actor = await self._start_for_placement(session_id, node_id, capacity)
+            record_metric("starts", 1.0, node=node_id, start=start)
+            seconds = asyncio.get_running_loop().time() - t0
+            record_metric("start_seconds", seconds, node=node_id, start=start)
             # Placed again while the actor was starting: the first placement holds.
             record = self._sessions.get(session_id)
             if record is None:

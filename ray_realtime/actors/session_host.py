@@ -32,6 +32,7 @@ from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneServer, encode_event_batch, server_ssl_context
 from ray_realtime.actors.logs import bind_session, configure_actor_logging
+from ray_realtime.actors.metrics import MeteredToolExecutor, record
 from ray_realtime.actors.pool import (
     PoolExecutor,
     SessionObjects,
@@ -219,14 +220,18 @@ class SessionHost:
         tools_pool = self._pool("tool", options.get("tool_workers") or [])
         guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
         model = OpenAIRealtimeWebSocketModel()
-        model.add_listener(TurnObserver(self._turns))
+        model.add_listener(
+            TurnObserver(
+                self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}
+            )
+        )
         driver = SessionDriver(
             agent=agent,
             model=model,
             context=context,
             run_config=run_config,
             model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
-            tool_executor=PoolExecutor(tools_pool, objects),
+            tool_executor=MeteredToolExecutor(PoolExecutor(tools_pool, objects), self.node_id),
             guardrail_executor=PoolExecutor(guards_pool, objects),
             agent_resolver=RouterAgentResolver(self),
             session_id=session_id,
@@ -247,6 +252,7 @@ class SessionHost:
             self._open_attach.add(session_id)
         self._registered.set()
         self._registered = asyncio.Event()
+        t0 = time.monotonic()
         try:
             await driver.start()
         except BaseException:
@@ -254,6 +260,8 @@ class SessionHost:
             self._secrets.pop(session_id, None)
             self._open_attach.discard(session_id)
             raise
+        record("connect_seconds", time.monotonic() - t0, node=self.node_id)
+        record("active", float(len(self._sessions)), node=self.node_id)
         return await self.data_plane(session_id, secret)
 
     async def data_plane(self, session_id: str, secret: str | None) -> dict[str, Any]:
@@ -338,6 +346,7 @@ class SessionHost:
     def _on_driver_closed(self, driver: SessionDriver) -> None:
         self._sessions.pop(driver.session_id, None)
         self._closed[driver.session_id] = driver
+        record("active", float(len(self._sessions)), node=self.node_id)
         self._forget_old_closed()
         self._tell_router("session_ended", driver.session_id, self.name)
 

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ray_realtime.actors.metrics import record
 from ray_realtime.model.interface import RealtimeModelListener
 from ray_realtime.types import model_events as me
 
@@ -85,10 +86,15 @@ class TurnWindow:
 
 
 class TurnObserver(RealtimeModelListener):
-    """Listens to one session's model and feeds a :class:`TurnWindow`."""
+    """Listens to one session's model and feeds a :class:`TurnWindow` (and,
+    with ``tags``, the ``turn_seconds`` / ``model_errors`` metrics under the
+    labels ``tags()`` names when a turn ends)."""
 
-    def __init__(self, window: TurnWindow) -> None:
+    def __init__(
+        self, window: TurnWindow, tags: Callable[[], dict[str, str]] | None = None
+    ) -> None:
         self._window = window
+        self._tags = tags
         self._started: float | None = None
 
     async def on_event(self, event: me.RealtimeModelEvent) -> None:
@@ -97,10 +103,15 @@ class TurnObserver(RealtimeModelListener):
             self._started = self._window.clock()
         elif isinstance(event, me.RealtimeModelTurnEndedEvent):
             if self._started is not None:
-                self._window.record_turn(self._window.clock() - self._started)
+                seconds = self._window.clock() - self._started
+                self._window.record_turn(seconds)
                 self._started = None
+                if self._tags is not None:
+                    record("turn_seconds", seconds, **self._tags())
         elif isinstance(event, me.RealtimeModelErrorEvent | me.RealtimeModelExceptionEvent):
             self._window.record_error()
+            if self._tags is not None:
+                record("model_errors", 1.0, **self._tags())
 
 
 def percentile(values: list[float], q: float) -> float | None:
