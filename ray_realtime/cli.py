@@ -69,7 +69,11 @@ def _serve(args: argparse.Namespace) -> int:
     _serve_logging(args.log_format)
     try:
         with interruptible():
-            started = connect(args.address, metrics_export_port=args.metrics_export_port)
+            # Joining a cluster, Ray's nodes already export metrics on the port
+            # `ray start --metrics-export-port` gave them; serve names it only.
+            joining = args.address is not None or bool(os.environ.get("RAY_ADDRESS"))
+            embedded_port = None if joining else args.metrics_export_port
+            started = connect(args.address, metrics_export_port=embedded_port)
     except (RayRealtimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -159,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="port of Ray's Prometheus metrics on this node (http://127.0.0.1:PORT/metrics); "
-        "only when serve starts Ray (on a cluster: `ray start --metrics-export-port`)",
+        "serve sets it when it starts Ray; when it joins a cluster, give the port the "
+        "nodes were started with (`ray start --metrics-export-port`)",
     )
     serve.add_argument(
         "--log-format",
