@@ -32,7 +32,7 @@ does not cover it, see ``docs/security.md``):
 
 Until the welcome, a connection may send at most :data:`MAX_HELLO_BYTES` (the
 frame limit of the WebSocket itself), must say hello within the hello timeout
-(also the bound of the opening handshake), and at most
+(also the bound of the opening and of every closing handshake), and at most
 ``max_unauthenticated`` such connections exist per actor (more are closed at
 once with 1013, "try again later"). The secret is compared in constant time
 and never logged. Only after the welcome does the frame limit rise to
@@ -318,6 +318,11 @@ class DataPlaneServer:
                 max_size=MAX_HELLO_BYTES,
                 compression=None,
                 open_timeout=self._hello_timeout,
+                # A refused peer's answer to our close frame can sit behind
+                # frames we no longer read (flow control): bound the closing
+                # handshake too, so it cannot hold an unauthenticated slot
+                # for websockets' default 10 s.
+                close_timeout=self._hello_timeout,
                 ping_interval=20,
                 ping_timeout=20,
                 ssl=self._ssl,

@@ -266,6 +266,24 @@ async def test_silent_and_slow_peers_are_cut_at_the_hello_deadline(live: Live) -
     assert time.monotonic() - start <= HELLO_TIMEOUT + 3 * UNIT
 
 
+async def test_a_refused_peer_cannot_stretch_the_closing_handshake(live: Live) -> None:
+    # A bad hello and then many small frames: the server stops reading them
+    # (flow control), so the peer's answer to the close frame is stuck behind
+    # them. The unauthenticated slot must still be free within the hello
+    # deadline, not after websockets' default 10 s close timeout (found by
+    # tests/fuzz/test_fuzz_dataplane.py).
+    async with connect(live.plane.url, max_size=None) as ws:
+        start = time.monotonic()
+        await ws.send(b"\x80")  # an empty map: refused at once
+        for _ in range(64):
+            await ws.send(b"\xc0")
+        async with asyncio.timeout(HELLO_TIMEOUT + 5 * UNIT):
+            while live.plane.statistics()["unauthenticated"]:  # noqa: ASYNC110 - a counter
+                await asyncio.sleep(0.01)
+        assert time.monotonic() - start <= HELLO_TIMEOUT + 1.5 * UNIT
+    assert ws.close_code == CLOSE_UNAUTHORIZED
+
+
 async def test_wrong_secret_and_unknown_session_look_the_same(live: Live) -> None:
     timings: dict[str, float] = {}
     for name, hello in (
