@@ -57,6 +57,7 @@ import hmac
 import logging
 import os
 import ssl
+import typing
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -104,6 +105,7 @@ MAX_UNAUTHENTICATED = 32
 _MAX_ID_CHARS = 128
 _READY = b"\xc0"  # msgpack nil
 _WELCOME = msgpack.packb({"welcome": True})
+_SESSION_EVENTS: tuple[type, ...] = typing.get_args(RealtimeSessionEvent)
 # Close codes (application range 4000-4999).
 CLOSE_BAD_FRAME = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -633,6 +635,10 @@ class DataPlaneClient:
                     self._on_ack(wire.decode(frame))
                     continue
                 events, last_seq, _, closed = wire.decode_batch(frame)
+                if not all(isinstance(event, _SESSION_EVENTS) for event in events):
+                    # Well-formed msgpack is not yet a batch of events: never
+                    # hand a peer's plain value to the application as one.
+                    raise ProtocolError("data plane sent a batch holding a non-event")
                 first = last_seq - len(events) + 1
                 for offset, event in enumerate(events):
                     self._pending.append((first + offset, event))

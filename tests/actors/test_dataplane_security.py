@@ -26,11 +26,13 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from ray_realtime import wire
 from ray_realtime.actors.dataplane import (
     CLOSE_BAD_FRAME,
     CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHORIZED,
     MAX_HELLO_BYTES,
+    DataPlaneBroken,
     DataPlaneClient,
     DataPlaneServer,
     client_ssl_context,
@@ -442,6 +444,29 @@ async def test_nothing_read_from_the_socket_is_unpickled(tmp_path: Path) -> None
     assert not marker.exists()
     pickle.loads(evil)  # the payload was live: unpickling it does run code
     assert marker.exists()
+
+
+async def test_a_pushed_batch_of_non_events_breaks_the_stream() -> None:
+    # A well-formed batch whose "events" are plain values (found by
+    # tests/fuzz/test_fuzz_dataplane.py): the handle must not hand an int to
+    # the application as an event; the stream is dropped as broken instead
+    # (the handle then reads over Ray).
+    for events in ([0], ["text"], [{"type": "audio"}], [RealtimeError({}), None]):
+        push = wire.encode_batch(events, len(events), 0, False)
+
+        def ack(request: list[Any]) -> bytes:
+            return bytes(msgpack.packb({"ack": request[3]}))
+
+        async with _rogue_server(ack, push=push) as url:
+            client = await DataPlaneClient.open(url, "rt_x", SECRET, 0)
+            try:
+                async with asyncio.timeout(5 * UNIT):
+                    with pytest.raises(DataPlaneBroken):
+                        while True:
+                            batch = await client.read(0, 256, 0.5)
+                            assert not batch.events, (events, batch.events)
+            finally:
+                await client.close()
 
 
 async def test_typed_errors_cross_as_wire_types(live: Live) -> None:
