@@ -666,7 +666,10 @@ class DataPlaneClient:
     def _on_ack(self, reply: Any) -> None:
         if not isinstance(reply, dict):
             return
-        future = self._acks.get(reply.get("ack", 0))
+        request_id = reply.get("ack")
+        if type(request_id) is not int:  # an unknown int is a late ack; anything else is wrong
+            raise ProtocolError("the data plane sent an ack without a request id")
+        future = self._acks.get(request_id)
         if future is None or future.done():
             return
         error = reply.get("error")

@@ -469,6 +469,29 @@ async def test_a_pushed_batch_of_non_events_breaks_the_stream() -> None:
                 await client.close()
 
 
+async def test_an_ack_with_a_malformed_id_is_a_protocol_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An ack whose id is a list (found by tests/fuzz/test_fuzz_dataplane.py)
+    # stopped the handle's reader with a stray TypeError (unhashable type).
+    for bad_id in ([], {"a": 1}, 1.5, "1"):
+
+        def ack(request: list[Any], bad_id: Any = bad_id) -> bytes:
+            return bytes(msgpack.packb({"ack": bad_id}))
+
+        caplog.clear()
+        async with _rogue_server(ack) as url:
+            client = await DataPlaneClient.open(url, "rt_x", SECRET, 0)
+            try:
+                with pytest.raises(DataPlaneBroken):
+                    await client.send_message("hi", timeout=5 * UNIT)
+                assert client.broken
+            finally:
+                await client.close()
+        stopped = [r for r in caplog.records if "reader stopped" in r.getMessage()]
+        assert stopped and isinstance(stopped[0].args[0], ProtocolError), (bad_id, stopped)  # type: ignore[index]
+
+
 async def test_typed_errors_cross_as_wire_types(live: Live) -> None:
     from ray_realtime.exceptions import InputTooLargeError, UserError
 
