@@ -22,7 +22,9 @@ whole time. Three targets:
   ``DataPlaneBroken``, and when its reader stops, it is for a ``ProtocolError``.
 
 After each fuzz run, the session still does a real turn (on the connection kept
-open, and on a fresh one).
+open, and on a fresh one). The example count is the profile's of ``conftest.py``
+(modest by default; ``RAY_REALTIME_FUZZ=deep`` or a number for more); run with ``-s``
+to see how the exchanges ended.
 """
 
 from __future__ import annotations
