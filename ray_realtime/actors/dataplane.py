@@ -32,7 +32,7 @@ does not cover it, see ``docs/security.md``):
 
 Until the welcome, a connection may send at most :data:`MAX_HELLO_BYTES` (the
 frame limit of the WebSocket itself), must say hello within the hello timeout
-(also the bound of the opening handshake), and at most
+(also the bound of the opening and of every closing handshake), and at most
 ``max_unauthenticated`` such connections exist per actor (more are closed at
 once with 1013, "try again later"). The secret is compared in constant time
 and never logged. Only after the welcome does the frame limit rise to
@@ -57,6 +57,7 @@ import hmac
 import logging
 import os
 import ssl
+import typing
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -104,6 +105,7 @@ MAX_UNAUTHENTICATED = 32
 _MAX_ID_CHARS = 128
 _READY = b"\xc0"  # msgpack nil
 _WELCOME = msgpack.packb({"welcome": True})
+_SESSION_EVENTS: tuple[type, ...] = typing.get_args(RealtimeSessionEvent)
 # Close codes (application range 4000-4999).
 CLOSE_BAD_FRAME = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -318,6 +320,11 @@ class DataPlaneServer:
                 max_size=MAX_HELLO_BYTES,
                 compression=None,
                 open_timeout=self._hello_timeout,
+                # A refused peer's answer to our close frame can sit behind
+                # frames we no longer read (flow control): bound the closing
+                # handshake too, so it cannot hold an unauthenticated slot
+                # for websockets' default 10 s.
+                close_timeout=self._hello_timeout,
                 ping_interval=20,
                 ping_timeout=20,
                 ssl=self._ssl,
@@ -628,6 +635,10 @@ class DataPlaneClient:
                     self._on_ack(wire.decode(frame))
                     continue
                 events, last_seq, _, closed = wire.decode_batch(frame)
+                if not all(isinstance(event, _SESSION_EVENTS) for event in events):
+                    # Well-formed msgpack is not yet a batch of events: never
+                    # hand a peer's plain value to the application as one.
+                    raise ProtocolError("data plane sent a batch holding a non-event")
                 first = last_seq - len(events) + 1
                 for offset, event in enumerate(events):
                     self._pending.append((first + offset, event))
@@ -655,7 +666,10 @@ class DataPlaneClient:
     def _on_ack(self, reply: Any) -> None:
         if not isinstance(reply, dict):
             return
-        future = self._acks.get(reply.get("ack", 0))
+        request_id = reply.get("ack")
+        if type(request_id) is not int:  # an unknown int is a late ack; anything else is wrong
+            raise ProtocolError("the data plane sent an ack without a request id")
+        future = self._acks.get(request_id)
         if future is None or future.done():
             return
         error = reply.get("error")

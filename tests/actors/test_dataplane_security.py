@@ -26,11 +26,13 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from ray_realtime import wire
 from ray_realtime.actors.dataplane import (
     CLOSE_BAD_FRAME,
     CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHORIZED,
     MAX_HELLO_BYTES,
+    DataPlaneBroken,
     DataPlaneClient,
     DataPlaneServer,
     client_ssl_context,
@@ -266,6 +268,24 @@ async def test_silent_and_slow_peers_are_cut_at_the_hello_deadline(live: Live) -
     assert time.monotonic() - start <= HELLO_TIMEOUT + 3 * UNIT
 
 
+async def test_a_refused_peer_cannot_stretch_the_closing_handshake(live: Live) -> None:
+    # A bad hello and then many small frames: the server stops reading them
+    # (flow control), so the peer's answer to the close frame is stuck behind
+    # them. The unauthenticated slot must still be free within the hello
+    # deadline, not after websockets' default 10 s close timeout (found by
+    # tests/fuzz/test_fuzz_dataplane.py).
+    async with connect(live.plane.url, max_size=None) as ws:
+        start = time.monotonic()
+        await ws.send(b"\x80")  # an empty map: refused at once
+        for _ in range(64):
+            await ws.send(b"\xc0")
+        async with asyncio.timeout(HELLO_TIMEOUT + 5 * UNIT):
+            while live.plane.statistics()["unauthenticated"]:  # noqa: ASYNC110 - a counter
+                await asyncio.sleep(0.01)
+        assert time.monotonic() - start <= HELLO_TIMEOUT + 1.5 * UNIT
+    assert ws.close_code == CLOSE_UNAUTHORIZED
+
+
 async def test_wrong_secret_and_unknown_session_look_the_same(live: Live) -> None:
     timings: dict[str, float] = {}
     for name, hello in (
@@ -424,6 +444,52 @@ async def test_nothing_read_from_the_socket_is_unpickled(tmp_path: Path) -> None
     assert not marker.exists()
     pickle.loads(evil)  # the payload was live: unpickling it does run code
     assert marker.exists()
+
+
+async def test_a_pushed_batch_of_non_events_breaks_the_stream() -> None:
+    # A well-formed batch whose "events" are plain values (found by
+    # tests/fuzz/test_fuzz_dataplane.py): the handle must not hand an int to
+    # the application as an event; the stream is dropped as broken instead
+    # (the handle then reads over Ray).
+    for events in ([0], ["text"], [{"type": "audio"}], [RealtimeError({}), None]):
+        push = wire.encode_batch(events, len(events), 0, False)
+
+        def ack(request: list[Any]) -> bytes:
+            return bytes(msgpack.packb({"ack": request[3]}))
+
+        async with _rogue_server(ack, push=push) as url:
+            client = await DataPlaneClient.open(url, "rt_x", SECRET, 0)
+            try:
+                async with asyncio.timeout(5 * UNIT):
+                    with pytest.raises(DataPlaneBroken):
+                        while True:
+                            batch = await client.read(0, 256, 0.5)
+                            assert not batch.events, (events, batch.events)
+            finally:
+                await client.close()
+
+
+async def test_an_ack_with_a_malformed_id_is_a_protocol_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An ack whose id is a list (found by tests/fuzz/test_fuzz_dataplane.py)
+    # stopped the handle's reader with a stray TypeError (unhashable type).
+    for bad_id in ([], {"a": 1}, 1.5, "1"):
+
+        def ack(request: list[Any], bad_id: Any = bad_id) -> bytes:
+            return bytes(msgpack.packb({"ack": bad_id}))
+
+        caplog.clear()
+        async with _rogue_server(ack) as url:
+            client = await DataPlaneClient.open(url, "rt_x", SECRET, 0)
+            try:
+                with pytest.raises(DataPlaneBroken):
+                    await client.send_message("hi", timeout=5 * UNIT)
+                assert client.broken
+            finally:
+                await client.close()
+        stopped = [r for r in caplog.records if "reader stopped" in r.getMessage()]
+        assert stopped and isinstance(stopped[0].args[0], ProtocolError), (bad_id, stopped)  # type: ignore[index]
 
 
 async def test_typed_errors_cross_as_wire_types(live: Live) -> None:
