@@ -36,6 +36,7 @@ from ray_realtime.types.events import (
     RealtimeHistoryUpdated,
     RealtimeInputAudioTimeoutTriggered,
     RealtimeRawModelEvent,
+    RealtimeSessionRecovered,
     RealtimeToolApprovalRequired,
     RealtimeToolEnd,
     RealtimeToolStart,
@@ -198,6 +199,7 @@ SESSION_EVENTS: list[Any] = [
     RealtimeGuardrailTripped(guardrail_results=[GUARDRAIL_RESULT], message="darn it"),
     RealtimeInputAudioTimeoutTriggered(item_id="item_5", audio_start_ms=0, audio_end_ms=9000),
     RealtimeEventsLost(missed=17),
+    RealtimeSessionRecovered(reason="actor_died", items_restored=40, events_lost=3),
 ]
 
 SESSION_SETTINGS: dict[str, Any] = {
