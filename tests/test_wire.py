@@ -283,7 +283,7 @@ def ext(code: int, payload: Any) -> bytes:
 
 def test_every_exported_dataclass_is_registered() -> None:
     classes = exported_dataclasses()
-    assert len(classes) == 42  # 20 session, 16 model events, 6 model inputs
+    assert len(classes) == 43  # 21 session, 16 model events, 6 model inputs
     missing = [cls.__qualname__ for cls in classes if wire.REGISTRY.get(cls.__name__) is not cls]
     assert missing == [], f"add these to ray_realtime.wire._DATACLASSES: {missing}"
     assert set(wire.REGISTRY.values()) == set(classes)

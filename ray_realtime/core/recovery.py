@@ -38,12 +38,10 @@ from ray_realtime.types.items import (
     UserMessageItem,
 )
 from ray_realtime.types.model_inputs import (
-    RealtimeModelSendAudio,
     RealtimeModelSendEvent,
     RealtimeModelSendInterrupt,
     RealtimeModelSendRawMessage,
     RealtimeModelSendToolOutput,
-    RealtimeModelSendUserInput,
 )
 
 __all__ = [
@@ -231,18 +229,6 @@ def next_reconnect_delay(
     return delay
 
 
-def _requests_response(event: RealtimeModelSendEvent) -> bool:
-    if isinstance(event, RealtimeModelSendUserInput):
-        return True
-    if isinstance(event, RealtimeModelSendToolOutput):
-        return event.start_response
-    if isinstance(event, RealtimeModelSendRawMessage):
-        return event.message.get("type") == "response.create"
-    if isinstance(event, RealtimeModelSendAudio):
-        return event.commit
-    return False
-
-
 def after_replay(
     held: Iterable[RealtimeModelSendEvent],
     answered_calls: Collection[str],
@@ -255,8 +241,8 @@ def after_replay(
     output the replay already carried becomes a bare ``response.create`` (the
     model must not see the output twice); interrupts are dropped (the cut
     response already ended). With ``resume_response`` (a response was cut),
-    a ``response.create`` goes first unless a held input asks for a response
-    itself.
+    a ``response.create`` goes first: the model answers what it was answering
+    before anything that came later.
     """
     out: list[RealtimeModelSendEvent] = []
     for event in held:
@@ -270,6 +256,6 @@ def after_replay(
                 out.append(RealtimeModelSendRawMessage(dict(RESPONSE_CREATE)))
             continue
         out.append(event)
-    if resume_response and not any(_requests_response(e) for e in out):
+    if resume_response:
         out.insert(0, RealtimeModelSendRawMessage(dict(RESPONSE_CREATE)))
     return out
