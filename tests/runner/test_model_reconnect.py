@@ -344,11 +344,9 @@ RESTORED = [
 
 async def test_a_restored_session_replays_its_history_into_the_model() -> None:
     async with Served() as served:
+        model = OpenAIRealtimeWebSocketModel()
         driver = SessionDriver(
-            agent=AGENT,
-            model=OpenAIRealtimeWebSocketModel(),
-            model_config={"url": served.url},
-            history=RESTORED,
+            agent=AGENT, model=model, model_config={"url": served.url}, history=RESTORED
         )
         session = RealtimeSession(InProcessBackend(driver))
         try:
@@ -360,7 +358,7 @@ async def test_a_restored_session_replays_its_history_into_the_model() -> None:
             assert recovered == RealtimeSessionRecovered("actor_died", 4, 3)
             # The model knows the conversation: a bare response answers the
             # last replayed question ("say beta"), and nothing is duplicated.
-            await driver._model.send_event(RealtimeModelSendRawMessage({"type": "response.create"}))
+            await model.send_event(RealtimeModelSendRawMessage({"type": "response.create"}))
             events: list[RealtimeSessionEvent] = []
             await collect_answer(session, events)
             history = session.history
