@@ -280,6 +280,7 @@ class SessionDriver(RealtimeModelListener):
         self._connect_options: RealtimeModelConfig = {}
         self._recovery: asyncio.Task[bool] | None = None
         self._restoring = False  # inputs are held, model status events ignored
+        self._model_live = False  # a model session was opened (losses are recovered)
         self._held: deque[RealtimeModelSendEvent] = deque()
         self._held_audio_bytes = 0
         self._loss_detail = ""
@@ -347,6 +348,7 @@ class SessionDriver(RealtimeModelListener):
         try:
             # A restored session's history goes into the new model session.
             await self._connect_model(self._core)
+            self._model_live = True
         except BaseException:
             self._model.remove_listener(self)
             self._closed = True
@@ -519,8 +521,8 @@ class SessionDriver(RealtimeModelListener):
         if isinstance(event, me.RealtimeModelConnectionStatusEvent):
             if self._restoring:
                 return True  # the old connection closing, the new one opening
-            if event.status != "disconnected":
-                return False
+            if event.status != "disconnected" or not self._model_live:
+                return False  # (a first connection that fails fails start())
             detail = self._loss_detail or "the model closed the connection"
             self._begin_recovery("model_reconnect", detail)
             return True
@@ -642,6 +644,7 @@ class SessionDriver(RealtimeModelListener):
                     )
                     continue
                 self._restoring = False
+                self._model_live = True
                 self._loss_detail = ""
                 self._recoveries += 1
                 logger.info(
