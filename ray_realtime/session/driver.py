@@ -228,7 +228,12 @@ async def _enabled(flag: Any, context: RunContextWrapper[Any], agent: Any) -> bo
 
 
 class SessionDriver(RealtimeModelListener):
-    """Runs one realtime session over a :class:`RealtimeModel`."""
+    """Runs one realtime session over a :class:`RealtimeModel`.
+
+    ``history`` seeds a restored session with its completed items; it is
+    replayed into the model when the driver connects (:meth:`start` or
+    :meth:`recover_model`).
+    """
 
     def __init__(
         self,
