@@ -37,7 +37,10 @@ from ray_realtime import (
     RealtimeSession,
     RealtimeSessionEvent,
     RealtimeSessionRecovered,
+    RealtimeToolCallItem,
+    RealtimeToolStart,
     UserMessageItem,
+    function_tool,
 )
 from ray_realtime.local import LocalModelServer
 from ray_realtime.local.connection import Connection
@@ -395,3 +398,59 @@ async def test_recover_model_on_a_running_session_and_when_the_model_is_gone() -
         with pytest.raises(ModelConnectionError):
             await within(driver.recover_model(), 15)
         assert driver.closed
+
+
+# ------------------------------------------------------ a tool call across a loss
+
+
+@function_tool
+async def slow_weather(city: str) -> str:
+    """The weather in a city, slowly."""
+    await asyncio.sleep(SLOW_TOOL_S[0])
+    return f"rain in {city}"
+
+
+SLOW_TOOL_S = [0.0]
+
+
+@pytest.mark.parametrize(
+    ("tool_s", "outage_s"),
+    [(2.0, 0.2), (0.5, 1.5)],
+    ids=["output-after-the-replay", "output-during-the-outage"],
+)
+async def test_a_tool_call_running_across_a_loss_is_answered_once(
+    tool_s: float, outage_s: float
+) -> None:
+    # The call's item is replayed with its output when the tool finished
+    # during the outage, without it when the tool finishes after the replay:
+    # either way the model gets the output exactly once and answers it.
+    SLOW_TOOL_S[0] = tool_s
+    agent: RealtimeAgent[Any] = RealtimeAgent(name="Assistant", tools=[slow_weather])
+    runner = make_runner(agent, model_reconnect=RECONNECT)
+    events: list[RealtimeSessionEvent] = []
+    async with Served() as served:
+        session = await runner.run(model_config={"url": served.url})
+        await within(session.enter())
+        try:
+            await within(session.send_message("slow weather in Oslo"))
+            # The call's response is over (agent_end); the tool still runs.
+            events += await collect(session, lambda e, _: e.type == "agent_end")
+            assert of_type(events, RealtimeToolStart)
+            await served.drop()
+            await asyncio.sleep(outage_s)
+            await served.restart()
+
+            def answered(event: RealtimeSessionEvent, _: Any) -> bool:
+                return event.type == "agent_end" and any(
+                    "rain in Oslo" in transcript(i) for i in assistant_items(session.history)
+                )
+
+            events += await collect(session, answered, timeout=20)
+            (call,) = [i for i in session.history if isinstance(i, RealtimeToolCallItem)]
+            assert call.output == "rain in Oslo"
+            replies = [transcript(i) for i in assistant_items(session.history)]
+            assert replies == ["The tool slow_weather returned: rain in Oslo"]
+        finally:
+            await within(session.close())
+    assert len(of_type(events, RealtimeSessionRecovered)) == 1
+    assert not of_type(events, RealtimeError)
