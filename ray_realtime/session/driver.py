@@ -282,7 +282,6 @@ class SessionDriver(RealtimeModelListener):
         # Model connection recovery (see the module docstring).
         self._initial_history = list(history or ())
         self._reconnect = resolve_model_reconnect(self._run_config)
-        self._connect_options: RealtimeModelConfig = {}
         self._recovery: asyncio.Task[bool] | None = None
         self._restoring = False  # inputs are held, model status events ignored
         self._model_live = False  # a model session was opened (losses are recovered)
