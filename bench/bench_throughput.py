@@ -134,7 +134,7 @@ async def _measure(
             sessions = await asyncio.wait_for(
                 ctx.open_packed(run.sessions, run.mode, url, per_actor, **extra), open_timeout
             )
-        except (asyncio.TimeoutError, Exception) as exc:
+        except (TimeoutError, Exception) as exc:
             run.skipped = (
                 f"{run.sessions} sessions did not start within {open_timeout:.0f} s "
                 f"({type(exc).__name__}); skipped"

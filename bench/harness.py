@@ -79,9 +79,8 @@ ACTOR_RAY = SessionPath("actor, Ray calls", "actor", (("data_plane", False),))
 
 
 def prepare_environment() -> None:
-    """Before Ray is imported: keep an embedded Ray on loopback, and let Ray's
-    worker processes and the model server import this repository."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    """Let Ray's worker processes and the model server import this repository
+    (an embedded Ray keeps itself on loopback: see cluster/connect.py)."""
     root = str(REPO_ROOT)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:
@@ -149,7 +148,7 @@ class _ModelServerProcess:
         proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await asyncio.wait_for(proc.wait(), 5.0)
 
@@ -169,7 +168,7 @@ class EventStream:
         """The next event; ``TimeoutError`` when none comes in ``timeout`` s."""
         try:
             return await asyncio.wait_for(self._it.__anext__(), max(timeout, 0.001))
-        except (asyncio.TimeoutError, StopAsyncIteration):
+        except (TimeoutError, StopAsyncIteration):
             self.broken = True
             raise
 
@@ -240,7 +239,7 @@ async def run_turn(
                     break
         result.latency_ms = (time.perf_counter() - t0) * 1000
         result.ok = True
-    except (asyncio.TimeoutError, StopAsyncIteration):
+    except (TimeoutError, StopAsyncIteration):
         result.error = f"no agent_end within {timeout:g} s"
     except Exception as exc:  # a benchmark reports a failed turn, it does not stop
         result.error = f"{type(exc).__name__}: {exc}"

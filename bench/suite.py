@@ -83,7 +83,7 @@ async def run_suite(
             t0 = time.perf_counter()
             try:
                 result = await asyncio.wait_for(module.run(ctx), cap)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 failures.append(f"{name}: stopped at its {cap} s cap")
                 await ctx.close_sessions()
                 continue
@@ -165,7 +165,14 @@ def render_report(
 def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.suite") -> int:
     """Run the suite; print the combined table; write the report (``prog``
     names the command in the report)."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Run every benchmark in sequence in one process and one Ray runtime; print "
+            "one combined table and write bench/results/latest.md. Each benchmark has a "
+            "time cap; one that fails or overruns is reported and the run goes on."
+        ),
+    )
     parser.add_argument("--quick", action="store_true", help="small and fast (< 2 minutes)")
     parser.add_argument(
         "--only",

@@ -6,15 +6,24 @@ handoffs and output guardrails; ``await RealtimeRunner(agent).run()`` returns a
 :class:`RealtimeSession` to use with ``async with``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ray_realtime.agents.agent import RealtimeAgent
-from ray_realtime.agents.context import RunContextWrapper, ToolContext
+from ray_realtime.agents.context import RealtimeEventInfo, RunContextWrapper, ToolContext
 from ray_realtime.agents.guardrails import (
     GuardrailFunctionOutput,
     OutputGuardrail,
     output_guardrail,
 )
 from ray_realtime.agents.handoffs import Handoff, realtime_handoff
-from ray_realtime.agents.tools import FunctionTool, Tool, function_tool
+from ray_realtime.agents.hooks import RealtimeAgentHooks, RealtimeRunHooks
+from ray_realtime.agents.tools import (
+    FunctionTool,
+    Tool,
+    ToolErrorFormatterArgs,
+    default_tool_error_function,
+    function_tool,
+)
 from ray_realtime.exceptions import (
     ClusterConnectError,
     ClusterError,
@@ -38,15 +47,28 @@ from ray_realtime.exceptions import (
     UserError,
 )
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.model.playback import RealtimePlaybackState, RealtimePlaybackTracker
 from ray_realtime.runner.runner import RealtimeRunner
 from ray_realtime.runner.session import RealtimeSession
 from ray_realtime.types.config import (
+    DEFAULT_MODEL_SETTINGS,
+    RealtimeAudioFormat,
+    RealtimeClientMessage,
     RealtimeGuardrailsSettings,
+    RealtimeInputAudioNoiseReductionConfig,
     RealtimeInputAudioTranscriptionConfig,
     RealtimeModelConfig,
+    RealtimeModelName,
+    RealtimeModelTracingConfig,
+    RealtimeReasoningConfig,
+    RealtimeReasoningEffort,
     RealtimeRunConfig,
     RealtimeSessionModelSettings,
+    RealtimeToolExecutionConfig,
     RealtimeTurnDetectionConfig,
+    RealtimeUserInput,
+    RealtimeUserInputMessage,
+    RealtimeUserInputText,
 )
 from ray_realtime.types.events import (
     AgentRef,
@@ -80,14 +102,73 @@ from ray_realtime.types.items import (
     InputImage,
     InputText,
     RealtimeItem,
+    RealtimeMessageItem,
+    RealtimeResponse,
     RealtimeToolCallItem,
     SystemMessageItem,
     UserMessageItem,
 )
+from ray_realtime.types.model_events import (
+    RealtimeConnectionStatus,
+    RealtimeModelAudioDoneEvent,
+    RealtimeModelAudioEvent,
+    RealtimeModelAudioInterruptedEvent,
+    RealtimeModelCachedTokensDetails,
+    RealtimeModelConnectionStatusEvent,
+    RealtimeModelEndOfStreamEvent,
+    RealtimeModelErrorEvent,
+    RealtimeModelEvent,
+    RealtimeModelExceptionEvent,
+    RealtimeModelInputAudioTranscriptionCompletedEvent,
+    RealtimeModelInputTokensDetails,
+    RealtimeModelItemDeletedEvent,
+    RealtimeModelItemUpdatedEvent,
+    RealtimeModelOtherEvent,
+    RealtimeModelOutputTextDeltaEvent,
+    RealtimeModelOutputTokensDetails,
+    RealtimeModelToolCallEvent,
+    RealtimeModelTranscriptDeltaEvent,
+    RealtimeModelTurnEndedEvent,
+    RealtimeModelTurnStartedEvent,
+    RealtimeModelUsageEvent,
+)
+from ray_realtime.types.model_inputs import (
+    RealtimeModelInputTextContent,
+    RealtimeModelRawClientMessage,
+    RealtimeModelSendAudio,
+    RealtimeModelSendEvent,
+    RealtimeModelSendInterrupt,
+    RealtimeModelSendRawMessage,
+    RealtimeModelSendSessionUpdate,
+    RealtimeModelSendToolOutput,
+    RealtimeModelSendUserInput,
+    RealtimeModelUserInput,
+    RealtimeModelUserInputMessage,
+)
+
+if TYPE_CHECKING:
+    from ray_realtime.model.openai_ws import (
+        OpenAIRealtimeSIPModel,
+        OpenAIRealtimeWebSocketModel,
+        get_api_key,
+    )
+
+_FROM_MODEL = frozenset({"OpenAIRealtimeSIPModel", "OpenAIRealtimeWebSocketModel", "get_api_key"})
+
+
+def __getattr__(name: str) -> Any:
+    # The OpenAI client needs websockets; it is loaded on first use so that
+    # importing the package stays light.
+    if name in _FROM_MODEL:
+        from ray_realtime.model import openai_ws
+
+        return getattr(openai_ws, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted order, pinned by tests/test_exports.py
     "AgentRef",
     "AssistantAudio",
     "AssistantMessageItem",
@@ -95,6 +176,7 @@ __all__ = [
     "ClusterConnectError",
     "ClusterError",
     "ConfigError",
+    "DEFAULT_MODEL_SETTINGS",
     "FunctionTool",
     "GuardrailFunctionOutput",
     "GuardrailRef",
@@ -106,31 +188,80 @@ __all__ = [
     "ModelConnectionError",
     "ModelError",
     "NoCapacityError",
+    "OpenAIRealtimeSIPModel",
+    "OpenAIRealtimeWebSocketModel",
     "OutputGuardrail",
     "OutputGuardrailResult",
     "ProtocolError",
     "RayRealtimeError",
     "RealtimeAgent",
     "RealtimeAgentEndEvent",
+    "RealtimeAgentHooks",
     "RealtimeAgentStartEvent",
     "RealtimeAudio",
     "RealtimeAudioEnd",
+    "RealtimeAudioFormat",
     "RealtimeAudioInterrupted",
+    "RealtimeClientMessage",
+    "RealtimeConnectionStatus",
     "RealtimeError",
+    "RealtimeEventInfo",
     "RealtimeEventsLost",
     "RealtimeGuardrailTripped",
     "RealtimeGuardrailsSettings",
     "RealtimeHandoffEvent",
     "RealtimeHistoryAdded",
     "RealtimeHistoryUpdated",
+    "RealtimeInputAudioNoiseReductionConfig",
     "RealtimeInputAudioTimeoutTriggered",
     "RealtimeInputAudioTranscriptionConfig",
     "RealtimeItem",
+    "RealtimeMessageItem",
     "RealtimeModel",
+    "RealtimeModelAudioDoneEvent",
+    "RealtimeModelAudioEvent",
+    "RealtimeModelAudioInterruptedEvent",
+    "RealtimeModelCachedTokensDetails",
     "RealtimeModelConfig",
+    "RealtimeModelConnectionStatusEvent",
+    "RealtimeModelEndOfStreamEvent",
+    "RealtimeModelErrorEvent",
+    "RealtimeModelEvent",
+    "RealtimeModelExceptionEvent",
+    "RealtimeModelInputAudioTranscriptionCompletedEvent",
+    "RealtimeModelInputTextContent",
+    "RealtimeModelInputTokensDetails",
+    "RealtimeModelItemDeletedEvent",
+    "RealtimeModelItemUpdatedEvent",
     "RealtimeModelListener",
+    "RealtimeModelName",
+    "RealtimeModelOtherEvent",
+    "RealtimeModelOutputTextDeltaEvent",
+    "RealtimeModelOutputTokensDetails",
+    "RealtimeModelRawClientMessage",
+    "RealtimeModelSendAudio",
+    "RealtimeModelSendEvent",
+    "RealtimeModelSendInterrupt",
+    "RealtimeModelSendRawMessage",
+    "RealtimeModelSendSessionUpdate",
+    "RealtimeModelSendToolOutput",
+    "RealtimeModelSendUserInput",
+    "RealtimeModelToolCallEvent",
+    "RealtimeModelTracingConfig",
+    "RealtimeModelTranscriptDeltaEvent",
+    "RealtimeModelTurnEndedEvent",
+    "RealtimeModelTurnStartedEvent",
+    "RealtimeModelUsageEvent",
+    "RealtimeModelUserInput",
+    "RealtimeModelUserInputMessage",
+    "RealtimePlaybackState",
+    "RealtimePlaybackTracker",
     "RealtimeRawModelEvent",
+    "RealtimeReasoningConfig",
+    "RealtimeReasoningEffort",
+    "RealtimeResponse",
     "RealtimeRunConfig",
+    "RealtimeRunHooks",
     "RealtimeRunner",
     "RealtimeSession",
     "RealtimeSessionEvent",
@@ -139,8 +270,12 @@ __all__ = [
     "RealtimeToolApprovalRequired",
     "RealtimeToolCallItem",
     "RealtimeToolEnd",
+    "RealtimeToolExecutionConfig",
     "RealtimeToolStart",
     "RealtimeTurnDetectionConfig",
+    "RealtimeUserInput",
+    "RealtimeUserInputMessage",
+    "RealtimeUserInputText",
     "RunContextWrapper",
     "SerializationError",
     "ServiceNotRunningError",
@@ -154,12 +289,15 @@ __all__ = [
     "ToolContext",
     "ToolDefinitionError",
     "ToolError",
+    "ToolErrorFormatterArgs",
     "ToolRef",
     "ToolTimeoutError",
     "UserError",
     "UserMessageItem",
     "__version__",
+    "default_tool_error_function",
     "function_tool",
+    "get_api_key",
     "output_guardrail",
     "realtime_handoff",
 ]

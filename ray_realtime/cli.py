@@ -4,11 +4,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["main"]
+
+DESCRIPTION = (
+    "Realtime voice and streaming agents whose sessions live in Ray actors. "
+    "Commands: demo, serve, status, bench, local-model. "
+    "Add --verbose to any command to see Ray's own log lines."
+)
+
+
+_STATUS_TIMEOUT = 30.0
+"""Seconds `status` waits for the router's answer."""
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """While Ray starts or joins, Ctrl-C ends the process at once.
+
+    Ray's connect loops run in native code, where Python's KeyboardInterrupt
+    waits until they return; the default signal action does not wait.
+    """
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except ValueError:  # not the main thread (main() called from a thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -61,20 +92,35 @@ def _format_status(status: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ray_realtime.cluster.connect import connect, disconnect
+    from ray_realtime.cluster.connect import connect, current_address, disconnect
     from ray_realtime.cluster.service import service_status
-    from ray_realtime.exceptions import RayRealtimeError
+    from ray_realtime.exceptions import RayRealtimeError, ServiceNotRunningError
 
     address = args.address or "auto"
     try:
-        started = connect(address)
+        with _interruptible():
+            started = connect(address)
     except RayRealtimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        status = asyncio.run(service_status())
+        status = asyncio.run(asyncio.wait_for(service_status(), _STATUS_TIMEOUT))
         print(_format_status(status))
         return 0
+    except TimeoutError:
+        print(
+            f"error: the ray-realtime service at {current_address()} did not answer "
+            f"within {_STATUS_TIMEOUT:g} s",
+            file=sys.stderr,
+        )
+        return 2
+    except ServiceNotRunningError:
+        print(
+            f"error: no ray-realtime service is running at {current_address()}; "
+            "start one with `ray-realtime serve`",
+            file=sys.stderr,
+        )
+        return 2
     except RayRealtimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -82,9 +128,25 @@ def _status(args: argparse.Namespace) -> int:
         disconnect(started)
 
 
+def _join_lines(address: str) -> str:
+    return (
+        f"ray-realtime service running at {address}\n"
+        "to join it from a driver on this machine, set in that shell:\n"
+        f"    export RAY_ADDRESS={address}\n"
+        "(`ray-realtime status` finds it without that); Ctrl-C to stop"
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from ray_realtime.cluster.connect import connect, disconnect
+    from ray_realtime.cluster.connect import (
+        connect,
+        current_address,
+        disconnect,
+        forget_local_address,
+        publish_local_address,
+    )
     from ray_realtime.cluster.service import ensure_service, service_status, shutdown_service
+    from ray_realtime.exceptions import RayRealtimeError
 
     config = {
         "warm_pool_size": args.warm_pool,
@@ -93,7 +155,15 @@ def _serve(args: argparse.Namespace) -> int:
         "sessions_per_actor": args.sessions_per_actor,
         "max_sessions_per_node": args.max_sessions_per_node,
     }
-    started = connect(args.address)
+    try:
+        with _interruptible():
+            started = connect(args.address)
+    except RayRealtimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    address = current_address()
+    # An embedded runtime is recorded where `auto` looks, as `ray start` does.
+    published = args.address is None and started and publish_local_address(address)
 
     async def run() -> None:
         from ray_realtime.actors import raylib
@@ -102,7 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
         deployed_here = raylib.get_named_actor(raylib.ROUTER_NAME) is None
         await ensure_service(config)
         print(_format_status(await service_status()), flush=True)
-        print("ray-realtime service running; Ctrl-C to stop", flush=True)
+        print(_join_lines(address), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,6 +187,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     finally:
+        if published:
+            forget_local_address(address)
         disconnect(started)
     return 0
 
@@ -134,17 +206,33 @@ def _local_model(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(prog="ray-realtime", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="also show Ray's own log lines")
+    parser = argparse.ArgumentParser(prog="ray-realtime", description=DESCRIPTION, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run concurrent demo sessions on the embedded defaults")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="run concurrent demo sessions on the embedded defaults"
+    )
     demo.add_argument("--in-process", action="store_true", help="run sessions in this process")
     demo.add_argument("--rounds", type=int, default=2, help="times to run the scenarios")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds per scenario")
     demo.set_defaults(func=_demo)
 
-    serve = sub.add_parser("serve", help="start (or join) the service and keep it running")
-    serve.add_argument("--address", default=None, help="Ray address to join (default: embedded)")
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="start (or join) the service and keep it running",
+        description=(
+            "Start the service on a private Ray runtime bound to 127.0.0.1 (or, with "
+            "--address, on an existing Ray cluster) and keep it running until Ctrl-C. "
+            "It prints the address; drivers on this machine join with "
+            "RAY_ADDRESS=<that address> (or RAY_ADDRESS=auto)."
+        ),
+    )
+    serve.add_argument(
+        "--address", default=None, help="Ray cluster to join (default: start a private one)"
+    )
     serve.add_argument("--warm-pool", type=int, default=1, help="ready session actors per node")
     serve.add_argument("--tool-workers", type=int, default=1, help="tool workers per node")
     serve.add_argument(
@@ -156,8 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-sessions-per-node", type=int, default=200)
     serve.set_defaults(func=_serve)
 
-    status = sub.add_parser("status", help="show nodes, sessions and pools")
-    status.add_argument("--address", default=None, help="Ray address (default: auto)")
+    status = sub.add_parser("status", parents=[common], help="show nodes, sessions and pools")
+    status.add_argument(
+        "--address",
+        default=None,
+        help="Ray address (default: RAY_ADDRESS, else the service running on this machine)",
+    )
     status.set_defaults(func=_status)
 
     bench = sub.add_parser(
@@ -167,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func=None)
 
-    local = sub.add_parser("local-model", help="run the bundled local realtime model server")
+    local = sub.add_parser(
+        "local-model", parents=[common], help="run the bundled local realtime model server"
+    )
     local.add_argument("--host", default="127.0.0.1")
     local.add_argument("--port", type=int, default=8765)
     local.add_argument("--pace-audio", action="store_true", help="send audio at real-time pace")
@@ -184,11 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ray-realtime`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:
+        from ray_realtime.cluster.connect import VERBOSE_ENV
+
+        # An environment variable, so Ray's processes and the bench see it too.
+        os.environ[VERBOSE_ENV] = "1"
     if argv[:1] == ["bench"]:
         # The suite parses its own options (--quick, --only, --out).
         from ray_realtime.bench import main as bench_main
 
-        return bench_main(argv[1:])
+        return bench_main([a for a in argv[1:] if a != "--verbose"])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

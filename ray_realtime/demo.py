@@ -220,7 +220,7 @@ async def _play(runner: RealtimeRunner, scenario: _Scenario, timeout: float) -> 
         try:
             await asyncio.wait_for(turn(), timeout)
             completed = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result.details.append(f"timed out after {timeout:g} s")
         except Exception as exc:
             # One scenario's failure is reported on its line; the others go on.

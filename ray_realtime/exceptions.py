@@ -159,7 +159,14 @@ class ClusterError(RayRealtimeError):
 
 
 class ClusterConnectError(ClusterError):
-    """Joining an existing Ray cluster or starting an embedded one failed."""
+    """Joining an existing Ray cluster or starting an embedded one failed.
+
+    ``address`` is the address that was tried (``None`` for an embedded start).
+    """
+
+    def __init__(self, message: str = "", address: str | None = None) -> None:
+        super().__init__(message, address)
+        self.address = address
 
 
 class NoCapacityError(ClusterError):

@@ -1,7 +1,8 @@
 """The wire codec: how values cross an actor boundary (msgpack, no pickle).
 
 What crosses
-    Any nesting of ``None``, ``bool``, ``int`` (-2**63 to 2**64 - 1), ``float``, ``str``,
+    Any nesting of ``None``, ``bool``, ``int`` (up to :data:`MAX_INT_BYTES` bytes in
+    two's complement), ``float``, ``str``,
     ``bytes``, ``list`` / ``tuple``, ``dict`` with ``str`` keys, the event and
     input dataclasses of :mod:`ray_realtime.types.events`,
     :mod:`ray_realtime.types.model_events` and :mod:`ray_realtime.types.model_inputs`
@@ -24,7 +25,9 @@ Format
     * ext ``2``, a history item: the payload is the msgpack map of
       :func:`~ray_realtime.types.items.item_to_dict`; decode rebuilds it with
       :func:`~ray_realtime.types.items.item_from_dict` (pydantic validates).
-    * ext ``3``, an exception of :mod:`ray_realtime.exceptions` (the classes
+    * ext ``3``, an integer outside msgpack's 64-bit range (a model server may
+      send one in JSON): big-endian two's complement bytes.
+    * ext ``4``, an exception of :mod:`ray_realtime.exceptions` (the classes
       in its ``__all__``, by exact class): the payload is ``[class name,
       [args...]]`` with plain scalar arguments (an error whose arguments are
       not plain sends ``[str(error)]``); decode looks the name up in that
@@ -64,7 +67,13 @@ Bounds
     process before Python's recursion limit; 16 levels fit in a 1 MiB thread
     stack. Encode refuses
     deeper values too, so whatever it produces decodes. Plain containers nest
-    up to msgpack's own limits (511 on encode, 1024 on decode). Violations are
+    up to msgpack's own limits (511 on encode, 1024 on decode).
+    Expansion: an array or map takes ~60 bytes of memory for as little as one
+    byte of input, so a message may hold at most :data:`MAX_CONTAINERS_BASE`
+    arrays and maps plus one per :data:`BYTES_PER_CONTAINER` bytes; they are
+    counted as they are built, and the decode stops at the first one over
+    (other values take at most ~20 bytes of memory per byte of input).
+    Integers: at most :data:`MAX_INT_BYTES`. Violations are
     ``SerializationError`` / ``ProtocolError``.
     Map keys must be ``str`` (``strict_map_key``); encode checks keys up front
     so that a bad key fails at the sender, not at the receiver.
@@ -83,6 +92,15 @@ Why msgpack
     ``docs/benchmarks.md`` has the figures). Unlike pickle, decoding cannot
     run code or build arbitrary classes: only registered ones.
 
+History item caches
+    History events carry the whole history and items are replaced, not changed,
+    so an item is encoded once and decoded once, then served from caches bounded
+    by bytes (:data:`ITEM_CACHE_BYTES` each; an item over
+    :data:`ITEM_CACHE_MAX_ITEM_BYTES` is not cached). A decode never hands out a
+    cached object: each decode gets its own copy (shared only between the events
+    of that one message, as consecutive in-process history events share items),
+    so what one reader does to its items cannot show in another's.
+
 Speed
     Each registered class gets, once at import, a generated encoder (reads
     its fields by name into the payload list) and decoder (checks the count,
@@ -93,10 +111,12 @@ Speed
 from __future__ import annotations
 
 import dataclasses
+import threading
 import types
 import typing
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from copy import deepcopy as _deepcopy
 from typing import Any
 
 import msgpack
@@ -117,7 +137,12 @@ from ray_realtime.types.items import (
 )
 
 __all__ = [
+    "BYTES_PER_CONTAINER",
+    "ITEM_CACHE_BYTES",
+    "ITEM_CACHE_MAX_ITEM_BYTES",
+    "MAX_CONTAINERS_BASE",
     "MAX_DEPTH",
+    "MAX_INT_BYTES",
     "MAX_MESSAGE_BYTES",
     "REGISTRY",
     "decode",
@@ -134,8 +159,26 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 16
 """Most dataclasses/items nested in each other in one message (events nest 3 deep)."""
 
+MAX_INT_BYTES = 4096
+"""Largest integer that crosses, in bytes of two's complement (JSON's own limit of
+4,300 digits is about 1,800 bytes)."""
+
+MAX_CONTAINERS_BASE = 4096
+"""Arrays and maps any message may hold, whatever its size."""
+
+BYTES_PER_CONTAINER = 8
+"""Beyond :data:`MAX_CONTAINERS_BASE`, one more array or map per this many bytes."""
+
+ITEM_CACHE_BYTES = 16 * 1024 * 1024
+"""Memory each history item cache may hold (the encoder's and the decoder's), counted as
+twice the encoded size of its items: the bytes and the item object."""
+
+ITEM_CACHE_MAX_ITEM_BYTES = 128 * 1024
+"""An encoded history item larger than this is never cached."""
+
 _EXT_DATACLASS = 1
 _EXT_ITEM = 2
+_EXT_INT = 3
 
 # Every dataclass that may cross, explicitly. A test checks that each dataclass
 # in the ``__all__`` of the three modules is here, so a new event type cannot
@@ -181,6 +224,12 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _model_events.RealtimeModelOtherEvent,
     _model_events.RealtimeModelExceptionEvent,
     _model_events.RealtimeModelRawServerEvent,
+    _model_events.RealtimeModelEndOfStreamEvent,
+    _model_events.RealtimeModelOutputTextDeltaEvent,
+    _model_events.RealtimeModelCachedTokensDetails,
+    _model_events.RealtimeModelInputTokensDetails,
+    _model_events.RealtimeModelOutputTokensDetails,
+    _model_events.RealtimeModelUsageEvent,
     # types/model_inputs.py: what the session asks the model layer to send
     _model_inputs.RealtimeModelSendRawMessage,
     _model_inputs.RealtimeModelSendUserInput,
@@ -252,6 +301,8 @@ class _Encoding:
         try:
             encoder = _ENCODERS[type(obj)]
         except KeyError:
+            if isinstance(obj, int) and not isinstance(obj, bool):
+                return _encode_int(obj)  # msgpack calls us for ints beyond 64 bits
             raise SerializationError(
                 f"cannot encode a value of type {_type_name(obj)}: only plain data "
                 "(None, bool, int, float, str, bytes, list, tuple, dict with str keys), "
@@ -310,14 +361,64 @@ def _plain_or_repr(value: Any, state: _Encoding) -> Any:
     return value
 
 
+def _encode_int(value: int) -> msgpack.ExtType:
+    # Two's complement: the magnitude bits plus a sign bit (-2**(8k-1) fits in k bytes).
+    size = (value if value >= 0 else ~value).bit_length() // 8 + 1
+    if size > MAX_INT_BYTES:
+        raise SerializationError(
+            f"cannot encode an integer of {size} bytes: at most {MAX_INT_BYTES} bytes cross"
+        )
+    return _ExtType(_EXT_INT, value.to_bytes(size, "big", signed=True))
+
+
+class _ByteCache:
+    """A map bounded by the bytes of its entries (not their count), oldest out first.
+
+    Lookups take no lock (one dict read); insertions take one, as a handle may decode
+    in several threads of one process.
+    """
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> Any:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: Hashable, value: Any, size: int) -> None:
+        if size > self.max_entry_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
 # History events carry the whole history, and history items are replaced, not
 # changed, when they update (see ray_realtime.types.items): so an item's bytes
-# are encoded once and decoded once, then served from these bounded caches.
-# Without them every transcript delta paid pydantic dump + validate for every
-# item of the history on both sides of the wire.
-_ITEM_CACHE_SIZE = 4096
-_item_bytes: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
-_item_objects: OrderedDict[bytes, Any] = OrderedDict()
+# are encoded once and decoded once, then served from these caches. Without
+# them every history event paid pydantic dump + validate for every item of the
+# history on both sides of the wire. An entry's size counts its payload twice:
+# the bytes, and the item object, which takes about as much again.
+_item_bytes = _ByteCache(ITEM_CACHE_BYTES, 2 * ITEM_CACHE_MAX_ITEM_BYTES)  # id -> (item, payload)
+_item_objects = _ByteCache(ITEM_CACHE_BYTES, 2 * ITEM_CACHE_MAX_ITEM_BYTES)  # payload -> item
 
 
 def _encode_item(item: Any, state: _Encoding) -> msgpack.ExtType:
@@ -328,10 +429,37 @@ def _encode_item(item: Any, state: _Encoding) -> msgpack.ExtType:
     data = item_to_dict(item)
     _check_keys(data)  # extra fields (extra="allow") may hold anything
     payload = state.packer().pack(data)
-    _item_bytes[key] = (item, payload)
-    if len(_item_bytes) > _ITEM_CACHE_SIZE:
-        _item_bytes.popitem(last=False)
+    _item_bytes.put(key, (item, payload), 2 * len(payload))
     return _ExtType(_EXT_ITEM, payload)
+
+
+_object_new = object.__new__
+_object_setattr = object.__setattr__
+
+
+def _copy_model(model: Any) -> Any:
+    """A shallow copy of a pydantic model: what ``BaseModel.__copy__`` does, minus its
+    generic checks (this runs for every cached item a decode hands out)."""
+    copy = _object_new(model.__class__)
+    _object_setattr(copy, "__dict__", model.__dict__.copy())
+    extra = model.__pydantic_extra__
+    # Extra fields (extra="allow") may hold anything: copied deeply, when present.
+    _object_setattr(copy, "__pydantic_extra__", _deepcopy(extra) if extra else extra)
+    _object_setattr(copy, "__pydantic_fields_set__", set(model.__pydantic_fields_set__))
+    private = model.__pydantic_private__
+    _object_setattr(copy, "__pydantic_private__", None if private is None else dict(private))
+    return copy
+
+
+def _copy_item(item: Any) -> Any:
+    """A copy of a cached history item that shares nothing mutable with it: items hold
+    strings and a list of content parts holding strings (and maybe extra fields)."""
+    copy = _copy_model(item)
+    fields = copy.__dict__
+    content = fields.get("content")
+    if content:
+        fields["content"] = [_copy_model(part) for part in content]
+    return copy
 
 
 def _pack(obj: Any) -> bytes:
@@ -386,12 +514,14 @@ def encode_batch(events: list[Any], last_seq: int, missed: int, closed: bool) ->
 # --------------------------------------------------------------------------- decode
 
 
-def _unpack(data: bytes | bytearray | memoryview, size: int, ext_hook: Any) -> Any:
+def _unpack(data: bytes | bytearray | memoryview, size: int, state: _Decoding) -> Any:
     # Every declared length is bounded by the bytes present (a map entry takes
     # at least two), so a hostile length prefix fails before any allocation.
     return _unpackb(
         data,
-        ext_hook=ext_hook,
+        ext_hook=state.ext_hook,
+        list_hook=state.list_hook,
+        object_hook=state.object_hook,
         raw=False,  # msgpack str -> str, bin -> bytes
         strict_map_key=True,  # map keys: str (or bytes) only
         max_str_len=size,
@@ -403,26 +533,79 @@ def _unpack(data: bytes | bytearray | memoryview, size: int, ext_hook: Any) -> A
 
 
 class _Decoding:
-    """The state of one decode call: how many extension values deep it is.
+    """The state of one decode call: extension depth, containers left, items seen.
 
     Each level of extension nesting costs a (large) C stack frame of the
     msgpack unpacker, so it is bounded by :data:`MAX_DEPTH` rather than left
-    to overflow the stack.
+    to overflow the stack. Every array and map built is counted against the
+    message's allowance (see the module docstring) as soon as it is built.
     """
 
-    __slots__ = ("depth", "ext_hook")
+    __slots__ = ("containers_left", "depth", "ext_hook", "items", "list_hook", "object_hook")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
         self.depth = 0
-        # msgpack's ``ext_hook``, bound once and handed to every nested unpack.
+        self.containers_left = MAX_CONTAINERS_BASE + size // BYTES_PER_CONTAINER
+        self.items: dict[bytes, Any] | None = None  # this message's items, by payload
+        # msgpack's hooks, bound once and handed to every nested unpack.
         self.ext_hook: Callable[[int, bytes], Any] = self._ext_hook
+        self.list_hook: Callable[[list[Any]], list[Any]] = self._count
+        self.object_hook: Callable[[dict[str, Any]], dict[str, Any]] = self._count
 
-    def _ext_hook(self, code: int, data: bytes) -> Any:
-        """Rebuild a dataclass (ext 1) or a history item (ext 2)."""
-        if code == _EXT_ITEM:
-            known = _item_objects.get(data)
+    def _count(self, container: Any) -> Any:
+        left = self.containers_left - 1
+        if left < 0:
+            raise ProtocolError(
+                "message holds too many arrays/maps for its size "
+                f"(at most {MAX_CONTAINERS_BASE} + 1 per {BYTES_PER_CONTAINER} bytes)"
+            )
+        self.containers_left = left
+        return container
+
+    def _known_item(self, data: bytes) -> Any:
+        """The item of ext 2 payload ``data`` if already decoded: this message's, or a
+        copy of the cached one (None if new)."""
+        items = self.items
+        if items is None:
+            items = self.items = {}
+        else:
+            known = items.get(data)
             if known is not None:
                 return known
+        cached = _item_objects.get(data)
+        if cached is None:
+            return None
+        item = items[data] = _copy_item(cached)
+        return item
+
+    def _new_item(self, data: bytes, value: Any) -> Any:
+        """Validate a history item payload, cache it and return a copy."""
+        if type(value) is not dict:
+            raise ProtocolError("a history item payload must be a map")
+        try:
+            cached = item_from_dict(value)
+        except ValidationError as exc:
+            raise ProtocolError(f"invalid history item: {exc}") from exc
+        key = bytes(data)
+        _item_objects.put(key, cached, 2 * len(key))
+        item = _copy_item(cached)
+        if self.items is not None:
+            self.items[data] = item
+        return item
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        """Rebuild a dataclass (ext 1), a history item (ext 2), a big integer (ext 3)
+        or one of the project's exceptions (ext 4)."""
+        if code == _EXT_ITEM:
+            known = self._known_item(data)
+            if known is not None:
+                return known
+        elif code != _EXT_DATACLASS and code != _EXT_ERROR:
+            if code == _EXT_INT:
+                if len(data) > MAX_INT_BYTES:
+                    raise ProtocolError(f"an integer of {len(data)} bytes: at most {MAX_INT_BYTES}")
+                return int.from_bytes(data, "big", signed=True)
+            raise ProtocolError(f"unknown msgpack extension type {code}")
         depth = self.depth
         if depth >= MAX_DEPTH:
             raise ProtocolError(f"more than {MAX_DEPTH} extension values nested in each other")
@@ -431,6 +614,8 @@ class _Decoding:
         value = _unpackb(
             data,
             ext_hook=self.ext_hook,
+            list_hook=self.list_hook,
+            object_hook=self.object_hook,
             raw=False,
             strict_map_key=True,
             max_str_len=n,
@@ -440,28 +625,17 @@ class _Decoding:
             max_ext_len=n,
         )  # _unpack() inlined: this runs twice per audio event
         self.depth = depth  # not restored on error: the whole decode fails
-        if code == _EXT_DATACLASS:
-            if type(value) is not list or not value:
-                raise ProtocolError("a dataclass payload must be a non-empty array")
-            try:
-                decoder = _DECODERS[value[0]]
-            except (KeyError, TypeError):
-                raise ProtocolError(f"unknown dataclass tag {value[0]!r}") from None
-            return decoder(value)
         if code == _EXT_ITEM:
-            if type(value) is not dict:
-                raise ProtocolError("a history item payload must be a map")
-            try:
-                item = item_from_dict(value)
-            except ValidationError as exc:
-                raise ProtocolError(f"invalid history item: {exc}") from exc
-            _item_objects[bytes(data)] = item
-            if len(_item_objects) > _ITEM_CACHE_SIZE:
-                _item_objects.popitem(last=False)
-            return item
+            return self._new_item(data, value)
         if code == _EXT_ERROR:
             return _decode_error(value)
-        raise ProtocolError(f"unknown msgpack extension type {code}")
+        if type(value) is not list or not value:
+            raise ProtocolError("a dataclass payload must be a non-empty array")
+        try:
+            decoder = _DECODERS[value[0]]
+        except (KeyError, TypeError):
+            raise ProtocolError(f"unknown dataclass tag {value[0]!r}") from None
+        return decoder(value)
 
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
@@ -476,7 +650,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     if n > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message is {n} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        return _unpack(data, n, _Decoding().ext_hook)
+        return _unpack(data, n, _Decoding(n))
     except ProtocolError:
         raise
     except RecursionError:
@@ -674,7 +848,7 @@ def _as_tuple(value: Any) -> Any:
 
 # ------------------------------------------------------------------ exceptions
 
-_EXT_ERROR = 3
+_EXT_ERROR = 4
 # Only the project's own exceptions cross, by name: a peer cannot make the
 # receiver build any other class.
 _ERROR_CLASSES: dict[str, type[BaseException]] = {

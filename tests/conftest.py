@@ -11,14 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Tests must never reach a real model by accident.
 os.environ.pop("OPENAI_API_KEY", None)
+
+# Only for the shared `ray.cluster_utils.Cluster` below (and the embedded
+# runtimes tests start in this process): Cluster starts its nodes with Ray's
+# defaults, which bind the machine's network address unless this is 0, and
+# that cluster is meant to stay on loopback like a served one (CI has no
+# network; tests assert loopback addresses). The project's own entry points do
+# not need it: tests/cluster/test_serve.py runs them without it.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+# Every Ray runtime of this run (ours and the subprocesses' that inherit the
+# variable) keeps its session folders in one fresh folder, removed at the end,
+# instead of piling up in the system temp folder's `ray`. Short, because Ray
+# puts Unix sockets under it (107-character limit).
+_RAY_TMPDIR = tempfile.mkdtemp(prefix="rrt", dir="/tmp" if os.path.isdir("/tmp") else None)
+os.environ["RAY_TMPDIR"] = _RAY_TMPDIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove this run's Ray folder (every runtime is shut down by now)."""
+    shutil.rmtree(_RAY_TMPDIR, ignore_errors=True)
+
 
 # One unit of time for waits in tests; raise it on a slow machine.
 UNIT = float(os.environ.get("RAY_REALTIME_TEST_UNIT", "1.0"))
@@ -59,7 +81,9 @@ def ray_cluster() -> Iterator[RayTestCluster]:
         pytest.skip("Ray is already initialised by someone else")
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": {"zone_a": 1}},
+        # No dashboard: nothing here needs it, and its fixed port (8265) clashes
+        # with any other Ray on the machine.
+        head_node_args={"num_cpus": 1, "resources": {"zone_a": 1}, "include_dashboard": False},
     )
     cluster.add_node(num_cpus=1, resources={"zone_b": 1})
     cluster.add_node(num_cpus=1, resources={"zone_c": 1})

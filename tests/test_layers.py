@@ -12,7 +12,7 @@ of a row marked shared form one layer and may import each other)::
     store/                         session store (backends and its actor)
     wire.py                        msgpack codec
     types/                         plain data
-    exceptions.py                  the exception tree
+    exceptions.py · netutil.py     the exception tree · address helpers
     local/                         the bundled model server: imports nothing of ours
 
 The package root (``ray_realtime/__init__.py``) re-exports the public names and
@@ -48,7 +48,7 @@ ROOT_UNIT = "<root>"
 # a subpackage (``core``) or a top-level module (``wire``).
 LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("local",), False),
-    (("exceptions",), False),
+    (("exceptions", "netutil"), False),
     (("types",), False),
     (("wire",), False),
     (("core", "model", "agents", "store"), False),

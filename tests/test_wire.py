@@ -57,19 +57,25 @@ from ray_realtime.types.model_events import (
     RealtimeModelAudioDoneEvent,
     RealtimeModelAudioEvent,
     RealtimeModelAudioInterruptedEvent,
+    RealtimeModelCachedTokensDetails,
     RealtimeModelConnectionStatusEvent,
+    RealtimeModelEndOfStreamEvent,
     RealtimeModelErrorEvent,
     RealtimeModelExceptionEvent,
     RealtimeModelInputAudioTimeoutTriggeredEvent,
     RealtimeModelInputAudioTranscriptionCompletedEvent,
+    RealtimeModelInputTokensDetails,
     RealtimeModelItemDeletedEvent,
     RealtimeModelItemUpdatedEvent,
     RealtimeModelOtherEvent,
+    RealtimeModelOutputTextDeltaEvent,
+    RealtimeModelOutputTokensDetails,
     RealtimeModelRawServerEvent,
     RealtimeModelToolCallEvent,
     RealtimeModelTranscriptDeltaEvent,
     RealtimeModelTurnEndedEvent,
     RealtimeModelTurnStartedEvent,
+    RealtimeModelUsageEvent,
 )
 from ray_realtime.types.model_inputs import (
     RealtimeModelSendAudio,
@@ -174,6 +180,18 @@ MODEL_EVENTS: list[Any] = [
             "delta": "AAEC",
             "nested": {"list": [1, 2.5, True, None, "x"], "empty": {}},
         }
+    ),
+    RealtimeModelEndOfStreamEvent(),
+    RealtimeModelOutputTextDeltaEvent(item_id="item_t", delta="hi", response_id="resp_3"),
+    RealtimeModelCachedTokensDetails(text_tokens=1, audio_tokens=2, image_tokens=None),
+    RealtimeModelOutputTokensDetails(text_tokens=3, audio_tokens=4),
+    RealtimeModelInputTokensDetails(
+        text_tokens=5, cached_tokens=1, cached_tokens_details=RealtimeModelCachedTokensDetails(1)
+    ),
+    RealtimeModelUsageEvent(
+        usage={"requests": 1, "input_tokens": 5, "output_tokens": 7, "total_tokens": 12},
+        input_tokens_details=RealtimeModelInputTokensDetails(text_tokens=5),
+        output_tokens_details=RealtimeModelOutputTokensDetails(audio_tokens=7),
     ),
 ]
 
@@ -283,7 +301,7 @@ def ext(code: int, payload: Any) -> bytes:
 
 def test_every_exported_dataclass_is_registered() -> None:
     classes = exported_dataclasses()
-    assert len(classes) == 43  # 21 session, 16 model events, 6 model inputs
+    assert len(classes) == 49  # 21 session, 22 model events (+ usage details), 6 model inputs
     missing = [cls.__qualname__ for cls in classes if wire.REGISTRY.get(cls.__name__) is not cls]
     assert missing == [], f"add these to ray_realtime.wire._DATACLASSES: {missing}"
     assert set(wire.REGISTRY.values()) == set(classes)
@@ -309,7 +327,8 @@ def test_samples_cover_every_item_and_content_class() -> None:
         for name in history_items.__all__
         if isinstance(obj := getattr(history_items, name), type)
     }
-    assert models == {type(item) for item in ITEMS} | content
+    # RealtimeResponse (the SDK's name) groups items; no event carries it.
+    assert models == {type(item) for item in ITEMS} | content | {history_items.RealtimeResponse}
 
 
 def test_registry_is_read_only() -> None:
@@ -572,10 +591,10 @@ def guardrail_result(info: Any) -> OutputGuardrailResult:
         ({"a": Opaque()}, "{'a': <Opaque 7>}"),
         ({1: "int key"}, "{1: 'int key'}"),
         ({3, 4}, "{3, 4}"),
-        (2**80, repr(2**80)),
+        (1 << (8 * wire.MAX_INT_BYTES), "<unrepresentable int>"),
         (BadRepr(), "<unrepresentable tests.test_wire.BadRepr>"),
     ],
-    ids=["object", "nested", "int-key", "set", "bigint", "bad-repr"],
+    ids=["object", "nested", "int-key", "set", "huge-int", "bad-repr"],
 )
 def test_unsupported_output_info_falls_back_to_repr(info: Any, expected: str) -> None:
     event = RealtimeGuardrailTripped(guardrail_results=[guardrail_result(info)], message="m")
@@ -642,11 +661,11 @@ def test_non_str_dict_key_is_refused_at_encode(value: Any) -> None:
         wire.encode(value)
 
 
-def test_out_of_range_int_and_cycles_raise_serialization_error() -> None:
-    with pytest.raises(SerializationError):
-        wire.encode(2**64)
-    with pytest.raises(SerializationError):
-        wire.encode(RealtimeError(error={"n": -(2**63) - 1}))
+def test_too_large_int_and_cycles_raise_serialization_error() -> None:
+    with pytest.raises(SerializationError, match="integer"):
+        wire.encode(1 << (8 * wire.MAX_INT_BYTES))
+    with pytest.raises(SerializationError, match="integer"):
+        wire.encode(RealtimeError(error={"n": -(1 << (8 * wire.MAX_INT_BYTES))}))
     loop: list[Any] = []
     loop.append(loop)
     with pytest.raises(SerializationError):
@@ -881,3 +900,128 @@ def test_concurrent_encodes_and_decodes_do_not_interfere() -> None:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert all(pool.map(work, range(8)))
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize(
+    "number",
+    [2**64, 2**64 - 1, -(2**63) - 1, -(2**63), 2**1000, -(2**4000), 10**4299],
+    ids=["2^64", "2^64-1", "-2^63-1", "-2^63", "2^1000", "-2^4000", "4300-digits"],
+)
+def test_integers_beyond_64_bits_roundtrip(number: int) -> None:
+    # A model server may send such an integer in JSON; with raw events on it reached
+    # encode_batch, which raised on every read that included it.
+    event = RealtimeModelRawServerEvent(data={"type": "x", "n": number, "list": [number]})
+    data = wire.encode_batch([RealtimeRawModelEvent(data=event)], 1, 0, False)
+    (decoded,), _, _, _ = wire.decode_batch(data)
+    assert decoded.data.data == {"type": "x", "n": number, "list": [number]}
+    assert type(decoded.data.data["n"]) is int
+
+
+def test_integers_at_the_size_bound() -> None:
+    bits = 8 * wire.MAX_INT_BYTES - 1
+    for number in (-(1 << bits), (1 << bits) - 1):
+        data = wire.encode(number)
+        assert len(data) == 4 + wire.MAX_INT_BYTES  # ext 16: marker, length, code, payload
+        assert wire.decode(data) == number
+    for number in (-(1 << bits) - 1, 1 << bits):
+        with pytest.raises(SerializationError, match="integer"):
+            wire.encode(number)
+
+
+def test_an_oversized_integer_payload_is_a_protocol_error() -> None:
+    payload = b"\x01" * (wire.MAX_INT_BYTES + 1)
+    with pytest.raises(ProtocolError, match="integer"):
+        wire.decode(msgpack.packb(msgpack.ExtType(3, payload)))
+    assert wire.decode(msgpack.packb(msgpack.ExtType(3, b""))) == 0
+
+
+def test_decoded_items_are_never_shared_between_decodes() -> None:
+    item = UserMessageItem(item_id="item_1", content=[InputText(text="hello")])
+    data = wire.encode(RealtimeHistoryUpdated(history=[item]))
+    first = wire.decode(data).history[0]
+    second = wire.decode(data).history[0]
+    assert first == second == item
+    first.content[0].text = "changed by one reader"
+    first.content.append(InputText(text="more"))
+    first.previous_item_id = "item_0"
+    third = wire.decode(data).history[0]
+    assert second == third == item
+    assert second.content[0] is not third.content[0]
+
+
+def test_items_are_shared_within_one_message_like_in_process_events() -> None:
+    item = AssistantMessageItem(item_id="item_2", content=[AssistantText(text="hi")])
+    data = wire.encode_events([RealtimeHistoryUpdated([item]), RealtimeHistoryUpdated([item])])
+    a, b = wire.decode_events(data)
+    assert a.history[0] is b.history[0]
+    assert a.history[0] == item
+
+
+def test_item_extra_fields_are_copied_deeply() -> None:
+    item = history_items.item_from_dict(
+        {"item_id": "i", "type": "message", "role": "user", "content": [], "meta": {"k": [1]}}
+    )
+    data = wire.encode(item)
+    first = wire.decode(data)
+    first.meta["k"].append(2)
+    assert wire.decode(data).meta == {"k": [1]}
+
+
+def _retained_after(work: Any) -> int:
+    """Bytes still allocated after ``work()`` returned and its result was dropped."""
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        work()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return after - before
+
+
+def test_item_caches_are_bounded_by_bytes() -> None:
+    # 300 distinct 1 MiB items left 600 MiB resident: the caches counted items, not bytes.
+    # Here 400 distinct 100 KB items (40 MB of payload, cached both ways) must not stay.
+    def work() -> None:
+        for i in range(400):
+            item = UserMessageItem(item_id=f"big_{i}", content=[InputText(text=f"{i:03}" * 33_000)])
+            wire.decode(wire.encode(item))
+
+    retained = _retained_after(work)
+    assert retained < 2 * wire.ITEM_CACHE_BYTES + (4 << 20), f"{retained / 2**20:.0f} MiB"
+
+
+def test_a_message_of_empty_maps_is_refused_early() -> None:
+    # 1 MiB of empty maps (one byte each) decoded to 73 MiB of dicts.
+    n = 1 << 20
+    data = b"\xdd" + n.to_bytes(4, "big") + b"\x80" * n
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match="too many arrays/maps"):
+            wire.decode(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 << 20, f"{peak / 2**20:.0f} MiB at peak"
+
+
+@pytest.mark.parametrize(
+    "filler", [b"\x90", b"\x91\xc0", b"\x81\xa0\x80"], ids=["[]", "[nil]", "{'':{}}"]
+)
+def test_container_allowance_counts_inside_extension_payloads(filler: bytes) -> None:
+    count = 200_000
+    inner = b"\xdd" + count.to_bytes(4, "big") + filler * count
+    payload = b"\x92" + msgpack.packb("RealtimeModelOtherEvent") + inner
+    with pytest.raises(ProtocolError, match="too many arrays/maps"):
+        wire.decode(msgpack.packb(msgpack.ExtType(1, payload)))
+
+
+def test_ordinary_messages_are_far_from_the_container_allowance() -> None:
+    history = [UserMessageItem(item_id=f"i{i}", content=[InputText(text="hi")]) for i in range(500)]
+    batch = [RealtimeHistoryUpdated(history), *audio_events(50)]
+    assert wire.decode_events(wire.encode_events(batch)) == batch
+    nested = {"a": [[[]]] * 1000, "b": [{}] * 1000}
+    assert wire.decode(wire.encode(nested)) == nested

@@ -34,7 +34,7 @@ def test_unusual_arguments_travel_as_text() -> None:
 
 
 def _ext(payload: object) -> bytes:
-    return bytes(msgpack.packb(msgpack.ExtType(3, msgpack.packb(payload))))
+    return bytes(msgpack.packb(msgpack.ExtType(4, msgpack.packb(payload))))
 
 
 @pytest.mark.parametrize(

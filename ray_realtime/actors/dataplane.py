@@ -379,7 +379,7 @@ class DataPlaneServer:
             found = await asyncio.wait_for(
                 self._lookup(session_id), max(0.0, deadline - loop.time())
             )
-        except (ProtocolError, asyncio.TimeoutError, ConnectionClosed):
+        except (TimeoutError, ProtocolError, ConnectionClosed):
             found = None
         token = found[1] if found is not None else ""
         # Constant time in the secret (bytes: compare_digest refuses non-ASCII str).
@@ -402,7 +402,7 @@ class DataPlaneServer:
         try:
             await ws.send(_WELCOME)
             ready = await asyncio.wait_for(ws.recv(), max(0.0, deadline - loop.time()) + 1.0)
-        except (asyncio.TimeoutError, ConnectionClosed):
+        except (TimeoutError, ConnectionClosed):
             await ws.close(CLOSE_BAD_FRAME, "no ready frame")
             return None
         if ready != _READY:
@@ -521,7 +521,7 @@ class DataPlaneClient:
             if welcome != _WELCOME:
                 raise ModelConnectionError("the data plane did not welcome this handle")
             await ws.send(_READY)
-        except (OSError, asyncio.TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+        except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake) as exc:
             if ws is not None:
                 await ws.close()
             code = getattr(getattr(exc, "rcvd", None), "code", None)
@@ -573,7 +573,7 @@ class DataPlaneClient:
         try:
             await self._send_frame([op, payload, False, request_id])
             error = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DataPlaneBroken("no answer on the data plane in time") from None
         finally:
             self._acks.pop(request_id, None)
@@ -594,7 +594,7 @@ class DataPlaneClient:
             waiter = self._wakeup
             try:
                 await asyncio.wait_for(waiter.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._drop_through(after_seq)
         if self._broken and not self._pending:

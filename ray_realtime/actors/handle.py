@@ -295,13 +295,13 @@ class ActorBackend:
         """Switch agent."""
         await self._call("update_agent", raylib.dumps(agent, "agent"))
 
-    async def approve_tool_call(self, call_id: str) -> bool:
+    async def approve_tool_call(self, call_id: str, always: bool) -> bool:
         """Approve a tool call."""
-        return bool(await self._call("approve_tool_call", call_id))
+        return bool(await self._call("approve_tool_call", call_id, always))
 
-    async def reject_tool_call(self, call_id: str, message: str | None) -> bool:
+    async def reject_tool_call(self, call_id: str, message: str | None, always: bool) -> bool:
         """Reject a tool call."""
-        return bool(await self._call("reject_tool_call", call_id, message))
+        return bool(await self._call("reject_tool_call", call_id, message, always))
 
     async def read_events(
         self, after_seq: int, max_events: int, timeout: float | None
@@ -386,7 +386,7 @@ async def attach_backend(ticket: str, *, after_seq: int = 0) -> ActorBackend:
     with its data plane open from ``after_seq``: ``ticket`` is the owner's
     ``session.ticket``, or a bare session id when the service allows open
     attach."""
-    from ray_realtime.cluster.connect import connect
+    from ray_realtime.cluster.connect import connect_async
     from ray_realtime.cluster.service import get_router
 
     if not isinstance(ticket, str) or not ticket:
@@ -395,7 +395,7 @@ async def attach_backend(ticket: str, *, after_seq: int = 0) -> ActorBackend:
     session_id = ticket
     if is_ticket(ticket):
         session_id, secret = parse_ticket(ticket)
-    connect()
+    await connect_async()
     try:
         placement = await get_router().lookup.remote(session_id)
     except BaseException as exc:

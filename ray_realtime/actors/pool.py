@@ -4,6 +4,13 @@ A call goes to the least busy worker on the session's own node, else to the
 least busy anywhere. A worker that died is dropped from the pool, reported,
 and the call is answered with an error output; the session never hangs on it:
 every call is bounded by its timeout plus a grace period.
+
+A call that finds no worker (they died, the router is starting their
+replacements) waits for one, bounded by the call's own timeout, instead of
+failing: the router pushes the new worker list (:meth:`WorkerPool.replace`)
+as soon as a replacement is ready. A worker that refuses a call because it is
+retiring (its threads are stuck) ran nothing of it, so the call goes to
+another worker, or waits for one, the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray_realtime.actors import raylib
+from ray_realtime.actors.worker_health import WorkerRetiring
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.agents.guardrails import OutputGuardrail
 from ray_realtime.agents.tools import FunctionTool
@@ -47,11 +55,19 @@ class WorkerSlot:
 
 @dataclass
 class WorkerPool:
-    """The workers of one kind a session can use, local ones preferred."""
+    """The workers of one kind a session can use, local ones preferred.
+
+    Plain (no Ray): :meth:`wait_pick` waits for :meth:`replace` to bring a
+    worker when there is none.
+    """
 
     node_id: str
     workers: list[WorkerSlot] = field(default_factory=list)
     on_dead: Callable[[WorkerSlot], None] | None = None
+    # Workers this pool saw die or refuse: a list pushed before the router
+    # knew does not bring them back. Only names of the latest list are kept.
+    _gone: set[str] = field(default_factory=set, repr=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def pick(self) -> WorkerSlot | None:
         """The least busy local worker, else the least busy anywhere."""
@@ -61,16 +77,46 @@ class WorkerPool:
             return None
         return min(candidates, key=lambda w: (w.in_flight, w.calls))
 
+    async def wait_pick(self, timeout: float) -> WorkerSlot | None:
+        """:meth:`pick`, waiting up to ``timeout`` seconds for a worker when
+        the pool has none; None when none came."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            slot = self.pick()
+            remaining = deadline - loop.time()
+            if slot is not None or remaining <= 0:
+                return slot
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
     def mark_dead(self, slot: WorkerSlot) -> None:
         """Drop a dead worker and report it."""
+        self._gone.add(slot.name)
         if slot in self.workers:
             self.workers.remove(slot)
             if self.on_dead is not None:
                 self.on_dead(slot)
 
+    def drop(self, slot: WorkerSlot) -> None:
+        """Drop a retiring worker (the router already replaces it)."""
+        self._gone.add(slot.name)
+        if slot in self.workers:
+            self.workers.remove(slot)
+
     def replace(self, workers: list[WorkerSlot]) -> None:
-        """Take a fresh worker list (after the router replaced dead workers)."""
-        self.workers = list(workers)
+        """Take a fresh worker list (after the router replaced dead workers);
+        known workers keep their slots (and counts of calls in flight), and
+        callers waiting for a worker wake up."""
+        names = {w.name for w in workers}
+        self._gone &= names
+        current = {w.name: w for w in self.workers}
+        self.workers = [current.get(w.name, w) for w in workers if w.name not in self._gone]
+        # Wake the waiters; later ones wait on a fresh event.
+        self._changed.set()
+        self._changed = asyncio.Event()
 
 
 class SessionObjects:
@@ -128,25 +174,32 @@ class PoolExecutor:
         self._pool = pool
         self._objects = objects
 
-    async def _call(self, send: Callable[[Any], Any], timeout: float) -> Any:
+    async def _call(self, send: Callable[[Any], Any], timeout: float, wait: float) -> Any:
         """What ``send(worker handle)``'s reference resolves to, from the least
-        busy worker, within ``timeout``. Raises :class:`_NoWorker`,
+        busy worker, within ``timeout``; waits up to ``wait`` seconds for a
+        worker when there is none. Raises :class:`_NoWorker`,
         :class:`asyncio.TimeoutError`, :class:`_WorkerDied` (the worker is
         dropped from the pool) or what the call raised."""
-        slot = self._pool.pick()
-        if slot is None:
-            raise _NoWorker
-        slot.in_flight += 1
-        slot.calls += 1
-        try:
-            return await raylib.result(send(slot.handle), timeout)
-        except Exception as exc:
-            if raylib.is_actor_gone(exc):
-                self._pool.mark_dead(slot)
-                raise _WorkerDied from None
-            raise
-        finally:
-            slot.in_flight -= 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            slot = await self._pool.wait_pick(max(0.0, deadline - loop.time()))
+            if slot is None:
+                raise _NoWorker
+            slot.in_flight += 1
+            slot.calls += 1
+            try:
+                return await raylib.result(send(slot.handle), timeout)
+            except Exception as exc:
+                if raylib.is_actor_gone(exc):
+                    self._pool.mark_dead(slot)
+                    raise _WorkerDied from None
+                if not isinstance(raylib.unwrap_task_error(exc), WorkerRetiring):
+                    raise
+                # Refused before running anything: another worker takes it.
+                self._pool.drop(slot)
+            finally:
+                slot.in_flight -= 1
 
     async def run_tool(
         self,
@@ -158,12 +211,14 @@ class PoolExecutor:
         context: Any,
         default_timeout: float,
     ) -> ToolOutcome:
-        """Run one call on a worker; errors become outcomes."""
-        timeout = (tool.timeout_seconds or default_timeout) + _GRACE_SECONDS
+        """Run one call on a worker; errors become outcomes. With no worker,
+        it waits for one up to the tool's timeout."""
+        wait = tool.timeout_seconds or default_timeout
+        timeout = wait + _GRACE_SECONDS
         try:
             agent_ref = await self._objects.agent_ref(agent)
             context_ref = await self._objects.context_ref()
-            output, error, _ = await self._call(
+            output, error, _, raised = await self._call(
                 lambda worker: worker.run_tool.remote(
                     [agent_ref],
                     tool.name,
@@ -173,11 +228,12 @@ class PoolExecutor:
                     default_timeout,
                 ),
                 timeout,
+                wait,
             )
-            return ToolOutcome(output, error)
+            return ToolOutcome(output, error, raised)
         except _NoWorker:
-            message = "no tool worker is available"
-        except asyncio.TimeoutError:
+            message = f"no tool worker is available (waited {wait:g} s for one)"
+        except TimeoutError:
             message = f"tool {tool.name!r} got no answer from its worker in {timeout:g} s"
         except _WorkerDied:
             message = f"the worker running tool {tool.name!r} died; the call was not completed"
@@ -194,7 +250,8 @@ class PoolExecutor:
         context: Any,
         timeout: float,
     ) -> GuardrailRound:
-        """Run one round on a worker; errors are reported, not raised."""
+        """Run one round on a worker; errors are reported, not raised. With
+        no worker, it waits for one up to ``timeout``."""
         from ray_realtime import wire
 
         objects = self._objects
@@ -212,12 +269,15 @@ class PoolExecutor:
                     timeout,
                 ),
                 timeout + _GRACE_SECONDS,
+                timeout,
             )
             results, errors = wire.decode(data)
             return GuardrailRound(list(results), list(errors))
         except _NoWorker:
-            return GuardrailRound([], ["no guardrail worker is available"])
-        except asyncio.TimeoutError:
+            return GuardrailRound(
+                [], [f"no guardrail worker is available (waited {timeout:g} s for one)"]
+            )
+        except TimeoutError:
             return GuardrailRound([], ["guardrail worker gave no answer in time"])
         except _WorkerDied:
             return GuardrailRound([], ["the guardrail worker died"])

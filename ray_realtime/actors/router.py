@@ -8,6 +8,14 @@ died. State-changing calls are idempotent (placing the same session id twice
 returns the same placement), and the state is rebuilt after a restart from the
 named actors it finds in the project's namespace.
 
+Tool and guardrail workers are watched, not only polled: the router keeps one
+``wait_retire`` call pending on each, which fails the moment Ray reports the
+worker's death and returns when the worker retires (its threads are stuck).
+Either way the router pushes the worker list without it to the session
+actors at once, starts the replacement, and pushes again when it is ready;
+a retiring worker is killed once its calls in flight are done (bounded by
+``worker_retire_grace_seconds``).
+
 The state lives in plain parts, each tested without Ray:
 
 * :class:`~ray_realtime.cluster.node_table.NodeTable`: the cluster's nodes;
@@ -73,6 +81,10 @@ one more try than pauses, then the router fails loudly."""
 _NODE_WAIT_FIRST_DELAY = 0.05
 _SHUTDOWN_CLOSE_SECONDS = 5.0
 _PUSH_WORKERS_SECONDS = 10.0
+# A worker's watch call returns this often when nothing happens (each round
+# also hands the worker the service's stuck-thread limit again).
+_WATCH_SECONDS = 60.0
+_WORKER_KINDS = (ActorKind.TOOL, ActorKind.GUARDRAIL)
 
 
 class Router:
@@ -96,6 +108,7 @@ class Router:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Kills in flight; shutdown waits for them rather than cancelling them.
         self._kills: set[asyncio.Task[Any]] = set()
+        self._starts: set[asyncio.Task[Any]] = set()
 
     # ----------------------------------------------------------- lifecycle
 
@@ -118,7 +131,7 @@ class Router:
         bound = self._startup_bound()
         try:
             await asyncio.wait_for(asyncio.shield(task), bound)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceNotRunningError(
                 f"the ray-realtime router is still starting after {bound:g} s"
             ) from None
@@ -178,6 +191,8 @@ class Router:
                 continue
             record = record_from_ping(name, kind, handle, info)
             self._fleet.add(record)
+            if kind in _WORKER_KINDS:
+                self._spawn(self._watch_worker(record))
             for session_id in record.sessions:
                 self._sessions.adopt(session_id, name, record.node_id)
         if found:
@@ -245,6 +260,9 @@ class Router:
     def _actor_dead(self, record: ActorRecord, reason: str) -> None:
         self._fleet.remove(record.name)
         self._kill(record.handle)
+        if record.kind in _WORKER_KINDS:
+            # Sessions stop sending to it now, not when the replacement is up.
+            self._spawn(self._push_workers(record.kind))
         self._sessions.lose(record.sessions, reason)
         self._agents.forget_sessions(record.sessions)
         if record.sessions:
@@ -286,14 +304,78 @@ class Router:
                     # A session actor's data plane address, handed out with placements.
                     record.url = str(info.get("data_url", ""))
             self._fleet.add(record)
-            if s.kind in (ActorKind.TOOL, ActorKind.GUARDRAIL):
+            if s.kind in _WORKER_KINDS:
                 self._spawn(self._push_workers(s.kind))
+                self._spawn(self._watch_worker(record))
             return record
         except Exception as exc:
             logger.warning(
                 "starting a %s actor on node %s failed: %r", s.kind.value, s.node_id[:8], exc
             )
             return None
+
+    async def _watch_worker(self, record: ActorRecord) -> None:
+        """Keep a ``wait_retire`` call pending on a worker while it is in the
+        fleet: its death (Ray fails the call at once) or its retirement is
+        acted on at once, not at the next health round."""
+        cfg = self._config
+        while self._fleet.get(record.name) is record:
+            try:
+                retire = await self._ops.call(
+                    record.handle,
+                    "wait_retire",
+                    cfg.worker_stuck_threads,
+                    _WATCH_SECONDS,
+                    timeout=_WATCH_SECONDS + cfg.health_timeout_seconds,
+                )
+            except Exception as exc:
+                if self._fleet.get(record.name) is not record:
+                    return
+                if self._ops.is_gone(exc):
+                    self._worker_lost(record, "its actor died")
+                    return
+                # A slow or confused worker: the health rounds judge it.
+                logger.warning("watching worker %s failed: %r", record.name, exc)
+                await asyncio.sleep(cfg.health_interval_seconds)
+                continue
+            if retire and self._fleet.get(record.name) is record:
+                await self._retire_worker(record)
+                return
+
+    def _worker_lost(self, record: ActorRecord, reason: str) -> None:
+        """A worker died: forget it, tell the sessions, start its replacement."""
+        logger.warning("%s worker %s is gone: %s", record.kind.value, record.name, reason)
+        self._actor_dead(record, reason)
+        self._replace_on(record.node_id)
+
+    def _replace_on(self, node_id: str) -> None:
+        node = self._nodes.get(node_id)
+        if node is not None and node.open:
+            # Held (not cancelled at shutdown: a start cut short would leave
+            # an actor no one knows), so they are not collected mid-start.
+            for task in self._top_up(node):
+                self._starts.add(task)
+                task.add_done_callback(self._starts.discard)
+
+    async def _retire_worker(self, record: ActorRecord) -> None:
+        """A worker asked to retire (stuck threads): take it out of the fleet
+        and the sessions' pools, start its replacement, and kill it once its
+        calls in flight are done, or after the grace period."""
+        logger.warning("%s worker %s retires (stuck threads)", record.kind.value, record.name)
+        self._fleet.remove(record.name)
+        self._spawn(self._push_workers(record.kind))
+        self._replace_on(record.node_id)
+        try:
+            await self._ops.call(
+                record.handle, "wait_idle", timeout=self._config.worker_retire_grace_seconds
+            )
+        except Exception as exc:
+            if not self._ops.is_gone(exc):
+                logger.warning("retiring worker %s did not go idle: %r", record.name, exc)
+        finally:
+            # Also when shutdown cancels the wait: it is no longer in the fleet,
+            # so nothing else would stop it.
+            self._kill(record.handle)
 
     async def _push_workers(self, kind: ActorKind) -> None:
         hosts = [r.handle for r in self._fleet.hosts_with_sessions()]
@@ -447,8 +529,7 @@ class Router:
         """A session saw a worker die: forget it; the next round replaces it."""
         record = self._fleet.get(name)
         if record is not None:
-            self._actor_dead(record, "worker died")
-            self._spawn(self.reconcile())
+            self._worker_lost(record, "a session saw it die")
 
     # -------------------------------------------------------------- agents
 

@@ -297,7 +297,7 @@ class SessionHost:
                 return None
             try:
                 await asyncio.wait_for(self._registered.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
 
     def _agent(self, agent_bytes: bytes) -> RealtimeAgent[Any]:
@@ -357,8 +357,15 @@ class SessionHost:
         self._tell_router("worker_died", slot.name)
 
     async def update_workers(self, kind: str, workers: list[Any]) -> None:
-        """Take a new worker list from the router (after a replacement)."""
-        self._pool(kind, workers)
+        """Take a new worker list from the router (a worker died, retired or
+        was replaced); an empty list empties the pool, and calls then wait
+        for the next list."""
+        slots = [WorkerSlot(name, node, handle) for name, node, handle in workers]
+        pool = self._pools.get(kind)
+        if pool is None:
+            self._pools[kind] = WorkerPool(self.node_id, slots, on_dead=self._worker_died)
+        else:
+            pool.replace(slots)
 
     # ------------------------------------------------------------- commands
 
@@ -397,15 +404,24 @@ class SessionHost:
         driver = self._driver(session_id, secret)
         await driver.update_agent(raylib.loads(agent_payload))
 
-    async def approve_tool_call(self, session_id: str, secret: str, call_id: str) -> bool:
+    async def approve_tool_call(
+        self, session_id: str, secret: str, call_id: str, always: bool = False
+    ) -> bool:
         """Approve a waiting tool call."""
-        return await self._driver(session_id, secret).approve_tool_call(call_id)
+        return await self._driver(session_id, secret).approve_tool_call(call_id, always=always)
 
     async def reject_tool_call(
-        self, session_id: str, secret: str, call_id: str, message: str | None
+        self,
+        session_id: str,
+        secret: str,
+        call_id: str,
+        message: str | None,
+        always: bool = False,
     ) -> bool:
         """Reject a waiting tool call."""
-        return await self._driver(session_id, secret).reject_tool_call(call_id, message)
+        return await self._driver(session_id, secret).reject_tool_call(
+            call_id, message, always=always
+        )
 
     async def read_events(
         self,

@@ -6,16 +6,29 @@ tool by name. The user context arrives as the pickled bytes of one object
 reference per session and is unpickled for every call, so it travels *by
 value*: a worker's changes to it do not flow back, nor to other calls.
 
+Every call is booked in the worker's
+:class:`~ray_realtime.actors.worker_health.ThreadLedger`, and sync tools run
+on the worker's own thread pool, so the worker knows which threads are stuck
+(their call timed out, the thread runs on). Past the limit it retires: it
+refuses new calls, :meth:`_Worker.wait_retire` (the router's watch) returns,
+and the router replaces it and kills it once :meth:`_Worker.wait_idle`.
+
 These are plain classes; :mod:`ray_realtime.actors.remote` makes them actors.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 from ray_realtime.actors import raylib
+from ray_realtime.actors.worker_health import CURRENT_CALL, ThreadLedger, TrackingExecutor
+from ray_realtime.cluster.service_config import ServiceConfig
 from ray_realtime.session.execution import run_guardrails, run_tool_call
 
 __all__ = ["GuardrailWorker", "ToolWorker", "WorkerCache"]
@@ -55,19 +68,75 @@ class _Worker:
         self._cache = WorkerCache()
         self._calls = 0
         self.node_id = raylib.current_node_id()
+        self._ledger = ThreadLedger(ServiceConfig.worker_stuck_threads)
+        self._executor: TrackingExecutor | None = None
+        self._retire = asyncio.Event()
+        self._idle = asyncio.Event()
 
     async def ping(self) -> str:
         """This worker's node id (a liveness check)."""
         return self.node_id
 
     def statistics(self) -> dict[str, Any]:
-        """Calls served and cache state."""
+        """Calls served, cache state and thread health."""
         return {
             "node_id": self.node_id,
+            "pid": os.getpid(),
             "calls": self._calls,
             "cached": len(self._cache),
             "fetches": self._cache.fetches,
+            "in_flight": self._ledger.in_flight,
+            "busy_threads": self._ledger.busy,
+            "stuck_threads": self._ledger.stuck,
+            "retiring": self._ledger.retiring,
         }
+
+    async def wait_retire(self, stuck_limit: int, timeout: float) -> bool:
+        """Wait until this worker must retire (True) or ``timeout`` passes
+        (False). The router keeps one such call pending on every worker: it
+        answers at once when the worker retires, and fails at once (Ray's
+        actor death) when the process dies. ``stuck_limit``: the service's
+        bound on stuck threads."""
+        self._ledger.stuck_limit = stuck_limit
+        if self._ledger.check():
+            self._retire.set()
+        try:
+            await asyncio.wait_for(self._retire.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_idle(self) -> None:
+        """Wait until no call is in flight (a retiring worker takes no new
+        ones, so this ends; the router bounds the wait by its grace period)."""
+        while self._ledger.in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+
+    @contextlib.contextmanager
+    def _booked(self) -> Iterator[None]:
+        """Book one call; refuses it (WorkerRetiring) once retiring."""
+        if self._executor is None:
+            # Sync tools go to asyncio's default executor: make it ours.
+            self._executor = TrackingExecutor(self._ledger)
+            asyncio.get_running_loop().set_default_executor(self._executor)
+        call = self._ledger.open_call()
+        self._calls += 1
+        token = CURRENT_CALL.set(call)
+        try:
+            yield
+        finally:
+            CURRENT_CALL.reset(token)
+            if self._ledger.close_call(call):
+                if not self._retire.is_set():
+                    logger.warning(
+                        "worker %s retires: %d threads stuck in calls that timed out",
+                        self.node_id[:8],
+                        self._ledger.stuck,
+                    )
+                self._retire.set()
+            if not self._ledger.in_flight:
+                self._idle.set()
 
     async def _context(self, ctx_refs: list[Any]) -> Any:
         if not ctx_refs:
@@ -87,19 +156,26 @@ class ToolWorker(_Worker):
         arguments: str,
         ctx_refs: list[Any],
         default_timeout: float,
-    ) -> tuple[str, str | None, str]:
-        """Run one call; returns ``(output, error, node_id)``."""
-        self._calls += 1
-        agent = await self._cache.get(agent_refs[0])
-        tool = next((t for t in agent.tools if t.name == tool_name), None)
-        if tool is None:
-            message = f"tool {tool_name!r} not found on agent {agent.name!r}"
-            return f"Error: {message}", message, self.node_id
-        context = await self._context(ctx_refs)
-        outcome = await run_tool_call(
-            tool, context, call_id=call_id, arguments=arguments, default_timeout=default_timeout
-        )
-        return outcome.output, outcome.error, self.node_id
+    ) -> tuple[str, str | None, str, bool]:
+        """Run one call; returns ``(output, error, node_id, raised)``. Raises
+        :class:`~ray_realtime.actors.worker_health.WorkerRetiring`, having
+        run nothing, when the worker is retiring."""
+        with self._booked():
+            agent = await self._cache.get(agent_refs[0])
+            tool = next((t for t in agent.tools if t.name == tool_name), None)
+            if tool is None:
+                message = f"tool {tool_name!r} not found on agent {agent.name!r}"
+                return f"Error: {message}", message, self.node_id, False
+            context = await self._context(ctx_refs)
+            outcome = await run_tool_call(
+                tool,
+                context,
+                call_id=call_id,
+                arguments=arguments,
+                default_timeout=default_timeout,
+                agent=agent,
+            )
+            return outcome.output, outcome.error, self.node_id, outcome.raised
 
 
 class GuardrailWorker(_Worker):
@@ -117,12 +193,14 @@ class GuardrailWorker(_Worker):
         returns the wire-encoded ``(results, errors)``."""
         from ray_realtime import wire
 
-        self._calls += 1
-        agent = await self._cache.get(agent_refs[0])
-        run_guardrails_list = (
-            await self._cache.get(run_guardrail_refs[0]) if run_guardrail_refs else []
-        )
-        context = await self._context(ctx_refs)
-        guardrails = list(agent.output_guardrails) + list(run_guardrails_list)
-        result = await run_guardrails(guardrails, context, agent, agent.name, text, timeout=timeout)
-        return wire.encode([result.results, result.errors])
+        with self._booked():
+            agent = await self._cache.get(agent_refs[0])
+            run_guardrails_list = (
+                await self._cache.get(run_guardrail_refs[0]) if run_guardrail_refs else []
+            )
+            context = await self._context(ctx_refs)
+            guardrails = list(agent.output_guardrails) + list(run_guardrails_list)
+            result = await run_guardrails(
+                guardrails, context, agent, agent.name, text, timeout=timeout
+            )
+            return wire.encode([result.results, result.errors])

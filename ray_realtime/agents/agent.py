@@ -11,6 +11,7 @@ from typing import Any, Generic
 
 from ray_realtime.agents.context import RunContextWrapper, TContext
 from ray_realtime.agents.guardrails import OutputGuardrail
+from ray_realtime.agents.hooks import RealtimeAgentHooks
 from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.exceptions import ConfigError
 
@@ -40,6 +41,8 @@ class RealtimeAgent(Generic[TContext]):
     handoffs: list[RealtimeAgent[Any] | Handoff] = field(default_factory=list)
     output_guardrails: list[OutputGuardrail] = field(default_factory=list)
     prompt: Any = None
+    hooks: RealtimeAgentHooks[Any] | None = None
+    """Lifecycle callbacks of this agent (see :mod:`ray_realtime.agents.hooks`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

@@ -19,18 +19,21 @@ __all__ = ["Handoff", "default_handoff_tool_name", "realtime_handoff"]
 
 
 def default_handoff_tool_name(agent_name: str) -> str:
-    """``transfer_to_<snake_case name>``, e.g. "Billing Agent" → ``transfer_to_billing_agent``."""
-    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", agent_name)
-    snake = re.sub(r"[^0-9A-Za-z]+", "_", snake).strip("_").lower()
-    return f"transfer_to_{snake}"
+    """The SDK's rule: ``transfer_to_<name>`` with each whitespace or other
+    character outside ``[A-Za-z0-9_]`` made ``_``, then lower-cased:
+    "Billing Agent" → ``transfer_to_billing_agent``, "BillingAgent" →
+    ``transfer_to_billingagent``."""
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", re.sub(r"\s", "_", f"transfer_to_{agent_name}"))
+    return name.lower()
 
 
 def default_handoff_tool_description(agent: RealtimeAgent[Any]) -> str:
-    """The tool description the model sees for a handoff to ``agent``."""
-    text = f"Handoff to the {agent.name} agent to handle the request."
-    if agent.handoff_description:
-        text = f"{text} {agent.handoff_description}"
-    return text
+    """The tool description the model sees for a handoff to ``agent`` (the
+    SDK's text)."""
+    return (
+        f"Handoff to the {agent.name} agent to handle the request. "
+        f"{agent.handoff_description or ''}"
+    )
 
 
 def realtime_handoff(

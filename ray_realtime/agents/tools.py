@@ -17,25 +17,42 @@ import re
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Generic, Literal, overload
 
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from ray_realtime.agents.context import RunContextWrapper, ToolContext
+from ray_realtime.agents.context import RunContextWrapper, TContext, ToolContext
 from ray_realtime.exceptions import ToolDefinitionError, UserError
+from ray_realtime.types.config import DEFAULT_APPROVAL_REJECTION_MESSAGE
 
 __all__ = [
+    "DEFAULT_APPROVAL_REJECTION_MESSAGE",
     "FunctionTool",
     "Tool",
     "ToolArgumentsError",
+    "ToolErrorFormatterArgs",
+    "ToolTimeoutBehavior",
     "default_tool_error_function",
+    "default_tool_timeout_error_message",
     "function_tool",
     "tool_output_to_text",
 ]
 
 ToolFunction = Callable[..., Any]
-ToolErrorFunction = Callable[[RunContextWrapper[Any], Exception], str]
+ToolErrorFunction = Callable[[RunContextWrapper[Any], Exception], Any]
+"""``(context, error) -> str`` (or an awaitable of one): the model's text for a
+failed call."""
+ToolApprovalFunction = Callable[[RunContextWrapper[Any], dict[str, Any], str], Any]
+"""``(context, arguments, call_id) -> bool`` (or an awaitable of one): whether
+this call needs approval."""
+ToolTimeoutBehavior = Literal["error_as_result", "raise_exception"]
+"""A timed-out call: an error text for the model, or a raised error."""
+
+
+# function_tool's failure_error_function left out: the default function; an
+# explicit None means the tool's exception is raised (the SDK's distinction).
+_UNSET: Any = object()
 
 
 class ToolArgumentsError(UserError):
@@ -43,8 +60,30 @@ class ToolArgumentsError(UserError):
 
 
 def default_tool_error_function(ctx: RunContextWrapper[Any], error: Exception) -> str:
-    """The output the model sees when a tool raises."""
-    return f"An error occurred while running the tool. Please try again. Error: {error}"
+    """The output the model sees when a tool raises (the SDK's text: it does
+    not expose the exception to the model; readers get it in an ``error``
+    event)."""
+    return "An error occurred while running the tool. Please try again."
+
+
+def default_tool_timeout_error_message(*, tool_name: str, timeout_seconds: float) -> str:
+    """The output the model sees when a call times out (the SDK's text)."""
+    return f"Tool '{tool_name}' timed out after {timeout_seconds:g} seconds."
+
+
+@dataclass
+class ToolErrorFormatterArgs(Generic[TContext]):
+    """What the run config's ``tool_error_formatter`` receives. Realtime
+    sessions call it for rejected approvals (``kind="approval_rejected"``),
+    as the SDK does."""
+
+    kind: Literal["approval_rejected", "tool_not_found", "tool_exception"]
+    tool_type: Literal["function"]
+    tool_name: str
+    call_id: str
+    default_message: str
+    run_context: RunContextWrapper[TContext]
+    error: Exception | None = None
 
 
 @dataclass
@@ -54,6 +93,9 @@ class FunctionTool:
     ``on_invoke_tool(tool_context, arguments_json)`` runs the tool and returns
     its result (any value; :func:`tool_output_to_text` makes the model's text).
     ``timeout_seconds`` bounds one call (the run config's default when None).
+    ``needs_approval`` is a bool or an approval function (see
+    :data:`ToolApprovalFunction`); ``failure_error_function`` ``None`` means a
+    raising call ends the session with an ``error`` event (the SDK raises it).
     """
 
     name: str
@@ -64,7 +106,9 @@ class FunctionTool:
     is_enabled: bool | Callable[[RunContextWrapper[Any], Any], Any] = True
     timeout_seconds: float | None = None
     failure_error_function: ToolErrorFunction | None = default_tool_error_function
-    needs_approval: bool = False
+    needs_approval: bool | ToolApprovalFunction = False
+    timeout_behavior: ToolTimeoutBehavior = "error_as_result"
+    timeout_error_function: ToolErrorFunction | None = None
 
     def to_definition(self) -> dict[str, Any]:
         """The tool as the realtime protocol's ``session.tools`` entry."""
@@ -105,12 +149,16 @@ def function_tool(
     *,
     name_override: str | None = None,
     description_override: str | None = None,
+    docstring_style: str | None = None,
     use_docstring_info: bool = True,
-    failure_error_function: ToolErrorFunction | None = default_tool_error_function,
+    failure_error_function: ToolErrorFunction | None = _UNSET,
     strict_mode: bool = True,
     is_enabled: bool | Callable[[RunContextWrapper[Any], Any], Any] = True,
+    needs_approval: bool | ToolApprovalFunction = False,
+    timeout: float | None = None,
+    timeout_behavior: ToolTimeoutBehavior = "error_as_result",
+    timeout_error_function: ToolErrorFunction | None = None,
     timeout_seconds: float | None = None,
-    needs_approval: bool = False,
 ) -> Callable[[ToolFunction], FunctionTool]: ...
 
 
@@ -120,26 +168,54 @@ def function_tool(
     *,
     name_override: str | None = None,
     description_override: str | None = None,
+    docstring_style: str | None = None,
     use_docstring_info: bool = True,
-    failure_error_function: ToolErrorFunction | None = default_tool_error_function,
+    failure_error_function: ToolErrorFunction | None = _UNSET,
     strict_mode: bool = True,
     is_enabled: bool | Callable[[RunContextWrapper[Any], Any], Any] = True,
+    needs_approval: bool | ToolApprovalFunction = False,
+    timeout: float | None = None,
+    timeout_behavior: ToolTimeoutBehavior = "error_as_result",
+    timeout_error_function: ToolErrorFunction | None = None,
     timeout_seconds: float | None = None,
-    needs_approval: bool = False,
 ) -> FunctionTool | Callable[[ToolFunction], FunctionTool]:
     """Make a :class:`FunctionTool` from a sync or async function.
 
     Usable bare (``@function_tool``) or with options
-    (``@function_tool(name_override="lookup", timeout_seconds=5)``).
+    (``@function_tool(name_override="lookup", timeout=5)``), with the SDK's
+    options: ``timeout`` bounds each call (``timeout_seconds`` is an alias);
+    ``timeout_behavior="raise_exception"`` treats a timeout like a raising
+    tool, ``timeout_error_function(ctx, error)`` words the timeout for the
+    model; ``failure_error_function`` (sync or async) words a raising call
+    for the model, and ``None`` means the exception is raised (the session
+    ends with an ``error`` event); ``needs_approval`` is a bool or a (sync or
+    async) ``(context, arguments, call_id) -> bool``. Docstrings in Google
+    and Sphinx style are read whatever ``docstring_style`` says.
     """
-    if timeout_seconds is not None and (
-        isinstance(timeout_seconds, bool)
-        or not isinstance(timeout_seconds, (int, float))
-        or timeout_seconds <= 0
+    if timeout is not None and timeout_seconds is not None and timeout != timeout_seconds:
+        raise ToolDefinitionError("give timeout or its alias timeout_seconds, not both")
+    if timeout is None:
+        timeout = timeout_seconds
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
     ):
+        raise ToolDefinitionError(f"timeout must be a positive number, got {timeout!r}")
+    if timeout_behavior not in ("error_as_result", "raise_exception"):
         raise ToolDefinitionError(
-            f"timeout_seconds must be a positive number, got {timeout_seconds!r}"
+            f"timeout_behavior must be 'error_as_result' or 'raise_exception', "
+            f"got {timeout_behavior!r}"
         )
+    if not (isinstance(needs_approval, bool) or callable(needs_approval)):
+        raise ToolDefinitionError("needs_approval must be a bool or a function")
+    for name, fn in (
+        ("failure_error_function", failure_error_function),
+        ("timeout_error_function", timeout_error_function),
+    ):
+        if fn is not None and fn is not _UNSET and not callable(fn):
+            raise ToolDefinitionError(f"{name} must be a function or None")
+    if failure_error_function is _UNSET:
+        failure_error_function = default_tool_error_function
+    timeout_seconds = timeout
 
     def build(fn: ToolFunction) -> FunctionTool:
         return _build_tool(
@@ -152,6 +228,8 @@ def function_tool(
             is_enabled=is_enabled,
             timeout_seconds=timeout_seconds,
             needs_approval=needs_approval,
+            timeout_behavior=timeout_behavior,
+            timeout_error_function=timeout_error_function,
         )
 
     if func is not None:
@@ -169,7 +247,9 @@ def _build_tool(
     strict_mode: bool,
     is_enabled: bool | Callable[[RunContextWrapper[Any], Any], Any],
     timeout_seconds: float | None,
-    needs_approval: bool,
+    needs_approval: bool | ToolApprovalFunction,
+    timeout_behavior: ToolTimeoutBehavior,
+    timeout_error_function: ToolErrorFunction | None,
 ) -> FunctionTool:
     if not callable(fn):
         raise ToolDefinitionError(f"function_tool needs a function, got {type(fn).__name__}")
@@ -251,6 +331,8 @@ def _build_tool(
         timeout_seconds=float(timeout_seconds) if timeout_seconds is not None else None,
         failure_error_function=failure_error_function,
         needs_approval=needs_approval,
+        timeout_behavior=timeout_behavior,
+        timeout_error_function=timeout_error_function,
     )
     return tool
 

@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["ActorKind", "ActorRecord", "Fleet", "StartingActor", "record_from_ping"]
 
 
-class ActorKind(str, enum.Enum):
+class ActorKind(str, enum.Enum):  # noqa: UP042 - str() stays the enum name
     """What an actor of the service does."""
 
     SESSION = "session"

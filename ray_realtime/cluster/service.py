@@ -8,10 +8,11 @@ OpenAI key is configured, a local model server on each node.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ray_realtime.actors import raylib
-from ray_realtime.cluster.connect import connect
+from ray_realtime.cluster.connect import connect_async
 from ray_realtime.cluster.service_config import ServiceConfig
 from ray_realtime.exceptions import ServiceNotRunningError
 
@@ -42,13 +43,14 @@ async def ensure_service(
 ) -> Any:
     """Connect to Ray and make sure the router runs; returns its handle.
 
-    ``config`` only applies when this call deploys the router.
+    ``config`` only applies when this call deploys the router. Starting or
+    joining Ray and looking the router up run off the event loop.
     """
-    connect(address)
+    await connect_async(address)
     cached = _cached_router()
     if cached is not None:
         return cached
-    router = raylib.get_named_actor(raylib.ROUTER_NAME)
+    router = await asyncio.to_thread(raylib.get_named_actor, raylib.ROUTER_NAME)
     if router is not None:
         _remember_router(router)
         return router

@@ -21,6 +21,12 @@ class ServiceConfig:
     ``open_attach``: let any process of the cluster attach to a session by
     its id alone (default off: ``attach`` needs the session's ticket; see
     ``docs/security.md``). It applies to sessions opened while it is on.
+
+    ``worker_stuck_threads``: a tool or guardrail worker with this many
+    threads still running for calls that already ended (sync tools past their
+    timeout) retires and is replaced (at most half its thread pool).
+    ``worker_retire_grace_seconds``: how long a retiring worker's calls in
+    flight may take before its process is killed anyway.
     """
 
     warm_pool_size: int = 1
@@ -34,6 +40,8 @@ class ServiceConfig:
     actor_start_timeout_seconds: float = 60.0
     refill_delay_seconds: float = 1.0
     open_attach: bool = False
+    worker_stuck_threads: int = 4
+    worker_retire_grace_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

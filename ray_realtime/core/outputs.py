@@ -9,7 +9,15 @@ from ray_realtime.types.events import RealtimeSessionEvent
 from ray_realtime.types.model_events import RealtimeModelToolCallEvent
 from ray_realtime.types.model_inputs import RealtimeModelSendEvent
 
-__all__ = ["CoreOutput", "EmitEvent", "RunGuardrails", "RunHandoff", "RunTool", "SendToModel"]
+__all__ = [
+    "CheckApproval",
+    "CoreOutput",
+    "EmitEvent",
+    "RunGuardrails",
+    "RunHandoff",
+    "RunTool",
+    "SendToModel",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,5 +68,15 @@ class RunGuardrails:
     kind: Literal["run_guardrails"] = "run_guardrails"
 
 
-CoreOutput = EmitEvent | SendToModel | RunTool | RunHandoff | RunGuardrails
+@dataclass(frozen=True, slots=True)
+class CheckApproval:
+    """Ask the tool's approval function whether this call needs approval;
+    answer with ``SessionCore.approval_checked``."""
+
+    call: RealtimeModelToolCallEvent
+    agent_name: str
+    kind: Literal["check_approval"] = "check_approval"
+
+
+CoreOutput = EmitEvent | SendToModel | RunTool | RunHandoff | RunGuardrails | CheckApproval
 """Everything the core can ask its shell to do."""

@@ -10,14 +10,21 @@ inputs to send to the model, tools / handoffs / guardrails to run. The shell
 
 Rules it owns:
 
-- Settings precedence: the model config's ``initial_model_settings``, then
-  the run config's ``model_settings`` over them, then the active agent's
-  instructions and tools (tools + handoffs) over both.
+- Settings precedence (the SDK's): the run config's ``model_settings``, then
+  the model config's ``initial_model_settings`` over them, then the active
+  agent's prompt, instructions and tools (tools + handoffs) over both; the
+  first ``session.update`` applies ``initial_model_settings`` once more over
+  the agent's values. ``tracing_disabled`` sends ``tracing: null``.
 - History merging (see :mod:`ray_realtime.core.history`): transcript deltas
   and input transcriptions update history and emit ``history_updated``.
 - Tool calls: a repeated ``call_id`` is ignored; an unknown tool or arguments
   that are not a JSON object get an error output (the model is told) and an
   ``error`` event, never an exception; at most ``max_pending_tool_calls`` run.
+- Approvals: a tool that needs approval emits ``tool_approval_required`` and
+  waits; a tool with an approval function is first checked (``CheckApproval``).
+  ``always=True`` on an approval or rejection applies to the tool's later
+  calls in this session; a rejection answers the model with its message or
+  the SDK's "Tool execution was not approved."
 - Handoffs: the ``session.update`` for the new agent is sent before the
   handoff's tool output, so the reply comes from the new agent.
 - Output guardrails run on the full transcript so far each time it grows by
@@ -44,12 +51,11 @@ from __future__ import annotations
 import json
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from typing_extensions import assert_never
+from typing import Any, assert_never
 
 from ray_realtime.core import history as hist
 from ray_realtime.core.outputs import (
+    CheckApproval,
     CoreOutput,
     EmitEvent,
     RunGuardrails,
@@ -62,9 +68,11 @@ from ray_realtime.core.specs import AgentSpec
 from ray_realtime.exceptions import InputTooLargeError, UserError
 from ray_realtime.types import model_events as me
 from ray_realtime.types.config import (
+    DEFAULT_APPROVAL_REJECTION_MESSAGE,
     DEFAULT_LIMITS,
     RealtimeSessionModelSettings,
     SessionLimits,
+    input_audio_format_name,
 )
 from ray_realtime.types.events import (
     AgentRef,
@@ -271,6 +279,7 @@ class SessionCore:
         run_guardrail_names: Iterable[str] = (),
         emit_raw_model_events: bool = False,
         history: Iterable[RealtimeItem] = (),
+        tracing_disabled: bool = False,
     ) -> None:
         self._agent = agent
         self._run_settings = dict(run_model_settings or {})
@@ -278,11 +287,15 @@ class SessionCore:
         self._limits: SessionLimits = limits or DEFAULT_LIMITS
         self._run_guardrails = tuple(run_guardrail_names)
         self._emit_raw = emit_raw_model_events
+        self._tracing_disabled = tracing_disabled
+        self._always_approved: set[str] = set()
+        self._always_rejected: dict[str, str] = {}
         self._out: deque[CoreOutput] = deque()
         self._history: list[RealtimeItem] = []
         self._seen_calls: OrderedDict[str, None] = OrderedDict()
         self._pending_tools: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
         self._awaiting_approval: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
+        self._checking_approval: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
         self._pending_handoffs: dict[str, me.RealtimeModelToolCallEvent] = {}
         self._interrupted_items: deque[str] = deque(maxlen=_INTERRUPTED_ITEMS_KEPT)
         self._pending_transcripts: OrderedDict[str, str] = OrderedDict()
@@ -324,7 +337,17 @@ class SessionCore:
     @property
     def pending_tool_calls(self) -> int:
         """Tool calls (running or awaiting approval) and handoffs not yet answered."""
-        return len(self._pending_tools) + len(self._pending_handoffs) + len(self._awaiting_approval)
+        return (
+            len(self._pending_tools)
+            + len(self._pending_handoffs)
+            + len(self._awaiting_approval)
+            + len(self._checking_approval)
+        )
+
+    def awaiting_approval(self, call_id: str) -> str | None:
+        """The name of the tool whose call ``call_id`` waits for approval, if any."""
+        entry = self._awaiting_approval.get(call_id)
+        return entry[0].name if entry is not None else None
 
     def drain(self) -> list[CoreOutput]:
         """Everything the core wants done, oldest first; empties the queue."""
@@ -336,23 +359,29 @@ class SessionCore:
         """Whether :meth:`drain` would return anything."""
         return bool(self._out)
 
-    def model_settings(self, agent: AgentSpec | None = None) -> RealtimeSessionModelSettings:
-        """The session settings for ``agent`` (default: the active one)."""
+    def model_settings(
+        self, agent: AgentSpec | None = None, *, starting: bool = False
+    ) -> RealtimeSessionModelSettings:
+        """The session settings for ``agent`` (default: the active one);
+        ``starting``: those of the first ``session.update``, where
+        ``initial_model_settings`` win over the agent's values too."""
         agent = agent or self._agent
-        settings: dict[str, Any] = dict(self._initial_settings)
-        settings.update(self._run_settings)
-        if agent.instructions is not None:
-            settings["instructions"] = agent.instructions
+        settings: dict[str, Any] = dict(self._run_settings)
+        settings.update(self._initial_settings)
+        if agent.prompt is not None:
+            settings["prompt"] = agent.prompt
+        settings["instructions"] = agent.instructions or ""
         settings["tools"] = agent.tool_definitions()
+        if starting:
+            settings.update(self._initial_settings)
+        if self._tracing_disabled:
+            settings["tracing"] = None
         return settings  # type: ignore[return-value]
 
     @property
     def input_audio_format(self) -> str:
-        """The format of the user's audio (run settings over initial ones)."""
-        fmt = self._run_settings.get(
-            "input_audio_format", self._initial_settings.get("input_audio_format")
-        )
-        return fmt if isinstance(fmt, str) else "pcm16"
+        """The name of the user's audio format (initial settings over run ones)."""
+        return input_audio_format_name({**self._run_settings, **self._initial_settings})
 
     def statistics(self) -> dict[str, int]:
         """A snapshot of the core's sizes, for monitoring."""
@@ -387,29 +416,48 @@ class SessionCore:
         self._agent = agent
         self._send(RealtimeModelSendSessionUpdate(self.model_settings()))
 
-    def approve_tool_call(self, call_id: str) -> bool:
-        """Run a tool call that was waiting for approval; False if none was."""
+    def approve_tool_call(self, call_id: str, *, always: bool = False) -> bool:
+        """Run a tool call that was waiting for approval; False if none was.
+        ``always``: later calls of the same tool run without asking."""
+        always = check_flag(always, "always")
         entry = self._awaiting_approval.pop(check_call_id(call_id), None)
         if entry is None:
             return False
         call, agent_name = entry
+        if always:
+            self._always_approved.add(call.name)
+            self._always_rejected.pop(call.name, None)
         self._start_tool(call, agent_name)
         return True
 
-    def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
-        """Refuse a tool call that was waiting for approval; False if none was."""
+    def reject_tool_call(
+        self, call_id: str, message: str | None = None, *, always: bool = False
+    ) -> bool:
+        """Refuse a tool call that was waiting for approval; False if none was.
+        The model receives ``message`` (default: the SDK's "Tool execution was
+        not approved."). ``always``: later calls of the same tool are refused
+        with the same text, without asking."""
         message = check_rejection_message(message, self._limits["max_message_chars"])
+        always = check_flag(always, "always")
         entry = self._awaiting_approval.pop(check_call_id(call_id), None)
         if entry is None:
             return False
         call, agent_name = entry
-        output = message or f"The call to tool {call.name} was rejected."
-        self._emit(
-            RealtimeToolEnd(
-                AgentRef(agent_name), ToolRef(call.name), output, call.arguments, call.call_id
-            )
-        )
-        self._answer_call(call, output)
+        output = DEFAULT_APPROVAL_REJECTION_MESSAGE if message is None else message
+        if always:
+            self._always_rejected[call.name] = output
+            self._always_approved.discard(call.name)
+        self._reject(call, agent_name, output)
+        return True
+
+    def approval_checked(self, call_id: str, needed: bool) -> bool:
+        """The answer to a :class:`CheckApproval`: ask the user (``needed``) or
+        run the call. False if the call was not being checked."""
+        entry = self._checking_approval.pop(call_id, None)
+        if entry is None:
+            return False
+        call, agent_name = entry
+        self._decide_approval(call, agent_name, needed=needed)
         return True
 
     # ------------------------------------------------------------- recovery
@@ -646,7 +694,10 @@ class SessionCore:
             event,
             me.RealtimeModelConnectionStatusEvent
             | me.RealtimeModelOtherEvent
-            | me.RealtimeModelRawServerEvent,
+            | me.RealtimeModelRawServerEvent
+            | me.RealtimeModelEndOfStreamEvent
+            | me.RealtimeModelOutputTextDeltaEvent
+            | me.RealtimeModelUsageEvent,
         ):
             pass
         else:  # pragma: no cover - exhaustive over the closed union
@@ -776,15 +827,39 @@ class SessionCore:
             self._out.append(RunHandoff(call, agent.name, handoff.agent_name))
             return
         assert tool is not None
-        if tool.needs_approval:
-            self._awaiting_approval[call.call_id] = (call, agent.name)
+        if tool.approval_check and not self._decided(call.name):
+            self._checking_approval[call.call_id] = (call, agent.name)
+            self._out.append(CheckApproval(call, agent.name))
+            return
+        self._decide_approval(call, agent.name, needed=tool.needs_approval)
+
+    def _decided(self, tool_name: str) -> bool:
+        return tool_name in self._always_approved or tool_name in self._always_rejected
+
+    def _decide_approval(
+        self, call: me.RealtimeModelToolCallEvent, agent_name: str, *, needed: bool
+    ) -> None:
+        # An "always" answer given earlier stands over the tool's own policy.
+        rejection = self._always_rejected.get(call.name)
+        if rejection is not None:
+            self._reject(call, agent_name, rejection)
+        elif needed and call.name not in self._always_approved:
+            self._awaiting_approval[call.call_id] = (call, agent_name)
             self._emit(
                 RealtimeToolApprovalRequired(
-                    AgentRef(agent.name), ToolRef(call.name), call.arguments, call.call_id
+                    AgentRef(agent_name), ToolRef(call.name), call.arguments, call.call_id
                 )
             )
-            return
-        self._start_tool(call, agent.name)
+        else:
+            self._start_tool(call, agent_name)
+
+    def _reject(self, call: me.RealtimeModelToolCallEvent, agent_name: str, output: str) -> None:
+        self._emit(
+            RealtimeToolEnd(
+                AgentRef(agent_name), ToolRef(call.name), output, call.arguments, call.call_id
+            )
+        )
+        self._answer_call(call, output)
 
     def _start_tool(self, call: me.RealtimeModelToolCallEvent, agent_name: str) -> None:
         self._pending_tools[call.call_id] = (call, agent_name)

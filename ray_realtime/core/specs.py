@@ -15,11 +15,14 @@ __all__ = ["AgentSpec", "HandoffSpec", "ToolSpec"]
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A function tool: its protocol definition and whether calls need approval."""
+    """A function tool: its protocol definition and whether calls need
+    approval (always, or as the tool's approval function decides per call)."""
 
     name: str
     definition: dict[str, Any]
     needs_approval: bool = False
+    approval_check: bool = False
+    """A function decides per call (``CheckApproval``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,8 @@ class AgentSpec:
     tools: tuple[ToolSpec, ...] = ()
     handoffs: tuple[HandoffSpec, ...] = ()
     guardrail_names: tuple[str, ...] = field(default=())
+    prompt: dict[str, Any] | None = None
+    """The agent's stored prompt (``{"id", "version", "variables"}``), if any."""
 
     def tool(self, name: str) -> ToolSpec | None:
         """The tool called ``name``, if this agent has it."""

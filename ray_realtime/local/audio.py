@@ -16,6 +16,7 @@ Everything here is deterministic and free of I/O so it can be unit tested and re
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,6 +41,7 @@ __all__ = [
     "pcm16_to_bytes",
     "rms",
     "synthesize_tone",
+    "tone_chunks",
 ]
 
 PCM_SAMPLE_RATE = 24_000
@@ -216,6 +218,48 @@ def synthesize_tone(
         wave[:fade_n] *= ramp
         wave[n - fade_n :] *= ramp[::-1]
     return np.round(wave * 32767.0).astype(np.int16)
+
+
+def tone_chunks(
+    duration_ms: float,
+    sample_rate: int,
+    chunk_ms: int,
+    *,
+    frequency_hz: float = TONE_FREQUENCY_HZ,
+    amplitude: float = TONE_AMPLITUDE,
+    fade_ms: float = 5.0,
+) -> tuple[int, Iterator[Int16Array]]:
+    """:func:`synthesize_tone` in consecutive chunks of ``chunk_ms``: ``(count, chunks)``.
+
+    The concatenated chunks are bit-identical to ``synthesize_tone(duration_ms, ...)``,
+    but each chunk is computed when it is taken, so memory stays at one chunk whatever
+    the duration. ``count`` is the number of chunks (at least one, possibly empty, as
+    :func:`chunk_samples`).
+    """
+    n = max(0, round(duration_ms * sample_rate / 1000.0))
+    per_chunk = max(1, sample_rate * chunk_ms // 1000)
+    count = max(1, -(-n // per_chunk))
+    fade_n = min(n // 2, int(fade_ms * sample_rate / 1000.0))
+    ramp = np.linspace(0.0, 1.0, fade_n, endpoint=False) if fade_n > 0 else None
+    fall = ramp[::-1] if ramp is not None else None
+    fade_out = n - fade_n
+
+    def chunks() -> Iterator[Int16Array]:
+        for start in range(0, max(n, 1), per_chunk):
+            end = min(n, start + per_chunk)
+            t = np.arange(start, end, dtype=np.float64) / sample_rate
+            wave = amplitude * np.sin(2.0 * math.pi * frequency_hz * t)
+            if ramp is not None and fall is not None:
+                # The fade-in covers samples [0, fade_n), the fade-out [n - fade_n, n).
+                lo, hi = start, min(end, fade_n)
+                if lo < hi:
+                    wave[lo - start : hi - start] *= ramp[lo:hi]
+                lo, hi = max(start, fade_out), end
+                if lo < hi:
+                    wave[lo - start : hi - start] *= fall[lo - fade_out : hi - fade_out]
+            yield np.round(wave * 32767.0).astype(np.int16)
+
+    return count, chunks()
 
 
 def chunk_samples(samples: Int16Array, sample_rate: int, chunk_ms: int) -> list[Int16Array]:

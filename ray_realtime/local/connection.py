@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,12 +27,14 @@ from .conversation import (
     user_audio_item,
 )
 from .protocol import (
+    MAX_JSON_DEPTH,
     IdFactory,
     ProtocolError,
     ServerOptions,
     expect_base64,
     expect_int,
     expect_str,
+    json_too_deep,
     reject_unknown,
 )
 from .responder import ResponseParams, ResponseRunner, parse_response_params
@@ -46,6 +49,10 @@ logger = logging.getLogger("ray_realtime.local")
 MIN_COMMIT_MS = 100
 """A manual ``input_audio_buffer.commit`` needs at least this much audio (as the real API)."""
 
+# A ``\uD800``-``\uDFFF`` escape: the only way a lone surrogate gets into a parsed event
+# (websockets has already rejected text frames that are not valid UTF-8).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
 _EVENT_KEYS: dict[str, tuple[str, ...]] = {
     "session.update": ("session",),
     "input_audio_buffer.append": ("audio",),
@@ -59,6 +66,23 @@ _EVENT_KEYS: dict[str, tuple[str, ...]] = {
     "response.cancel": ("response_id",),
     "output_audio_buffer.clear": (),
 }
+
+
+def _reject_lone_surrogates(event: dict[str, Any]) -> None:
+    """Raise ``invalid_unicode`` if a string of ``event`` holds a lone UTF-16 surrogate.
+
+    Such a string cannot be encoded as UTF-8, so it could never be echoed back (in an
+    error message, a reply or a session). Paired surrogates were already combined by
+    the JSON parser; the event's depth is bounded, so re-serialising it is safe.
+    """
+    try:
+        json.dumps(event, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(
+            "invalid_unicode",
+            "The event contains a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape that is "
+            "not part of a pair); strings must be valid Unicode.",
+        ) from None
 
 
 class Connection:
@@ -104,7 +128,12 @@ class Connection:
     async def emit(self, event_type: str, **fields: Any) -> None:
         """Send one server event (``event_id`` assigned here, in send order)."""
         event = {"type": event_type, "event_id": self.ids.next("event"), **fields}
-        await self.ws.send(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        try:
+            await self.ws.send(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be UTF-8 encoded; inputs carrying one are rejected
+            # on arrival, so this is only a safety net: escape it rather than fail.
+            await self.ws.send(json.dumps(event, separators=(",", ":")))
 
     async def error(self, exc: ProtocolError, client_event_id: str | None) -> None:
         """Report a client error without closing the connection."""
@@ -185,10 +214,16 @@ class Connection:
                 )
             try:
                 event = json.loads(message)
-            except (ValueError, RecursionError):
+            except RecursionError:
+                raise self._too_deep() from None
+            except ValueError:
                 raise ProtocolError("invalid_json", "The event is not valid JSON.") from None
             if not isinstance(event, dict):
                 raise ProtocolError("invalid_event", "An event must be a JSON object.")
+            if json_too_deep(event):
+                raise self._too_deep()
+            if "\\u" in message and _SURROGATE_ESCAPE.search(message):
+                _reject_lone_surrogates(event)
             raw_id = event.get("event_id")
             if raw_id is not None:
                 client_event_id = expect_str(raw_id, "event_id", max_len=512)
@@ -215,6 +250,13 @@ class Connection:
                 ),
                 client_event_id,
             )
+
+    @staticmethod
+    def _too_deep() -> ProtocolError:
+        return ProtocolError(
+            "nesting_too_deep",
+            f"The event nests arrays/objects deeper than {MAX_JSON_DEPTH} levels.",
+        )
 
     async def add_item(
         self, item: StoredItem, previous_item_id: str | None, *, done: bool

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import AudioFormat, duration_ms
@@ -43,6 +43,9 @@ class StoredItem:
     wire: dict[str, Any]
     audio_ms: int = 0
     size: int = 0
+    # entry() of the current wire form: every response reads the whole conversation,
+    # so its text (and token count) is derived once per change, not once per response.
+    _entry: tuple[int, Entry] | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -50,7 +53,16 @@ class StoredItem:
         return str(self.wire["id"])
 
     def entry(self) -> Entry:
-        """The item reduced for :func:`ray_realtime.local.rules.decide`."""
+        """The item reduced for :func:`ray_realtime.local.rules.decide` (cached until
+        :meth:`measure` is called after a change)."""
+        cached = self._entry
+        if cached is not None and cached[0] == self.audio_ms:
+            return cached[1]
+        entry = self._make_entry()
+        self._entry = (self.audio_ms, entry)
+        return entry
+
+    def _make_entry(self) -> Entry:
         w = self.wire
         kind = w.get("type")
         if kind == "function_call":
@@ -76,6 +88,7 @@ class StoredItem:
 
     def measure(self) -> None:
         """Recompute the approximate stored size after the wire form changed."""
+        self._entry = None
         self.size = len(json.dumps(self.wire, separators=(",", ":")))
 
 
@@ -268,16 +281,23 @@ class Conversation:
         return item
 
     def evict(self, protect: frozenset[str] = frozenset()) -> list[str]:
-        """Drop the oldest items until within bounds (never ``protect``); return their ids."""
+        """Drop the oldest items until within bounds (never ``protect``); return their ids.
+
+        Linear in the conversation however many items go (the order list is rebuilt
+        once rather than searched per item).
+        """
         evicted: list[str] = []
+        count = len(self._order)
         total = sum(i.size for i in self._items.values())
-        for item_id in list(self._order):
-            if len(self._order) <= self.max_items and total <= self.max_bytes:
+        for item_id in self._order:
+            if count <= self.max_items and total <= self.max_bytes:
                 break
             if item_id in protect:
                 continue
-            item = self._items[item_id]
-            total -= item.size
-            self.delete(item_id)
+            total -= self._items.pop(item_id).size
+            count -= 1
             evicted.append(item_id)
+        if evicted:
+            gone = set(evicted)
+            self._order = [i for i in self._order if i not in gone]
         return evicted

@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "ID_WIDTH",
+    "MAX_JSON_DEPTH",
     "IdFactory",
     "ProtocolError",
     "ServerOptions",
@@ -27,11 +28,17 @@ __all__ = [
     "expect_list",
     "expect_number",
     "expect_str",
+    "json_too_deep",
     "reject_unknown",
 ]
 
 ID_WIDTH = 6
 """Digits of the zero-padded counters in generated ids (``item_000001``)."""
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays/objects accepted in a client event (and in JSON read from
+user text). Realtime events nest about 6 levels; a tool's JSON schema adds 2 per level.
+The bound keeps copying and re-serialising a value far from Python's recursion limit."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class ServerOptions:
     max_input_audio_ms: int = 15 * 60 * 1000
     max_conversation_items: int = 4096
     max_conversation_bytes: int = 32 << 20
+    max_reply_audio_ms: int = 5 * 60 * 1000
     max_session_seconds: float | None = None
     """End each session after this long, as the real service does at its cap
     (an ``error`` with code ``session_expired``, then close 1001); None: never."""
@@ -204,3 +212,23 @@ def reject_unknown(obj: Mapping[str, Any], allowed: Iterable[str], prefix: str) 
         if key not in allowed_set:
             param = f"{prefix}.{key}" if prefix else key
             raise ProtocolError("unknown_parameter", f"Unknown parameter: '{param}'.", param)
+
+
+def json_too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` (parsed JSON) nests arrays/objects more than ``limit`` levels.
+
+    Iterative and linear in the number of containers (scalars are never visited), so it
+    is safe on any input ``json.loads`` accepted.
+    """
+    if not isinstance(value, (dict, list)):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = container.values() if isinstance(container, dict) else container
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .audio import AudioFormat, chunk_samples, encode_from_pcm16, synthesize_tone
+from .audio import AudioFormat, encode_from_pcm16, tone_chunks
 from .conversation import Conversation, StoredItem, parse_client_item
 from .protocol import (
     IdFactory,
@@ -42,6 +42,17 @@ __all__ = ["ResponseHost", "ResponseParams", "ResponseRunner", "parse_response_p
 MAX_INPUT_ITEMS = 256
 ARGUMENT_DELTA_CHARS = 16
 AUDIO_MS_PER_TOKEN = 100
+MAX_DELTAS = 4096
+"""Most text/transcript/argument deltas per response: longer outputs get longer deltas
+(several words, or more characters), so the event count stays bounded."""
+
+
+def _group(pieces: list[str], max_parts: int = MAX_DELTAS) -> list[str]:
+    """``pieces`` merged into at most ``max_parts`` consecutive groups (same text)."""
+    if len(pieces) <= max_parts:
+        return pieces
+    size = -(-len(pieces) // max_parts)
+    return ["".join(pieces[i : i + size]) for i in range(0, len(pieces), size)]
 
 
 class ResponseHost(Protocol):
@@ -190,7 +201,7 @@ def _tokens(text: str) -> int:
 
 def usage(entries: list[Entry], output_text: str, output_audio_ms: float) -> dict[str, Any]:
     """Synthetic token usage: 1 text token per word, 1 audio token per 100 ms."""
-    in_text = sum(_tokens(e.text) for e in entries)
+    in_text = sum(e.tokens for e in entries)  # cached per item: not recounted per response
     in_audio = sum(math.ceil(e.audio_ms / AUDIO_MS_PER_TOKEN) for e in entries)
     out_text = _tokens(output_text)
     out_audio = math.ceil(output_audio_ms / AUDIO_MS_PER_TOKEN)
@@ -235,8 +246,10 @@ class ResponseRunner:
         self._wake = asyncio.Event()
         self._previous_id: str | None = None
         self._part_open = False
-        self._args_sent = ""
-        self._text_sent = ""
+        self._args_sent = ""  # set once the arguments stop (done or cancelled)
+        # Deltas sent so far, joined only when needed: ``str +=`` on an attribute copies
+        # the whole string each time (quadratic over a long reply).
+        self._text_parts: list[str] = []
         self._audio_ms_sent = 0.0
         self._output: list[dict[str, Any]] = []
 
@@ -244,6 +257,10 @@ class ResponseRunner:
     def active_item_ids(self) -> frozenset[str]:
         """Ids of items this response is still producing."""
         return frozenset({self.item.id}) if self.item else frozenset()
+
+    @property
+    def _text_sent(self) -> str:
+        return "".join(self._text_parts)
 
     def request_cancel(self, reason: str) -> None:
         """Ask the runner to stop at its next checkpoint (reason ``client_cancelled``...)."""
@@ -357,14 +374,21 @@ class ResponseRunner:
         await self._open_item(wire)
         await self._checkpoint()
         ids = {"response_id": self.id, "item_id": item_id, "output_index": 0, "call_id": call_id}
-        for start in range(0, len(call.arguments), ARGUMENT_DELTA_CHARS):
-            delta = call.arguments[start : start + ARGUMENT_DELTA_CHARS]
-            self._args_sent += delta
-            wire["arguments"] = self._args_sent
-            await self.host.emit("response.function_call_arguments.delta", delta=delta, **ids)
-            await self._checkpoint()
+        arguments = call.arguments
+        step = max(ARGUMENT_DELTA_CHARS, -(-len(arguments) // MAX_DELTAS))
+        sent = 0
+        try:
+            for start in range(0, len(arguments), step):
+                delta = arguments[start : start + step]
+                sent = start + len(delta)
+                await self.host.emit("response.function_call_arguments.delta", delta=delta, **ids)
+                await self._checkpoint()
+        finally:
+            # The item shows the arguments once they stop (all of them, or as far as a
+            # cancel let them go), not re-copied after every delta.
+            self._args_sent = wire["arguments"] = arguments[:sent]
         await self.host.emit(
-            "response.function_call_arguments.done", name=call.name, arguments=call.arguments, **ids
+            "response.function_call_arguments.done", name=call.name, arguments=arguments, **ids
         )
         await self._finish_item("completed")
 
@@ -386,10 +410,10 @@ class ResponseRunner:
         await self.host.emit("response.content_part.added", part=part, **ids)
         self._part_open = True
         await self._checkpoint()
-        words = split_words(text)
+        words = _group(split_words(text))
         if not audio:
             for word in words:
-                self._text_sent += word
+                self._text_parts.append(word)
                 await self.host.emit("response.output_text.delta", delta=word, **ids)
                 await self._checkpoint()
             await self._close_part()
@@ -397,17 +421,18 @@ class ResponseRunner:
             return
         fmt = self.params.output_format
         opts = self.host.options
-        duration = max(
-            float(opts.audio_chunk_ms), len(text) * opts.audio_ms_per_char / self.params.speed
+        # Bounded: the audio of a very long reply is cut at max_reply_audio_ms (its
+        # transcript is complete) and synthesised one chunk at a time.
+        duration = min(
+            max(float(opts.audio_chunk_ms), len(text) * opts.audio_ms_per_char / self.params.speed),
+            float(max(opts.max_reply_audio_ms, opts.audio_chunk_ms)),
         )
-        chunks = chunk_samples(
-            synthesize_tone(duration, fmt.sample_rate), fmt.sample_rate, opts.audio_chunk_ms
-        )
-        n, sent_words = len(chunks), 0
+        n, chunks = tone_chunks(duration, fmt.sample_rate, opts.audio_chunk_ms)
+        sent_words = 0
         for k, chunk in enumerate(chunks):
             due = ((k + 1) * len(words) + n - 1) // n
             while sent_words < due:
-                self._text_sent += words[sent_words]
+                self._text_parts.append(words[sent_words])
                 sent_words += 1
                 await self.host.emit(
                     "response.output_audio_transcript.delta", delta=words[sent_words - 1], **ids
@@ -428,23 +453,20 @@ class ResponseRunner:
             return
         self._part_open = False
         ids = {"response_id": self.id, "item_id": item.id, "output_index": 0, "content_index": 0}
+        text = self._text_sent
         if self.params.output_modalities == ["audio"]:
             await self.host.emit("response.output_audio.done", **ids)
+            await self.host.emit("response.output_audio_transcript.done", transcript=text, **ids)
             await self.host.emit(
-                "response.output_audio_transcript.done", transcript=self._text_sent, **ids
+                "response.content_part.done", part={"type": "audio", "transcript": text}, **ids
             )
-            await self.host.emit(
-                "response.content_part.done",
-                part={"type": "audio", "transcript": self._text_sent},
-                **ids,
-            )
-            item.wire["content"] = [{"type": "output_audio", "transcript": self._text_sent}]
+            item.wire["content"] = [{"type": "output_audio", "transcript": text}]
         else:
-            await self.host.emit("response.output_text.done", text=self._text_sent, **ids)
+            await self.host.emit("response.output_text.done", text=text, **ids)
             await self.host.emit(
-                "response.content_part.done", part={"type": "text", "text": self._text_sent}, **ids
+                "response.content_part.done", part={"type": "text", "text": text}, **ids
             )
-            item.wire["content"] = [{"type": "output_text", "text": self._text_sent}]
+            item.wire["content"] = [{"type": "output_text", "text": text}]
 
     async def _close_after_cancel(self) -> None:
         await self._close_part()

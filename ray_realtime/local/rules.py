@@ -45,6 +45,14 @@ The server turns its conversation into a list of :class:`Entry` values and asks
    ``{}`` (an enum string gets its first value); optional ones are omitted.
 
 Values are coerced to the schema type and the arguments are compact JSON.
+
+**Bounds.** So that no input can make a reply expensive, tool matching and argument
+extraction look at the first :data:`MAX_RULE_CHARS` characters of ``T`` only; the first
+:data:`MAX_PROPERTIES` properties of a schema (and entries of its ``required`` list) and
+the first :data:`MAX_ENUM_VALUES` enum values (over all properties) are considered; a property whose
+name is empty, longer than :data:`MAX_KEY_CHARS` or starts/ends with whitespace is never
+matched by ``key=value``; JSON nested deeper than ``MAX_JSON_DEPTH`` is not accepted as
+an ``array``/``object`` value. Every step is linear in the text it scans.
 """
 
 from __future__ import annotations
@@ -53,10 +61,18 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import islice
 from typing import Any, Literal
+
+from .protocol import json_too_deep
 
 __all__ = [
     "GREETING",
+    "MAX_ENUM_VALUES",
+    "MAX_KEY_CHARS",
+    "MAX_PROPERTIES",
+    "MAX_RULE_CHARS",
     "STOPWORDS",
     "TOOL_OUTPUT_LIMIT",
     "Decision",
@@ -75,6 +91,14 @@ __all__ = [
 
 GREETING = "Hello! How can I help you today?"
 TOOL_OUTPUT_LIMIT = 200
+MAX_RULE_CHARS = 4096
+"""Characters of the user text that tool matching and argument extraction look at."""
+MAX_PROPERTIES = 64
+"""Schema properties considered per tool (the rest are neither extracted nor defaulted)."""
+MAX_ENUM_VALUES = 256
+"""Enum values considered per tool call, over all its properties (in schema order)."""
+MAX_KEY_CHARS = 64
+"""Longest property name that ``key=value`` matching looks for."""
 STOPWORDS = frozenset(
     "a an the in on at for of to from with about please me my is are and or by into".split()
 )
@@ -97,6 +121,11 @@ class Entry:
     has_audio: bool = False
     name: str = ""
     call_id: str = ""
+
+    @cached_property
+    def tokens(self) -> int:
+        """Synthetic token count of ``text`` (one per word), computed once."""
+        return len(self.text.split())
 
 
 @dataclass(frozen=True)
@@ -174,7 +203,11 @@ def _name_pattern(name: str) -> re.Pattern[str] | None:
 
 
 def find_tool(text: str, tools: Sequence[Tool]) -> ToolMatch | None:
-    """The tool whose name occurs earliest in ``text`` (ties: longest match, then order)."""
+    """The tool whose name occurs earliest in ``text`` (ties: longest match, then order).
+
+    Only the first :data:`MAX_RULE_CHARS` characters of ``text`` are searched.
+    """
+    text = text[:MAX_RULE_CHARS]
     best: ToolMatch | None = None
     for tool in tools:
         pattern = _name_pattern(tool.name)
@@ -245,47 +278,85 @@ def _coerce(value: str, prop: Mapping[str, Any]) -> Any:
     if kind in ("array", "object"):
         try:
             parsed = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return _default_for(prop)
         expected = list if kind == "array" else dict
-        return parsed if isinstance(parsed, expected) else _default_for(prop)
+        if not isinstance(parsed, expected) or json_too_deep(parsed):
+            return _default_for(prop)
+        return parsed
     return value
 
 
-def _find_enum(text: str, enum: Sequence[Any], blocked: Sequence[Span]) -> tuple[str, Span] | None:
-    """The earliest enum value occurring in ``text`` as a whole word, with its span."""
+class _Taken:
+    """Character positions of the text already used by some argument.
+
+    A byte per character: checking or marking a span costs its length (in C), so the
+    filters below stay linear however many spans are taken.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._mask = bytearray(size)
+
+    def free(self, span: Span) -> bool:
+        return self._mask.find(1, span[0], span[1]) < 0
+
+    def take(self, span: Span) -> None:
+        self._mask[span[0] : span[1]] = b"\x01" * (span[1] - span[0])
+
+
+def _find_enum(
+    text: str, enum: Sequence[Any], taken: _Taken
+) -> tuple[tuple[str, Span] | None, int]:
+    """The earliest enum value occurring in ``text`` as a whole word, with its span, and
+    how many values were tried (each costs a regex compile and a scan)."""
     best: tuple[str, Span] | None = None
-    for value in enum:
+    values = list(islice(enum, MAX_ENUM_VALUES))
+    for value in values:
         if not isinstance(value, str) or not value:
             continue
         pattern = rf"(?<![\w]){re.escape(value)}(?![\w])"
         for m in re.finditer(pattern, text, re.IGNORECASE):
-            if not _overlaps(m.span(), blocked):
+            if taken.free(m.span()):
                 if best is None or m.start() < best[1][0]:
                     best = (value, m.span())
                 break
-    return best
+    return best, len(values)
 
 
-def _overlaps(span: Span, spans: Sequence[Span]) -> bool:
-    return any(span[0] < end and start < span[1] for start, end in spans)
+def _matchable_key(key: str) -> bool:
+    # Surrounding whitespace in a key would let ``\s*`` rescan the same run of spaces
+    # from every position (quadratic); an empty key would match everywhere.
+    return 0 < len(key) <= MAX_KEY_CHARS and key == key.strip()
 
 
 def extract_arguments(text: str, tool: Tool, match: Span | None = None) -> dict[str, Any]:
     """Arguments for ``tool`` from ``text`` (``match`` is the tool-name span, if any)."""
+    text = text[:MAX_RULE_CHARS]
+    if match is not None and match[1] > len(text):
+        match = None
     schema = tool.parameters
     raw_props = schema.get("properties")
-    props: Mapping[str, Any] = raw_props if isinstance(raw_props, Mapping) else {}
+    props: list[tuple[str, Any]] = (
+        [(k, p) for k, p in islice(raw_props.items(), MAX_PROPERTIES) if isinstance(k, str)]
+        if isinstance(raw_props, Mapping)
+        else []
+    )
+    props_by_name = dict(props)
     raw_required = schema.get("required")
     required = (
-        [r for r in raw_required if isinstance(r, str)] if isinstance(raw_required, list) else []
+        [r for r in islice(raw_required, MAX_PROPERTIES) if isinstance(r, str)]
+        if isinstance(raw_required, list)
+        else []
     )
     args: dict[str, Any] = {}
-    used: list[Span] = [match] if match else []
+    used = _Taken(len(text))  # the tool name and key/value pairs
+    if match:
+        used.take(match)
 
     # 1. explicit key=value / key: value pairs.
-    for key, prop in props.items():
-        if not isinstance(prop, Mapping):
+    pairs: list[Span] = []
+    for key, prop in props:
+        if not isinstance(prop, Mapping) or not _matchable_key(key):
             continue
         pattern = rf'(?<![\w]){re.escape(key)}\s*[=:]\s*(?:"([^"]*)"|([^\s"]+))'
         m = re.search(pattern, text, re.IGNORECASE)
@@ -293,29 +364,31 @@ def extract_arguments(text: str, tool: Tool, match: Span | None = None) -> dict[
             continue
         value = m.group(1) if m.group(1) is not None else m.group(2).rstrip(_TRAILING_PUNCT)
         args[key] = _coerce(value, prop)
-        used.append(m.span())
+        pairs.append(m.span())
+    for span in pairs:
+        used.take(span)
 
-    quoted = [m for m in _QUOTED_RE.finditer(text) if not _overlaps(m.span(), used)]
-    quoted_spans = [m.span() for m in quoted]
-    blocked = used + quoted_spans
-    numbers = iter(
-        m.group(0) for m in _NUMBER_RE.finditer(text) if not _overlaps(m.span(), blocked)
-    )
-    booleans = iter(m.group(1) for m in _BOOL_RE.finditer(text) if not _overlaps(m.span(), blocked))
+    quoted = [m for m in _QUOTED_RE.finditer(text) if used.free(m.span())]
+    taken = used  # from here on: also quoted strings, enum values and taken words
+    for m in quoted:
+        taken.take(m.span())
+    numbers = iter(m.group(0) for m in _NUMBER_RE.finditer(text) if taken.free(m.span()))
+    booleans = iter(m.group(1) for m in _BOOL_RE.finditer(text) if taken.free(m.span()))
     strings = iter(m.group(1) for m in quoted)
     start = match[1] if match else 0
     # Lazy on purpose: spans used up later (enum values, taken words) are honoured.
     words = iter(
         (w, m.span())
         for m in _WORD_RE.finditer(text, start)
-        if not _overlaps(m.span(), blocked)
+        if taken.free(m.span())
         and (w := m.group(0).strip(_TRAILING_PUNCT + "(")).lower() not in STOPWORDS
         and w
         and not _NUMBER_RE.fullmatch(w)
     )
 
     # 2. remaining properties by type, in schema order.
-    for key, prop in props.items():
+    enum_budget = MAX_ENUM_VALUES  # enum values tried, over all properties
+    for key, prop in props:
         if key in args or not isinstance(prop, Mapping):
             continue
         kind = _prop_type(prop)
@@ -327,23 +400,24 @@ def extract_arguments(text: str, tool: Tool, match: Span | None = None) -> dict[
         elif kind == "string":
             enum = prop.get("enum")
             if isinstance(enum, list):
-                hit = _find_enum(text, enum, blocked)
+                hit, tried = _find_enum(text, enum[:enum_budget], taken)
+                enum_budget -= tried
                 if hit is not None:
                     found = hit[0]
-                    blocked.append(hit[1])
+                    taken.take(hit[1])
             else:
                 found = next(strings, None)
                 word = next(words, None) if found is None else None
                 if word is not None:
                     found = word[0]
-                    blocked.append(word[1])
+                    taken.take(word[1])
         if found is not None:
             args[key] = _coerce(found, prop)
 
     # 3. required properties still missing get a neutral value of their type.
     for key in required:
         if key not in args:
-            prop = props.get(key)
+            prop = props_by_name.get(key)
             args[key] = _default_for(prop if isinstance(prop, Mapping) else {})
     return args
 

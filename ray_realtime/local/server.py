@@ -102,6 +102,7 @@ class LocalModelServer:
         max_input_audio_ms: int = 15 * 60 * 1000,
         max_conversation_items: int = 4096,
         max_conversation_bytes: int = 32 << 20,
+        max_reply_audio_ms: int = 5 * 60 * 1000,
         max_session_seconds: float | None = None,
     ) -> None:
         if audio_chunk_ms <= 0 or audio_ms_per_char <= 0:
@@ -120,6 +121,7 @@ class LocalModelServer:
             max_input_audio_ms=max_input_audio_ms,
             max_conversation_items=max_conversation_items,
             max_conversation_bytes=max_conversation_bytes,
+            max_reply_audio_ms=max_reply_audio_ms,
             max_session_seconds=max_session_seconds,
         )
         self._server: Server | None = None

@@ -107,6 +107,7 @@ def parse_turn_detection(value: object, param: str) -> TurnDetection | None:
                 "create_response",
                 "interrupt_response",
                 "idle_timeout_ms",
+                "model_version",  # accepted, not implemented
             ),
             param,
         )
@@ -149,7 +150,11 @@ def parse_turn_detection(value: object, param: str) -> TurnDetection | None:
                 ),
             )
     elif kind == "semantic_vad":
-        reject_unknown(obj, ("type", "eagerness", "create_response", "interrupt_response"), param)
+        reject_unknown(
+            obj,
+            ("type", "eagerness", "create_response", "interrupt_response", "model_version"),
+            param,
+        )
         eagerness = _EAGERNESS.get(str(obj.get("eagerness") or "auto"))
         if eagerness is None:
             raise ProtocolError(
@@ -291,7 +296,12 @@ class SessionConfig:
     truncation: str | dict[str, Any] = "auto"
 
     def wire(self) -> dict[str, Any]:
-        """The full session object for ``session.created`` / ``session.updated``."""
+        """The full session object for ``session.created`` / ``session.updated``.
+
+        Shares the config's values (never copied: a config's values are replaced, not
+        changed, and the result is serialised at once), so echoing a session costs one
+        serialisation however large its tools are.
+        """
         return {
             "type": "realtime",
             "object": "realtime.session",
@@ -299,16 +309,16 @@ class SessionConfig:
             "model": self.model,
             "output_modalities": list(self.output_modalities),
             "instructions": self.instructions,
-            "tools": copy.deepcopy(self.tools),
-            "tool_choice": copy.deepcopy(self.tool_choice),
+            "tools": self.tools,
+            "tool_choice": self.tool_choice,
             "max_output_tokens": self.max_output_tokens,
-            "tracing": copy.deepcopy(self.tracing),
-            "truncation": copy.deepcopy(self.truncation),
+            "tracing": self.tracing,
+            "truncation": self.truncation,
             "audio": {
                 "input": {
                     "format": self.input_format.wire(),
-                    "transcription": copy.deepcopy(self.transcription),
-                    "noise_reduction": copy.deepcopy(self.noise_reduction),
+                    "transcription": self.transcription,
+                    "noise_reduction": self.noise_reduction,
                     "turn_detection": self.turn_detection.wire() if self.turn_detection else None,
                 },
                 "output": {

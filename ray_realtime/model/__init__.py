@@ -39,20 +39,27 @@ from ray_realtime.types.model_inputs import (
 )
 
 if TYPE_CHECKING:
-    from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+    from ray_realtime.model.openai_ws import (
+        OpenAIRealtimeSIPModel,
+        OpenAIRealtimeWebSocketModel,
+        get_api_key,
+    )
+
+_LAZY = frozenset({"OpenAIRealtimeSIPModel", "OpenAIRealtimeWebSocketModel", "get_api_key"})
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use so that the I/O-free core, which needs the event
     # classes above, does not pull in websockets.
-    if name == "OpenAIRealtimeWebSocketModel":
-        from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+    if name in _LAZY:
+        from ray_realtime.model import openai_ws
 
-        return OpenAIRealtimeWebSocketModel
+        return getattr(openai_ws, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "OpenAIRealtimeSIPModel",
     "OpenAIRealtimeWebSocketModel",
     "RealtimeModel",
     "RealtimeModelAudioDoneEvent",
@@ -85,4 +92,5 @@ __all__ = [
     "RealtimeModelUserInput",
     "RealtimePlaybackState",
     "RealtimePlaybackTracker",
+    "get_api_key",
 ]

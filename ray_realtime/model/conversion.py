@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray_realtime.exceptions import ConfigError, ProtocolError, UserError
-from ray_realtime.types.config import RealtimeSessionModelSettings
 from ray_realtime.types.items import (
     AssistantAudio,
     AssistantMessageItem,
@@ -57,15 +56,12 @@ __all__ = [
     "protocol_item_to_history_item",
     "server_event_to_model_events",
     "server_event_type",
-    "settings_to_session_payload",
-    "tool_choice_to_protocol",
     "tool_output_to_item",
-    "turn_detection_to_protocol",
     "user_input_to_item",
 ]
 
-DEFAULT_MODEL_NAME = "gpt-realtime"
-"""The model used when the settings name none."""
+DEFAULT_MODEL_NAME = "gpt-realtime-2.1"
+"""The model used when the settings name none (the SDK's default)."""
 
 # ---------------------------------------------------------------------------
 # Audio formats
@@ -114,121 +110,6 @@ def audio_bytes_per_ms(format: Any) -> float:
     """Bytes of audio per millisecond in ``format`` (48 for PCM16 at 24 kHz,
     8 for G.711)."""
     return _BYTES_PER_MS[_format_name(format)]
-
-
-# ---------------------------------------------------------------------------
-# Session settings -> session.update payload
-# ---------------------------------------------------------------------------
-
-_COMMON_TURN_DETECTION_KEYS = frozenset({"type", "create_response", "interrupt_response"})
-_TURN_DETECTION_KEYS: dict[str, frozenset[str]] = {
-    "server_vad": _COMMON_TURN_DETECTION_KEYS
-    | {"idle_timeout_ms", "prefix_padding_ms", "silence_duration_ms", "threshold"},
-    "semantic_vad": _COMMON_TURN_DETECTION_KEYS | {"eagerness"},
-}
-
-
-def turn_detection_to_protocol(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The GA ``audio.input.turn_detection`` value. ``None`` disables turn
-    detection ("This can be set to `null` to turn off, in which case the client
-    must manually trigger model response")."""
-    if config is None:
-        return None
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"turn_detection must be a dict or None, not {type(config).__name__}")
-    # "type" is the protocol's discriminator and required there; the settings
-    # allow leaving it out. "eagerness" only exists for semantic VAD.
-    kind = config.get("type") or ("semantic_vad" if "eagerness" in config else "server_vad")
-    allowed = _TURN_DETECTION_KEYS.get(kind)
-    if allowed is None:
-        raise ConfigError(
-            f"turn_detection.type must be 'server_vad' or 'semantic_vad', got {kind!r}"
-        )
-    # The server rejects parameters of the other VAD kind, so say so here, where
-    # the caller can still fix it, rather than as an error event later.
-    wrong = sorted(set(config) - allowed)
-    if wrong:
-        raise ConfigError(f"turn_detection key(s) {', '.join(wrong)} do not apply to {kind}")
-    result = dict(config)
-    result["type"] = kind
-    return result
-
-
-def tool_choice_to_protocol(tool_choice: Any) -> Any:
-    """The GA ``tool_choice``: a mode string, or a function forced by name."""
-    if tool_choice in ("auto", "none", "required"):
-        return tool_choice
-    if isinstance(tool_choice, str) and tool_choice:
-        # Any other string names a function tool: {"type": "function", "name": ...}.
-        return {"type": "function", "name": tool_choice}
-    if isinstance(tool_choice, Mapping):
-        return dict(tool_choice)
-    raise ConfigError(f"tool_choice must be a mode or a tool name, got {tool_choice!r}")
-
-
-def _output_modalities(modalities: Any) -> list[str]:
-    if not isinstance(modalities, (list, tuple)) or not modalities:
-        raise ConfigError(f"output modalities must be a non-empty list, got {modalities!r}")
-    unknown = [m for m in modalities if m not in ("text", "audio")]
-    if unknown:
-        raise ConfigError(f"unknown output modality {unknown[0]!r}: use 'text' or 'audio'")
-    # "It is not possible to request both `text` and `audio` at the same time."
-    # The legacy ["text", "audio"] meant audio plus its transcript, which is what
-    # ["audio"] gives in GA ("the model will respond with audio plus a transcript").
-    if "audio" in modalities:
-        return ["audio"]
-    return ["text"]
-
-
-def settings_to_session_payload(settings: RealtimeSessionModelSettings) -> dict[str, Any]:
-    """The GA ``session`` object of a ``session.update`` for these settings.
-
-    Only the settings given are included: "Only the fields that are present in
-    the `session.update` are updated." ``turn_detection: None`` is kept and sent
-    as JSON ``null`` (turn detection off).
-    """
-    session: dict[str, Any] = {"type": "realtime"}
-    if "model_name" in settings:
-        session["model"] = settings["model_name"]
-    if "instructions" in settings:
-        session["instructions"] = settings["instructions"]
-    if "output_modalities" in settings:
-        session["output_modalities"] = _output_modalities(settings["output_modalities"])
-    elif "modalities" in settings:
-        session["output_modalities"] = _output_modalities(settings["modalities"])
-
-    audio_input: dict[str, Any] = {}
-    if "input_audio_format" in settings:
-        audio_input["format"] = audio_format_to_protocol(settings["input_audio_format"])
-    if "input_audio_transcription" in settings:
-        transcription = settings["input_audio_transcription"]
-        audio_input["transcription"] = None if transcription is None else dict(transcription)
-    if "turn_detection" in settings:
-        audio_input["turn_detection"] = turn_detection_to_protocol(settings["turn_detection"])
-
-    audio_output: dict[str, Any] = {}
-    if "output_audio_format" in settings:
-        audio_output["format"] = audio_format_to_protocol(settings["output_audio_format"])
-    if "voice" in settings:
-        audio_output["voice"] = settings["voice"]
-    if "speed" in settings:
-        audio_output["speed"] = settings["speed"]
-
-    if audio_input or audio_output:
-        audio: dict[str, Any] = {}
-        if audio_input:
-            audio["input"] = audio_input
-        if audio_output:
-            audio["output"] = audio_output
-        session["audio"] = audio
-
-    if "tools" in settings:
-        session["tools"] = [dict(tool) for tool in settings["tools"]]
-    if "tool_choice" in settings:
-        session["tool_choice"] = tool_choice_to_protocol(settings["tool_choice"])
-    if "max_output_tokens" in settings:
-        session["max_output_tokens"] = settings["max_output_tokens"]
-    return session
 
 
 # ---------------------------------------------------------------------------

@@ -26,14 +26,14 @@ import asyncio
 import base64
 import contextlib
 import inspect
-import ipaddress
 import itertools
 import json
 import logging
 import os
+import re
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -51,12 +51,13 @@ from ray_realtime.model.conversion import (
     DEFAULT_MODEL_NAME,
     server_event_to_model_events,
     server_event_type,
-    settings_to_session_payload,
     tool_output_to_item,
     user_input_to_item,
 )
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
 from ray_realtime.model.playback import RealtimePlaybackState, ReceivedAudioTracker
+from ray_realtime.model.session_settings import settings_to_session_payload
+from ray_realtime.netutil import is_loopback
 from ray_realtime.types.config import (
     RealtimeModelConfig,
     RealtimeSessionModelSettings,
@@ -83,18 +84,36 @@ from ray_realtime.types.model_inputs import (
     RealtimeModelSendUserInput,
 )
 
-__all__ = ["DEFAULT_REALTIME_URL", "OpenAIRealtimeWebSocketModel"]
+__all__ = [
+    "DEFAULT_REALTIME_URL",
+    "OpenAIRealtimeSIPModel",
+    "OpenAIRealtimeWebSocketModel",
+    "get_api_key",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 """The Realtime API endpoint; ``?model=<name>`` is appended."""
+_OPENAI_HOST = "api.openai.com"
 
 _MIB = 1 << 20
 # "The client may choose how much audio to place in each event up to a maximum
 # of 15 MiB" (input_audio_buffer.append); no client event needs to be larger.
 _MAX_CLIENT_EVENT_BYTES = 15 * _MIB
 _RECENT_IDS = 16  # client event ids remembered to recognise errors they cause
+
+# Deepest nesting of arrays/objects accepted in a server event. GA events nest about 6
+# levels (a tool's JSON schema in session.updated adds 2 per schema level); the bound
+# keeps every later step (conversion, the wire codec's 511-level packer, logging) far
+# from a recursion limit.
+_MAX_EVENT_DEPTH = 100
+# A "\uD800".."\uDFFF" escape: the only way a lone surrogate reaches a parsed event.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A code point of a surrogate: after json.loads, pairs have become one character, so
+# any left is a lone one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LOG_TEXT = 200  # characters of a peer's error message quoted in a log line
 
 _ALREADY_ACTIVE = "conversation_already_has_active_response"
 _CANCEL_NOT_ACTIVE = "response_cancel_not_active"
@@ -132,15 +151,31 @@ class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         self.logger.log(level, "%s", _scrub(text, self._secrets), **kwargs)
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _too_deep(value: Any, limit: int = _MAX_EVENT_DEPTH) -> bool:
+    """Whether parsed JSON nests arrays/objects deeper than ``limit`` (iterative, linear
+    in the number of containers)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in container.values() if isinstance(container, dict) else container:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate in its strings (keys included) replaced
+    by U+FFFD: such a string cannot be encoded as UTF-8, so it could not be logged,
+    printed or sent over the wire codec."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    return value
 
 
 def _safe_url(url: str, secrets: tuple[str, ...]) -> str:
@@ -149,11 +184,23 @@ def _safe_url(url: str, secrets: tuple[str, ...]) -> str:
     return _scrub(f"{parts.scheme}://{parts.netloc}{parts.path}", secrets)
 
 
-async def _resolve_api_key(value: Any) -> str | None:
+def _is_openai(scheme: str, host: str | None) -> bool:
+    """Whether the URL is OpenAI's own endpoint (the only place the
+    environment's ``OPENAI_API_KEY`` is sent)."""
+    return scheme == "wss" and (host or "").lower() == _OPENAI_HOST
+
+
+async def get_api_key(key: str | Callable[[], Any] | None) -> str | None:
+    """The API key: ``key`` itself, what a (sync or async) callable returns,
+    or, for ``None``, the ``OPENAI_API_KEY`` environment variable."""
+    return await _resolve_api_key(key, from_env=True)
+
+
+async def _resolve_api_key(value: Any, *, from_env: bool) -> str | None:
     """The API key from the config value (string, or sync/async callable), else
-    from ``OPENAI_API_KEY``."""
+    (``from_env``) from ``OPENAI_API_KEY``."""
     if value is None or value == "":
-        return os.environ.get("OPENAI_API_KEY") or None
+        return (os.environ.get("OPENAI_API_KEY") or None) if from_env else None
     if isinstance(value, str):
         return value
     if callable(value):
@@ -201,12 +248,16 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         self._closing = False
         self._status: ConnectionStatus | None = None
         self._settings: dict[str, Any] = {}
+        # The GA session object last sent: the effective audio settings.
+        self._session: dict[str, Any] = {}
 
         self._playback_tracker: Any | None = None
         self._received = ReceivedAudioTracker()
 
         # Response sequencing (see the module docstring).
-        self._active_responses: set[str] = set()
+        # Ids of responses created and not done, oldest first (a dict as an ordered set,
+        # bounded: a server that never sends response.done cannot grow it).
+        self._active_responses: dict[str, None] = {}
         self._create_in_flight: str | None = None
         self._create_deferred = False
         # Set when the server reported an active response we never saw created;
@@ -277,14 +328,20 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         settings: dict[str, Any] = dict(config.get("initial_model_settings") or {})
         # Build the first session.update before connecting: a settings error is
         # the caller's to fix and should not cost a connection.
-        session_payload = settings_to_session_payload(settings)  # type: ignore[arg-type]
+        call_id = config.get("call_id")
+        session_payload = settings_to_session_payload(settings, default_formats=not call_id)
+        # As the SDK: traces are on ("auto") unless the settings say otherwise.
+        session_payload.setdefault("tracing", "auto")
 
-        url = config.get("url") or (
-            f"{DEFAULT_REALTIME_URL}?model="
-            f"{quote(str(settings.get('model_name') or DEFAULT_MODEL_NAME), safe='')}"
-        )
+        if call_id:
+            # A call attached by id (SIP): its model and formats are the call's.
+            default_url = f"{DEFAULT_REALTIME_URL}?call_id={quote(call_id, safe='')}"
+        else:
+            model_name = str(settings.get("model_name") or DEFAULT_MODEL_NAME)
+            default_url = f"{DEFAULT_REALTIME_URL}?model={quote(model_name, safe='')}"
+        url = config.get("url") or default_url
         parts = urlsplit(url)
-        loopback = _is_loopback(parts.hostname)
+        loopback = is_loopback(parts.hostname)
         headers, secrets = await self._auth_headers(config, parts.scheme, parts.hostname, loopback)
 
         self._closing = False
@@ -315,9 +372,10 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
 
         self._ws = ws
         self._settings = settings
+        self._session = session_payload
         self._reset_connection_state()
         self._playback_tracker = config.get("playback_tracker")
-        self._set_output_format(settings.get("output_audio_format", "pcm16"))
+        self._set_output_format(session_payload["audio"]["output"].get("format", "pcm16"))
         logger.info("connected to the realtime model at %s", _safe_url(url, secrets))
 
         try:
@@ -331,25 +389,42 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
     async def _auth_headers(
         self, config: RealtimeModelConfig, scheme: str, host: str | None, loopback: bool
     ) -> tuple[dict[str, str], tuple[str, ...]]:
-        """The handshake headers and the secrets they hold."""
+        """The handshake headers and the secrets they hold.
+
+        Credentials (an API key or explicit headers) never travel over plain
+        ``ws://`` except to a loopback host, and the environment's
+        ``OPENAI_API_KEY`` goes to OpenAI's own endpoint only: a custom ``url``
+        gets a key only when ``api_key`` (or ``headers``) says so.
+        """
+        plaintext = scheme == "ws" and not loopback
         if "headers" in config:
             # Exactly the headers given (Azure: {"api-key": ...}); all values
             # are treated as secrets.
             headers = dict(config["headers"])
+            if headers and plaintext:
+                raise ConfigError(
+                    f"refusing to send headers unencrypted to {host!r}: use a wss:// URL"
+                )
             return headers, tuple(v for v in headers.values() if len(v) >= 4)
-        key = await _resolve_api_key(config.get("api_key"))
+        key = await _resolve_api_key(config.get("api_key"), from_env=_is_openai(scheme, host))
         if key is None:
             if scheme == "ws" and loopback:
                 return {}, ()  # a local test or proxy server needs no key
+            if not _is_openai(scheme, host):
+                raise ConfigError(
+                    f"no credentials for {host!r}: pass api_key or headers in the model "
+                    "config (headers={} for an endpoint that needs none); the "
+                    "OPENAI_API_KEY environment variable is sent only to OpenAI's own "
+                    "endpoint"
+                )
             raise ConfigError(
                 "no OpenAI API key: pass it as api_key in the model config "
                 "(a string or a function returning one) or set the OPENAI_API_KEY "
                 "environment variable"
             )
-        if scheme == "ws" and not loopback:
+        if plaintext:
             raise ConfigError(
-                f"refusing to send the API key unencrypted to {host!r}: use a wss:// URL, "
-                "or pass explicit headers"
+                f"refusing to send the API key unencrypted to {host!r}: use a wss:// URL"
             )
         return {"Authorization": f"Bearer {key}"}, (key,)
 
@@ -492,7 +567,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         if event.commit:
             await self._send({"type": "input_audio_buffer.commit"})
             # Turn detection off: "the client must manually trigger model response".
-            if "turn_detection" in self._settings and self._settings["turn_detection"] is None:
+            if self._turn_detection() is None:
                 await self._request_response()
 
     async def _update_session(self, new_settings: RealtimeSessionModelSettings) -> None:
@@ -501,8 +576,14 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         await self._send({"type": "session.update", "session": payload})
         # "Only the fields that are present in the `session.update` are updated."
         self._settings.update(checked)
-        if "output_audio_format" in checked:
-            self._set_output_format(checked["output_audio_format"])
+        self._session = payload
+        self._set_output_format(payload["audio"]["output"].get("format", "pcm16"))
+
+    def _turn_detection(self) -> Any:
+        """The turn detection in effect (``None``: off; the server's own
+        default before any session.update)."""
+        audio_input = self._session.get("audio", {}).get("input", {})
+        return audio_input.get("turn_detection", {})
 
     async def _send_raw(self, message: Mapping[str, Any]) -> None:
         if not isinstance(message, Mapping) or not isinstance(message.get("type"), str):
@@ -581,7 +662,12 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
                     # Nothing a peer sends may stop the reader: report and go on.
                     if self._closing:
                         continue  # e.g. a truncate racing close(): not worth reporting
-                    if not isinstance(exc, (ProtocolError, ModelConnectionError)):
+                    if isinstance(exc, (ProtocolError, ModelConnectionError)):
+                        # The peer's fault, not ours: one line, no traceback.
+                        logger.warning(
+                            "bad realtime server event: %s", str(exc)[:_LOG_TEXT].rstrip()
+                        )
+                    else:
                         logger.exception("unexpected error handling a realtime server event")
                     await self._emit(
                         RealtimeModelExceptionEvent(
@@ -603,16 +689,32 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
                 await self._set_status("disconnected")
 
     async def _handle_message(self, message: str | bytes) -> None:
+        """Parse one frame and handle its event.
+
+        Anything a server sends is bounded here before it goes further: a frame that
+        is not a JSON object, or nests deeper than ``_MAX_EVENT_DEPTH``, raises
+        :class:`ProtocolError` (the reader reports it as an exception event with one
+        warning line and goes on); lone UTF-16 surrogates in strings become U+FFFD, so
+        every event can be printed and cross the wire codec.
+        """
         if isinstance(message, bytes):
             raise ProtocolError(
                 f"unexpected binary frame ({len(message)} bytes); server events are JSON text"
             )
         try:
             data = json.loads(message)
+        except RecursionError:
+            raise ProtocolError(
+                f"server event nests deeper than {_MAX_EVENT_DEPTH} arrays/objects"
+            ) from None
         except ValueError as exc:
             raise ProtocolError(f"malformed JSON from the server: {exc}") from None
         if not isinstance(data, dict):
             raise ProtocolError(f"server event must be a JSON object, got {type(data).__name__}")
+        if _too_deep(data):
+            raise ProtocolError(f"server event nests deeper than {_MAX_EVENT_DEPTH} arrays/objects")
+        if "\\u" in message and _SURROGATE_ESCAPE.search(message):
+            data = _without_lone_surrogates(data)
         if self._emit_raw:
             await self._emit(RealtimeModelRawServerEvent(data=data))
         await self._handle_server_event(data)
@@ -623,7 +725,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             # The user started speaking over the assistant. "If `true` then the
             # response will be cancelled" (interrupt_response): the server
             # cancels; the client only truncates what was not heard.
-            turn_detection = self._settings.get("turn_detection")
+            turn_detection = self._turn_detection()
             if not (
                 isinstance(turn_detection, Mapping)
                 and turn_detection.get("interrupt_response") is False
@@ -634,9 +736,11 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
         # access) so a malformed response event cannot leave it stuck busy.
         if kind == "response.created":
             self._create_in_flight = None
-            self._active_responses.add(self._response_id(data))
+            self._active_responses[self._response_id(data)] = None
+            if len(self._active_responses) > _RECENT_IDS:
+                del self._active_responses[next(iter(self._active_responses))]
         elif kind == "response.done":
-            self._active_responses.discard(self._response_id(data))
+            self._active_responses.pop(self._response_id(data), None)
             self._unseen_response_active = False
 
         try:
@@ -687,3 +791,17 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             return True
         # Cancelling a response that has just finished is a harmless race.
         return code == _CANCEL_NOT_ACTIVE and event_id in self._recent_cancels
+
+
+class OpenAIRealtimeSIPModel(OpenAIRealtimeWebSocketModel):
+    """The OpenAI Realtime model attached to a SIP-originated call by its id:
+    the model config must carry ``call_id`` (the call's model and audio
+    formats are the call's). In actor mode pass ``call_id`` in the run's
+    ``model_config``: the session actor opens the same connection."""
+
+    async def connect(self, options: RealtimeModelConfig) -> None:
+        """Attach to the call ``options["call_id"]``; a :class:`ConfigError`
+        without one."""
+        if not options.get("call_id"):
+            raise ConfigError("OpenAIRealtimeSIPModel needs call_id in the model config")
+        await super().connect(options)

@@ -10,7 +10,10 @@ from ray_realtime.exceptions import ConfigError
 from ray_realtime.model.interface import RealtimeModel
 from ray_realtime.runner.session import InProcessBackend, RealtimeSession
 from ray_realtime.session.driver import SessionDriver
-from ray_realtime.session.start import new_session_id, resolve_model_config
+from ray_realtime.session.start import (
+    new_session_id,
+    resolve_model_config_async,
+)
 from ray_realtime.types.config import (
     RealtimeModelConfig,
     RealtimeRunConfig,
@@ -63,6 +66,8 @@ class RealtimeRunner:
         """A new session handle; ``async with`` it to start the session."""
         checked = validate_model_config(model_config)
         if self.execution == "in_process":
+            if self._model is None:
+                checked = await resolve_model_config_async(checked)
             return self._in_process_session(context, checked)
         from ray_realtime.actors.handle import actor_backend
 
@@ -78,7 +83,6 @@ class RealtimeRunner:
             from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 
             model = OpenAIRealtimeWebSocketModel()
-            model_config = resolve_model_config(model_config)
         driver = SessionDriver(
             agent=self._starting_agent,
             model=model,

@@ -69,11 +69,11 @@ class SessionBackend(Protocol):
         """Switch the active agent."""
         ...
 
-    async def approve_tool_call(self, call_id: str) -> bool:
+    async def approve_tool_call(self, call_id: str, always: bool) -> bool:
         """Approve a waiting tool call."""
         ...
 
-    async def reject_tool_call(self, call_id: str, message: str | None) -> bool:
+    async def reject_tool_call(self, call_id: str, message: str | None, always: bool) -> bool:
         """Reject a waiting tool call."""
         ...
 
@@ -135,13 +135,13 @@ class InProcessBackend:
         """Switch agent."""
         await self.driver.update_agent(agent)
 
-    async def approve_tool_call(self, call_id: str) -> bool:
+    async def approve_tool_call(self, call_id: str, always: bool) -> bool:
         """Approve a tool call."""
-        return await self.driver.approve_tool_call(call_id)
+        return await self.driver.approve_tool_call(call_id, always=always)
 
-    async def reject_tool_call(self, call_id: str, message: str | None) -> bool:
+    async def reject_tool_call(self, call_id: str, message: str | None, always: bool) -> bool:
         """Reject a tool call."""
-        return await self.driver.reject_tool_call(call_id, message)
+        return await self.driver.reject_tool_call(call_id, message, always=always)
 
     async def read_events(
         self, after_seq: int, max_events: int, timeout: float | None
@@ -300,16 +300,28 @@ class RealtimeSession:
         self._check_open()
         await self._backend.update_agent(check_agent(agent))
 
-    async def approve_tool_call(self, call_id: str) -> bool:
-        """Run a tool call that is waiting for approval."""
+    async def approve_tool_call(self, call_id: str, *, always: bool = False) -> bool:
+        """Run a tool call that is waiting for approval (the SDK's signature).
+        ``always=True`` also approves the tool's later calls in this session.
+        Returns whether such a call was waiting."""
         self._check_open()
-        return await self._backend.approve_tool_call(check_call_id(call_id))
+        return await self._backend.approve_tool_call(
+            check_call_id(call_id), check_flag(always, "always")
+        )
 
-    async def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
-        """Refuse a tool call that is waiting for approval."""
+    async def reject_tool_call(
+        self, call_id: str, *, always: bool = False, rejection_message: str | None = None
+    ) -> bool:
+        """Refuse a tool call that is waiting for approval (the SDK's
+        signature). The model receives ``rejection_message``, else the run
+        config's ``tool_error_formatter`` text, else "Tool execution was not
+        approved."; ``always=True`` also refuses the tool's later calls in this
+        session. Returns whether such a call was waiting."""
         self._check_open()
         return await self._backend.reject_tool_call(
-            check_call_id(call_id), check_rejection_message(message)
+            check_call_id(call_id),
+            check_rejection_message(rejection_message),
+            check_flag(always, "always"),
         )
 
     # -------------------------------------------------------------- events

@@ -35,12 +35,25 @@ from ray_realtime.agents.guardrails import OutputGuardrail
 from ray_realtime.agents.handoffs import Handoff, as_handoff
 from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.core.event_log import EventLog, LogRead
-from ray_realtime.core.outputs import EmitEvent, RunGuardrails, RunHandoff, RunTool, SendToModel
+from ray_realtime.core.outputs import (
+    CheckApproval,
+    EmitEvent,
+    RunGuardrails,
+    RunHandoff,
+    RunTool,
+    SendToModel,
+)
 from ray_realtime.core.recovery import ReplayPlan, after_replay, next_reconnect_delay
-from ray_realtime.core.session_core import SessionCore
+from ray_realtime.core.session_core import SessionCore, check_call_id, check_rejection_message
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import ModelConnectionError, SessionClosedError, UserError
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.session.callbacks import (
+    agent_prompt,
+    call_hook,
+    format_rejection,
+    needs_approval,
+)
 from ray_realtime.session.execution import (
     GuardrailRound,
     ToolOutcome,
@@ -149,7 +162,12 @@ class LocalToolExecutor:
     ) -> ToolOutcome:
         """Run one call here."""
         return await run_tool_call(
-            tool, context, call_id=call_id, arguments=arguments, default_timeout=default_timeout
+            tool,
+            context,
+            call_id=call_id,
+            arguments=arguments,
+            default_timeout=default_timeout,
+            agent=agent,
         )
 
 
@@ -212,9 +230,18 @@ async def agent_spec(agent: RealtimeAgent[Any], context: RunContextWrapper[Any])
     return AgentSpec(
         name=agent.name,
         instructions=instructions,
-        tools=tuple(ToolSpec(t.name, t.to_definition(), t.needs_approval) for t in tools),
+        tools=tuple(
+            ToolSpec(
+                t.name,
+                t.to_definition(),
+                needs_approval=t.needs_approval is True,
+                approval_check=callable(t.needs_approval),
+            )
+            for t in tools
+        ),
         handoffs=tuple(handoffs),
         guardrail_names=tuple(g.get_name() for g in agent.output_guardrails),
+        prompt=await agent_prompt(agent, context),
     )
 
 
@@ -351,7 +378,7 @@ class SessionDriver(RealtimeModelListener):
         self._model.add_listener(self)
         try:
             # A restored session's history goes into the new model session.
-            await self._connect_model(self._core)
+            await self._connect_model(self._core, starting=True)
             self._model_live = True
         except BaseException:
             self._model.remove_listener(self)
@@ -369,6 +396,7 @@ class SessionDriver(RealtimeModelListener):
             run_guardrail_names=[g.get_name() for g in self._run_guardrails],
             emit_raw_model_events=bool(self._run_config.get("emit_raw_model_events", False)),
             history=self._initial_history,
+            tracing_disabled=bool(self._run_config.get("tracing_disabled", False)),
         )
         self._initial_history = []
 
@@ -440,15 +468,32 @@ class SessionDriver(RealtimeModelListener):
         self._require_open().report_error(error)
         await self._process()
 
-    async def approve_tool_call(self, call_id: str) -> bool:
-        """Approve a tool call waiting for approval."""
-        found = self._require_open().approve_tool_call(call_id)
+    async def approve_tool_call(self, call_id: str, *, always: bool = False) -> bool:
+        """Approve a tool call waiting for approval (``always``: and the
+        tool's later calls)."""
+        found = self._require_open().approve_tool_call(call_id, always=always)
         await self._process()
         return found
 
-    async def reject_tool_call(self, call_id: str, message: str | None = None) -> bool:
-        """Reject a tool call waiting for approval."""
-        found = self._require_open().reject_tool_call(call_id, message)
+    async def reject_tool_call(
+        self, call_id: str, message: str | None = None, *, always: bool = False
+    ) -> bool:
+        """Reject a tool call waiting for approval (``always``: and the tool's
+        later calls). Without ``message`` the run config's
+        ``tool_error_formatter`` words it, else the SDK's default text."""
+        core = self._require_open()
+        check_rejection_message(message, self._limits["max_message_chars"])
+        tool_name = core.awaiting_approval(check_call_id(call_id))
+        if message is None and tool_name is not None:
+            try:
+                message = await format_rejection(
+                    self._run_config.get("tool_error_formatter"), self._context, tool_name, call_id
+                )
+            except Exception as exc:
+                self._internal_error("the tool_error_formatter", exc)
+        if self._closed:
+            return False
+        found = core.reject_tool_call(call_id, message, always=always)
         await self._process()
         return found
 
@@ -469,7 +514,7 @@ class SessionDriver(RealtimeModelListener):
                 await waiter.wait()
             else:
                 await asyncio.wait_for(waiter.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return self._batch(self._log.read(after_seq, max_events))
 
@@ -599,11 +644,12 @@ class SessionDriver(RealtimeModelListener):
         task.add_done_callback(self._task_done)
         return task
 
-    async def _connect_model(self, core: SessionCore) -> ReplayPlan:
+    async def _connect_model(self, core: SessionCore, *, starting: bool = False) -> ReplayPlan:
         """Open a model session with the current agent's settings (the first
-        ``session.update``), then replay the history into it."""
+        ``session.update``; ``starting``: the session's first, where the
+        initial settings win), then replay the history into it."""
         options: RealtimeModelConfig = dict(self._model_config)  # type: ignore[assignment]
-        options["initial_model_settings"] = core.model_settings()
+        options["initial_model_settings"] = core.model_settings(starting=starting)
         await self._model.connect(options)
         plan = core.prepare_replay(
             max_items=self._reconnect["max_replay_items"],
@@ -638,7 +684,7 @@ class SessionDriver(RealtimeModelListener):
                     await self._model.close()
                     plan = await asyncio.wait_for(self._connect_model(core), budget)
                     await asyncio.wait_for(self._flush_held(core, plan, cut), budget)
-                except (Exception, asyncio.TimeoutError) as exc:
+                except Exception as exc:  # TimeoutError included
                     last_error = f"{type(exc).__name__}: {exc}"
                     logger.info(
                         "session %s: model reconnect attempt %d failed: %s",
@@ -741,6 +787,8 @@ class SessionDriver(RealtimeModelListener):
                         self._spawn(self._run_tool(out), self._tool_failed(out))
                     elif isinstance(out, RunHandoff):
                         self._spawn(self._run_handoff(out), self._handoff_failed(out))
+                    elif isinstance(out, CheckApproval):
+                        self._spawn(self._check_approval(out), self._approval_failed(out))
                     elif isinstance(out, RunGuardrails):
                         if out.final or self._guardrail_rounds < _MAX_GUARDRAIL_ROUNDS:
                             self._guardrail_rounds += 1
@@ -837,6 +885,22 @@ class SessionDriver(RealtimeModelListener):
 
         return repair
 
+    def _approval_failed(self, out: CheckApproval) -> Callable[[str], bool]:
+        def repair(message: str) -> bool:
+            # A broken approval function must not run the tool unasked.
+            assert self._core is not None
+            self._core.report_error(
+                {
+                    "message": f"the approval function of {out.call.name!r} failed: {message}",
+                    "type": "approval_check_error",
+                    "tool": out.call.name,
+                    "call_id": out.call.call_id,
+                }
+            )
+            return self._core.approval_checked(out.call.call_id, True)
+
+        return repair
+
     def _handoff_failed(self, out: RunHandoff) -> Callable[[str], bool]:
         def repair(message: str) -> bool:
             assert self._core is not None
@@ -855,20 +919,56 @@ class SessionDriver(RealtimeModelListener):
 
         return repair
 
+    async def _check_approval(self, out: CheckApproval) -> None:
+        """Ask the tool's approval function, as the SDK calls it:
+        ``(context_wrapper, arguments_dict, call_id)``, sync or async."""
+        agent = self._agents.get(out.agent_name, self._current)
+        tool = next((t for t in agent.tools if t.name == out.call.name), None)
+        needed = await needs_approval(tool, self._context, out.call)
+        if self._core is None or self._closed:
+            return
+        self._core.approval_checked(out.call.call_id, needed)
+        await self._process()
+
     async def _run_tool(self, out: RunTool) -> None:
         agent = self._agents.get(out.agent_name, self._current)
         tool = next((t for t in agent.tools if t.name == out.call.name), None)
         if tool is None:
             outcome = ToolOutcome(f"Error: tool {out.call.name!r} not found", "tool not found")
-        elif self._sequential_tools:
-            async with self._tool_lock:
-                outcome = await self._execute_tool(agent, tool, out)
         else:
-            outcome = await self._execute_tool(agent, tool, out)
+            await self._hook(agent, "on_tool_start", out, tool)
+            if self._sequential_tools:
+                async with self._tool_lock:
+                    outcome = await self._execute_tool(agent, tool, out)
+            else:
+                outcome = await self._execute_tool(agent, tool, out)
+            if not outcome.raised:
+                await self._hook(agent, "on_tool_end", out, tool, outcome.output)
         if self._core is None or self._closed:
+            return
+        if outcome.raised:
+            # failure_error_function=None: the SDK raises the tool's exception
+            # out of the session; here every reader gets it and the session ends.
+            self._core.report_error(
+                {
+                    "message": outcome.error or "the tool raised",
+                    "type": "tool_exception",
+                    "tool": out.call.name,
+                    "call_id": out.call.call_id,
+                }
+            )
+            await self._process()
+            self._spawn(self.close())
             return
         self._core.tool_completed(out.call.call_id, outcome.output, outcome.error)
         await self._process()
+
+    async def _hook(self, agent: RealtimeAgent[Any], name: str, out: RunTool, *args: Any) -> None:
+        """An agent hook around a tool call; a failing hook is reported, never fatal."""
+        try:
+            await call_hook(agent, name, self._context, out.call, *args)
+        except Exception as exc:
+            self._internal_error(f"the {name} hook of agent {agent.name!r}", exc)
 
     async def _execute_tool(
         self, agent: RealtimeAgent[Any], tool: FunctionTool, out: RunTool
@@ -910,6 +1010,12 @@ class SessionDriver(RealtimeModelListener):
         self._current = target
         core.handoff_completed(out.call.call_id, spec)
         await self._process()
+        if target.hooks is not None:
+            try:
+                await target.hooks.on_handoff(self._context, target, source)
+            except Exception as exc:
+                self._internal_error(f"the on_handoff hook of agent {target.name!r}", exc)
+            await self._process()
 
     async def _run_guardrail_round(self, out: RunGuardrails) -> None:
         try:

@@ -8,14 +8,21 @@ the text the model sees plus an error, never a dead session.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ray_realtime.agents.context import ToolContext, wrap_context
+from ray_realtime.agents.context import RunContextWrapper, ToolContext, wrap_context
 from ray_realtime.agents.guardrails import OutputGuardrail
-from ray_realtime.agents.tools import FunctionTool, ToolArgumentsError, tool_output_to_text
+from ray_realtime.agents.tools import (
+    FunctionTool,
+    ToolArgumentsError,
+    default_tool_timeout_error_message,
+    tool_output_to_text,
+)
+from ray_realtime.exceptions import ToolTimeoutError
 from ray_realtime.types.events import AgentRef, GuardrailRef, OutputGuardrailResult
 
 __all__ = ["GuardrailRound", "ToolOutcome", "plain_data", "run_guardrails", "run_tool_call"]
@@ -26,10 +33,27 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class ToolOutcome:
     """The result of a tool call: ``output`` for the model; ``error`` set when
-    the call failed (``output`` then explains the failure to the model)."""
+    the call failed (``output`` then explains the failure to the model);
+    ``raised``: the failure is to be raised, not told to the model (the
+    tool's ``failure_error_function`` is ``None``, or a timeout with
+    ``timeout_behavior="raise_exception"``)."""
 
     output: str
     error: str | None = None
+    raised: bool = False
+
+
+async def _error_text(
+    fn: Any, wrapper: RunContextWrapper[Any], exc: Exception, fallback: str
+) -> str:
+    """What ``fn(wrapper, exc)`` (sync or async) says; ``fallback`` if it fails."""
+    try:
+        text = fn(wrapper, exc)
+        if inspect.isawaitable(text):
+            text = await text
+    except Exception as inner:
+        return f"{fallback} (and its error function raised {type(inner).__name__}: {inner})"
+    return text if isinstance(text, str) else str(text)
 
 
 async def run_tool_call(
@@ -39,31 +63,45 @@ async def run_tool_call(
     call_id: str,
     arguments: str,
     default_timeout: float,
+    agent: Any = None,
 ) -> ToolOutcome:
     """Run one call of ``tool`` with its timeout (``tool.timeout_seconds`` or
     ``default_timeout``); never raises except on cancellation."""
     timeout = tool.timeout_seconds or default_timeout
     wrapper = wrap_context(context)
     tool_ctx = ToolContext(
-        context=wrapper.context, tool_name=tool.name, tool_call_id=call_id, tool_arguments=arguments
+        context=wrapper.context,
+        tool_name=tool.name,
+        tool_call_id=call_id,
+        tool_arguments=arguments,
+        tool_call={
+            "type": "function_call",
+            "call_id": call_id,
+            "name": tool.name,
+            "arguments": arguments,
+        },
+        agent=agent,
     )
     try:
         result = await asyncio.wait_for(tool.on_invoke_tool(tool_ctx, arguments), timeout)
-    except asyncio.TimeoutError:
-        message = f"Tool {tool.name!r} timed out after {timeout:g} s."
-        return ToolOutcome(f"Error: {message}", message)
+    except TimeoutError:
+        message = default_tool_timeout_error_message(tool_name=tool.name, timeout_seconds=timeout)
+        if tool.timeout_behavior == "raise_exception":
+            return ToolOutcome("", message, raised=True)
+        output = message
+        if tool.timeout_error_function is not None:
+            error = ToolTimeoutError(message, tool.name)
+            output = await _error_text(tool.timeout_error_function, tool_ctx, error, message)
+        return ToolOutcome(output, message)
     except ToolArgumentsError as exc:
         return ToolOutcome(f"Error: {exc}", str(exc))
     except Exception as exc:
         logger.info("tool %s raised %s", tool.name, type(exc).__name__)
         message = f"Tool {tool.name!r} raised {type(exc).__name__}: {exc}"
         if tool.failure_error_function is None:
-            return ToolOutcome(f"Error: {message}", message)
-        try:
-            output = tool.failure_error_function(wrapper, exc)
-        except Exception as inner:
-            output = f"Error: {message} (and its failure_error_function raised {inner!r})"
-        return ToolOutcome(str(output), message)
+            return ToolOutcome("", message, raised=True)
+        output = await _error_text(tool.failure_error_function, tool_ctx, exc, message)
+        return ToolOutcome(output, message)
     try:
         return ToolOutcome(tool_output_to_text(result))
     except Exception as exc:
@@ -99,7 +137,7 @@ async def run_guardrails(
         name = guardrail.get_name()
         try:
             output = await asyncio.wait_for(guardrail.run(wrapper, agent, text), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return f"Guardrail {name!r} timed out after {timeout:g} s."
         except Exception as exc:
             return f"Guardrail {name!r} raised {type(exc).__name__}: {exc}"

@@ -3,12 +3,18 @@ where its model is."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 
 from ray_realtime.types.config import RealtimeModelConfig
 
-__all__ = ["MODEL_URL_ENV", "new_session_id", "resolve_model_config"]
+__all__ = [
+    "MODEL_URL_ENV",
+    "new_session_id",
+    "resolve_model_config",
+    "resolve_model_config_async",
+]
 
 MODEL_URL_ENV = "RAY_REALTIME_MODEL_URL"
 """Environment variable naming the realtime model URL to use by default."""
@@ -38,3 +44,20 @@ def resolve_model_config(
         url = embedded_server_url()
     resolved["url"] = url
     return resolved
+
+
+async def resolve_model_config_async(
+    model_config: RealtimeModelConfig, *, local_url: str | None = None
+) -> RealtimeModelConfig:
+    """:func:`resolve_model_config` without blocking the running event loop:
+    when it may have to start this process's embedded model server (which
+    can take seconds), it runs in a worker thread."""
+    if (
+        model_config.get("url")
+        or model_config.get("api_key")
+        or os.environ.get("OPENAI_API_KEY")
+        or os.environ.get(MODEL_URL_ENV)
+        or local_url
+    ):
+        return resolve_model_config(model_config, local_url=local_url)
+    return await asyncio.to_thread(resolve_model_config, model_config, local_url=local_url)

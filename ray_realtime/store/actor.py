@@ -100,7 +100,7 @@ class ActorStore(HostStore):
         ref = getattr(self.handle, method).remote(*args)
         try:
             return await asyncio.wait_for(ref, self._timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise StoreUnavailableError(
                 f"the store actor did not answer {method} within {self._timeout:g} s"
             ) from exc

@@ -275,7 +275,7 @@ class WriteBehindStore(BaseSessionStore):
         if self._broken is None:
             try:
                 await asyncio.wait_for(self.flush(), 2 * self._write_timeout + self._retry_max)
-            except (StoreError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, StoreError) as exc:
                 lost = self.statistics()
                 count = lost.pending_ops + lost.inflight_ops
                 error = StoreUnavailableError(

@@ -10,39 +10,95 @@ Every bound the session keeps has a finite default here (``DEFAULT_LIMITS``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import (
+    Any,
+    Literal,
+    Required,  # pydantic needs it on Python < 3.12
+)
 
 from pydantic import TypeAdapter, ValidationError
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+from typing_extensions import TypedDict
 
 from ray_realtime.exceptions import ConfigError
 
 __all__ = [
+    "DEFAULT_APPROVAL_REJECTION_MESSAGE",
     "DEFAULT_LIMITS",
     "DEFAULT_MODEL_RECONNECT",
+    "DEFAULT_MODEL_SETTINGS",
     "ModelReconnectPolicy",
+    "RealtimeAudioConfig",
     "RealtimeAudioFormat",
+    "RealtimeAudioInputConfig",
+    "RealtimeAudioOutputConfig",
+    "RealtimeClientMessage",
+    "RealtimeCustomVoice",
     "RealtimeGuardrailsSettings",
+    "RealtimeInputAudioNoiseReductionConfig",
     "RealtimeInputAudioTranscriptionConfig",
     "RealtimeModelConfig",
     "RealtimeModelName",
     "RealtimeModelReconnectSettings",
+    "RealtimeModelTracingConfig",
+    "RealtimePrompt",
+    "RealtimeReasoningConfig",
+    "RealtimeReasoningEffort",
     "RealtimeRunConfig",
     "RealtimeSessionModelSettings",
+    "RealtimeToolExecutionConfig",
     "RealtimeTurnDetectionConfig",
+    "RealtimeUserInput",
+    "RealtimeUserInputImage",
+    "RealtimeUserInputMessage",
+    "RealtimeUserInputText",
+    "RealtimeVoice",
     "SessionLimits",
+    "input_audio_format_name",
     "resolve_limits",
     "resolve_model_reconnect",
     "validate_model_config",
     "validate_run_config",
 ]
 
-RealtimeModelName = str
-"""A realtime model name such as ``"gpt-realtime"``."""
+RealtimeModelName = (
+    Literal[
+        "gpt-realtime",
+        "gpt-realtime-2.1",
+        "gpt-realtime-2.1-mini",
+        "gpt-realtime-mini",
+        "gpt-4o-realtime-preview",
+        "gpt-4o-mini-realtime-preview",
+    ]
+    | str
+)
+"""A realtime model name such as ``"gpt-realtime"`` (any string is accepted)."""
 
-RealtimeAudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
-"""Audio formats: 24 kHz mono PCM16 little-endian, or 8 kHz G.711 μ-law / A-law."""
+RealtimeAudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"] | str | Mapping[str, Any]
+"""Audio formats: 24 kHz mono PCM16 little-endian, or 8 kHz G.711 μ-law / A-law,
+by name (``"pcm16"``, ``"g711_ulaw"``, ``"g711_alaw"``), by GA type
+(``"audio/pcm"`` ...) or as a GA format object (``{"type": "audio/pcm", "rate": 24000}``)."""
+
+RealtimeReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"] | str
+"""How much the model reasons before answering."""
+
+
+class RealtimeCustomVoice(TypedDict):
+    """A custom voice, by id."""
+
+    id: str
+
+
+RealtimeVoice = str | RealtimeCustomVoice | Mapping[str, Any]
+"""A built-in voice name or a custom voice object."""
+
+
+class RealtimeClientMessage(TypedDict, total=False):
+    """A raw client message: its ``type``, and ``other_data`` merged into it."""
+
+    type: Required[str]
+    other_data: dict[str, Any]
 
 
 class RealtimeInputAudioTranscriptionConfig(TypedDict, total=False):
@@ -51,6 +107,15 @@ class RealtimeInputAudioTranscriptionConfig(TypedDict, total=False):
     language: str
     model: str
     prompt: str
+    keywords: list[str]
+    languages: list[str]
+    delay: Literal["minimal", "low", "medium", "high", "xhigh"]
+
+
+class RealtimeInputAudioNoiseReductionConfig(TypedDict, total=False):
+    """Noise reduction of the user's audio input."""
+
+    type: Literal["near_field", "far_field"]
 
 
 class RealtimeTurnDetectionConfig(TypedDict, total=False):
@@ -64,26 +129,163 @@ class RealtimeTurnDetectionConfig(TypedDict, total=False):
     silence_duration_ms: int
     threshold: float
     idle_timeout_ms: int
+    model_version: str
+
+
+class RealtimeAudioInputConfig(TypedDict, total=False):
+    """The GA ``audio.input`` settings."""
+
+    format: RealtimeAudioFormat
+    noise_reduction: RealtimeInputAudioNoiseReductionConfig | None
+    transcription: RealtimeInputAudioTranscriptionConfig | None
+    turn_detection: RealtimeTurnDetectionConfig | None
+
+
+class RealtimeAudioOutputConfig(TypedDict, total=False):
+    """The GA ``audio.output`` settings."""
+
+    format: RealtimeAudioFormat
+    voice: RealtimeVoice
+    speed: float
+
+
+class RealtimeAudioConfig(TypedDict, total=False):
+    """The GA ``audio`` settings; they win over the flat keys they nest."""
+
+    input: RealtimeAudioInputConfig | None
+    output: RealtimeAudioOutputConfig | None
+
+
+class RealtimeReasoningConfig(TypedDict, total=False):
+    """Reasoning settings of the model's responses."""
+
+    effort: RealtimeReasoningEffort
+
+
+class RealtimeModelTracingConfig(TypedDict, total=False):
+    """Tracing of the session on the model's side."""
+
+    workflow_name: str
+    group_id: str
+    metadata: dict[str, Any]
+
+
+class RealtimePrompt(TypedDict, total=False):
+    """A stored prompt: its id, and optionally version and variables."""
+
+    id: Required[str]
+    version: str | None
+    variables: dict[str, Any] | None
 
 
 class RealtimeSessionModelSettings(TypedDict, total=False):
-    """Model settings of a realtime session (sent with ``session.update``)."""
+    """Model settings of a realtime session (sent with ``session.update``).
+
+    Flat keys and the GA's nested ``audio`` both work; a nested value wins
+    over its flat twin; :data:`DEFAULT_MODEL_SETTINGS` fill what neither gives.
+    """
 
     model_name: RealtimeModelName
     instructions: str
+    prompt: RealtimePrompt
     modalities: list[Literal["text", "audio"]]
     output_modalities: list[Literal["text", "audio"]]
-    voice: str
+    audio: RealtimeAudioConfig
+    voice: RealtimeVoice
     speed: float
     input_audio_format: RealtimeAudioFormat
     output_audio_format: RealtimeAudioFormat
     input_audio_transcription: RealtimeInputAudioTranscriptionConfig | None
+    input_audio_noise_reduction: RealtimeInputAudioNoiseReductionConfig | None
     turn_detection: RealtimeTurnDetectionConfig | None
-    tool_choice: Literal["auto", "none", "required"] | str
+    tool_choice: Literal["auto", "none", "required"] | str | dict[str, Any]
+    parallel_tool_calls: bool
+    reasoning: RealtimeReasoningConfig
     max_output_tokens: int | Literal["inf"]
     tools: list[dict[str, Any]]
     """Tool definitions as JSON (``{"type": "function", "name", "description",
     "parameters"}``). Normally filled from the agent's tools and handoffs."""
+    handoffs: list[Any]
+    """Accepted for the SDK's shape; the agent's handoffs are what is sent."""
+    tracing: RealtimeModelTracingConfig | Literal["auto"] | None
+    """Tracing on the model's side (``None``: off; the run config's
+    ``tracing_disabled`` sets it)."""
+
+
+DEFAULT_MODEL_SETTINGS: RealtimeSessionModelSettings = {
+    "voice": "ash",
+    "modalities": ["audio"],
+    "input_audio_format": "pcm16",
+    "output_audio_format": "pcm16",
+    "input_audio_transcription": {"model": "gpt-4o-mini-transcribe"},
+    "turn_detection": {"type": "semantic_vad", "interrupt_response": True},
+}
+"""What a session uses where its settings say nothing (the SDK's defaults)."""
+
+
+_FORMAT_NAMES = {
+    "pcm16": "pcm16",
+    "audio/pcm": "pcm16",
+    "g711_ulaw": "g711_ulaw",
+    "audio/pcmu": "g711_ulaw",
+    "g711_alaw": "g711_alaw",
+    "audio/pcma": "g711_alaw",
+}
+
+
+def input_audio_format_name(settings: Mapping[str, Any]) -> str:
+    """The name (``"pcm16"``, ``"g711_ulaw"``, ``"g711_alaw"``) of the input
+    audio format ``settings`` give: ``audio.input.format`` over
+    ``input_audio_format``, PCM16 when neither (or an unknown one, which the
+    model's conversion refuses) is given."""
+    audio = settings.get("audio")
+    fmt: Any = None
+    if isinstance(audio, Mapping) and isinstance(audio.get("input"), Mapping):
+        fmt = audio["input"].get("format")
+    if fmt is None:
+        fmt = settings.get("input_audio_format")
+    if isinstance(fmt, Mapping):
+        fmt = fmt.get("type", "audio/pcm")
+    return _FORMAT_NAMES.get(fmt, "pcm16") if isinstance(fmt, str) else "pcm16"
+
+
+class RealtimeUserInputText(TypedDict):
+    """A text part of a user message."""
+
+    type: Literal["input_text"]
+    text: str
+
+
+class RealtimeUserInputImage(TypedDict, total=False):
+    """An image part of a user message."""
+
+    type: Required[Literal["input_image"]]
+    image_url: Required[str]
+    detail: str
+
+
+class RealtimeUserInputMessage(TypedDict):
+    """A user message with text and image parts."""
+
+    type: Literal["message"]
+    role: Literal["user"]
+    content: list[RealtimeUserInputText | RealtimeUserInputImage]
+
+
+RealtimeUserInput = str | RealtimeUserInputMessage
+"""What ``send_message`` takes: text or a user message."""
+
+
+DEFAULT_APPROVAL_REJECTION_MESSAGE = "Tool execution was not approved."
+"""What the model receives for a rejected tool call (the SDK's text)."""
+
+
+class RealtimeToolExecutionConfig(TypedDict, total=False):
+    """How the session runs tool calls (SDK-side settings)."""
+
+    pre_approval_tool_input_guardrails: bool
+    """The SDK runs tool input guardrails before asking for approval; ray-realtime
+    tools have no input guardrails, so this has no effect."""
 
 
 class RealtimeGuardrailsSettings(TypedDict, total=False):
@@ -104,6 +306,12 @@ class RealtimeRunConfig(TypedDict, total=False):
     output_guardrails: list[Any]
     guardrails_settings: RealtimeGuardrailsSettings
     tracing_disabled: bool
+    """Turn model-side tracing off (sends ``tracing: null``)."""
+    tool_execution: RealtimeToolExecutionConfig
+    tool_error_formatter: Callable[[Any], Any]
+    """``formatter(ToolErrorFormatterArgs)`` (sync or async) gives the text the
+    model sees when a tool call is rejected; ``None`` or a failure keeps the
+    default text."""
     async_tool_calls: bool
     """Run tool calls concurrently with the conversation (default True). When
     False, the tool calls of one session run one at a time, in order."""
@@ -144,6 +352,9 @@ class RealtimeModelConfig(TypedDict, total=False):
     url: str
     headers: dict[str, str]
     initial_model_settings: RealtimeSessionModelSettings
+    call_id: str
+    """Attach to an existing call (a SIP call) instead of starting a new
+    session: the model and audio formats are the call's."""
     playback_tracker: Any
     """A :class:`~ray_realtime.model.playback.RealtimePlaybackTracker` telling
     the model how much audio the user has actually heard, for truncation."""
@@ -229,6 +440,18 @@ def validate_run_config(config: Mapping[str, Any] | None) -> RealtimeRunConfig:
         raise ConfigError(
             f"guardrails_settings.debounce_text_length must be a positive integer, got {debounce!r}"
         )
+    tool_execution = result.get("tool_execution")
+    if tool_execution is not None and not (
+        isinstance(tool_execution, Mapping)
+        and set(tool_execution) <= {"pre_approval_tool_input_guardrails"}
+        and all(isinstance(v, bool) for v in tool_execution.values())
+    ):
+        raise ConfigError(
+            "run config tool_execution must be {'pre_approval_tool_input_guardrails': bool}"
+        )
+    formatter = result.get("tool_error_formatter")
+    if formatter is not None and not callable(formatter):
+        raise ConfigError("run config tool_error_formatter must be callable")
     if "model_settings" in result:
         result["model_settings"] = validate_model_settings(result["model_settings"])
     if "model_reconnect" in result:
@@ -245,9 +468,34 @@ def validate_model_settings(settings: Any) -> RealtimeSessionModelSettings:
     if unknown:
         raise ConfigError(f"unknown model setting(s): {', '.join(unknown)}")
     try:
-        return _settings_adapter().validate_python(dict(settings))
+        _settings_adapter().validate_python(dict(settings))
     except ValidationError as exc:
         raise ConfigError(f"invalid model settings: {_first_error(exc)}") from None
+    _check_formats(settings)
+    # The caller's values, not pydantic's output: keys the typed shape does not
+    # name (a vendor's turn-detection key) must reach the model, not vanish.
+    try:
+        return copy.deepcopy(dict(settings))  # type: ignore[return-value]
+    except Exception as exc:
+        raise ConfigError(f"model settings must be plain data: {exc}") from None
+
+
+def _check_formats(settings: Mapping[str, Any]) -> None:
+    """Every audio format given (flat or nested) is one the protocol knows."""
+    audio = settings.get("audio") or {}
+    places = [
+        ("input_audio_format", settings.get("input_audio_format")),
+        ("output_audio_format", settings.get("output_audio_format")),
+        ("audio.input.format", (audio.get("input") or {}).get("format")),
+        ("audio.output.format", (audio.get("output") or {}).get("format")),
+    ]
+    for where, fmt in places:
+        kind = fmt.get("type", "audio/pcm") if isinstance(fmt, Mapping) else fmt
+        if fmt is not None and kind not in _FORMAT_NAMES:
+            raise ConfigError(
+                f"invalid model settings: {where}: unknown audio format {kind!r} "
+                "(use 'pcm16', 'g711_ulaw', 'g711_alaw' or their GA types)"
+            )
 
 
 def validate_model_config(config: Mapping[str, Any] | None) -> RealtimeModelConfig:
@@ -271,8 +519,16 @@ def validate_model_config(config: Mapping[str, Any] | None) -> RealtimeModelConf
         and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
         raise ConfigError("model config headers must map strings to strings")
+    call_id = result.get("call_id")
+    if call_id is not None and not (isinstance(call_id, str) and call_id):
+        raise ConfigError("model config call_id must be a non-empty string")
     if "initial_model_settings" in result:
         result["initial_model_settings"] = validate_model_settings(result["initial_model_settings"])
+        if call_id and result["initial_model_settings"].get("model_name"):
+            raise ConfigError(
+                "model config: a call_id attaches to an existing call, whose model is fixed; "
+                "do not also set model_name"
+            )
     return result  # type: ignore[return-value]
 
 

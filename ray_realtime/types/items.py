@@ -22,6 +22,7 @@ __all__ = [
     "InputText",
     "RealtimeItem",
     "RealtimeMessageItem",
+    "RealtimeResponse",
     "RealtimeToolCallItem",
     "SystemMessageItem",
     "UserMessageItem",
@@ -126,6 +127,15 @@ class RealtimeToolCallItem(_Model):
 
 
 RealtimeItem = RealtimeMessageItem | RealtimeToolCallItem
+
+
+class RealtimeResponse(_Model):
+    """A response of the model: its id and the message items it produced."""
+
+    id: str
+    output: list[RealtimeMessageItem]
+
+
 """Any item of the conversation history."""
 
 _item_adapter: TypeAdapter[Any] = TypeAdapter(RealtimeItem)

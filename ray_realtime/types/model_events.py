@@ -14,24 +14,34 @@ from typing import Any, Literal
 from ray_realtime.types.items import RealtimeItem
 
 __all__ = [
+    "RealtimeConnectionStatus",
     "RealtimeModelAudioDoneEvent",
     "RealtimeModelAudioEvent",
     "RealtimeModelAudioInterruptedEvent",
+    "RealtimeModelCachedTokensDetails",
     "RealtimeModelConnectionStatusEvent",
+    "RealtimeModelEndOfStreamEvent",
     "RealtimeModelErrorEvent",
     "RealtimeModelEvent",
     "RealtimeModelExceptionEvent",
     "RealtimeModelInputAudioTimeoutTriggeredEvent",
     "RealtimeModelInputAudioTranscriptionCompletedEvent",
+    "RealtimeModelInputTokensDetails",
     "RealtimeModelItemDeletedEvent",
     "RealtimeModelItemUpdatedEvent",
     "RealtimeModelOtherEvent",
+    "RealtimeModelOutputTextDeltaEvent",
+    "RealtimeModelOutputTokensDetails",
     "RealtimeModelRawServerEvent",
     "RealtimeModelToolCallEvent",
     "RealtimeModelTranscriptDeltaEvent",
     "RealtimeModelTurnEndedEvent",
     "RealtimeModelTurnStartedEvent",
+    "RealtimeModelUsageEvent",
 ]
+
+RealtimeConnectionStatus = Literal["connecting", "connected", "disconnected"]
+"""The states of a model connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +143,7 @@ class RealtimeModelItemDeletedEvent:
 class RealtimeModelConnectionStatusEvent:
     """The connection to the model changed state."""
 
-    status: Literal["connecting", "connected", "disconnected"]
+    status: RealtimeConnectionStatus
     type: Literal["connection_status"] = "connection_status"
 
 
@@ -181,6 +191,63 @@ class RealtimeModelRawServerEvent:
     type: Literal["raw_server_event"] = "raw_server_event"
 
 
+@dataclass(frozen=True, slots=True)
+class RealtimeModelEndOfStreamEvent:
+    """The model's event stream ended (no more events will come)."""
+
+    type: Literal["end_of_stream"] = "end_of_stream"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeModelOutputTextDeltaEvent:
+    """A piece of the response's text output (text modality)."""
+
+    item_id: str
+    delta: str
+    response_id: str
+    type: Literal["output_text_delta"] = "output_text_delta"
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeModelCachedTokensDetails:
+    """Cached input tokens, by kind."""
+
+    text_tokens: int | None = None
+    audio_tokens: int | None = None
+    image_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeModelInputTokensDetails:
+    """Input tokens of a response, by kind."""
+
+    text_tokens: int | None = None
+    audio_tokens: int | None = None
+    image_tokens: int | None = None
+    cached_tokens: int | None = None
+    cached_tokens_details: RealtimeModelCachedTokensDetails | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeModelOutputTokensDetails:
+    """Output tokens of a response, by kind."""
+
+    text_tokens: int | None = None
+    audio_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeModelUsageEvent:
+    """Token usage of a response. ``usage`` holds ``requests``,
+    ``input_tokens``, ``output_tokens`` and ``total_tokens`` as plain numbers
+    (the SDK's ``Usage`` object does not cross processes)."""
+
+    usage: dict[str, Any]
+    input_tokens_details: RealtimeModelInputTokensDetails | None = None
+    output_tokens_details: RealtimeModelOutputTokensDetails | None = None
+    type: Literal["usage"] = "usage"
+
+
 RealtimeModelEvent = (
     RealtimeModelErrorEvent
     | RealtimeModelToolCallEvent
@@ -198,5 +265,8 @@ RealtimeModelEvent = (
     | RealtimeModelOtherEvent
     | RealtimeModelExceptionEvent
     | RealtimeModelRawServerEvent
+    | RealtimeModelEndOfStreamEvent
+    | RealtimeModelOutputTextDeltaEvent
+    | RealtimeModelUsageEvent
 )
 """Every event a model layer can report."""

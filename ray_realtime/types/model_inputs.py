@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from typing_extensions import TypedDict
+
 from ray_realtime.types.config import RealtimeSessionModelSettings
 from ray_realtime.types.model_events import RealtimeModelToolCallEvent
 
@@ -23,12 +25,22 @@ __all__ = [
     "RealtimeModelSendToolOutput",
     "RealtimeModelSendUserInput",
     "RealtimeModelUserInput",
+    "RealtimeModelUserInputMessage",
 ]
 
 RealtimeModelInputTextContent = dict[str, Any]
 """``{"type": "input_text", "text": ...}`` (or ``input_image`` with ``image_url``)."""
 
-RealtimeModelUserInput = str | dict[str, Any]
+
+class RealtimeModelUserInputMessage(TypedDict):
+    """A user message as the model layer takes it."""
+
+    type: Literal["message"]
+    role: Literal["user"]
+    content: list[RealtimeModelInputTextContent]
+
+
+RealtimeModelUserInput = str | RealtimeModelUserInputMessage | dict[str, Any]
 """A user message: plain text, or ``{"type": "message", "role": "user",
 "content": [RealtimeModelInputTextContent, ...]}``."""
 

@@ -47,6 +47,12 @@ class FakeActor:
         self.url = f"ws://{node_id}/{name}"
         self.secret = f"SECRET-{name}"
         self.worker_updates: list[tuple[str, list[Any]]] = []
+        # Workers: set ``retiring`` to make it ask for retirement; ``died``
+        # fails its pending watch call as Ray does when the process dies.
+        self.retiring = asyncio.Event()
+        self.died = asyncio.Event()
+        self.in_flight = 0
+        self.idle = asyncio.Event()
 
     async def ping(self) -> Any:
         if self.kind in (ActorKind.TOOL, ActorKind.GUARDRAIL):
@@ -75,6 +81,27 @@ class FakeActor:
 
     async def update_workers(self, kind: str, workers: list[Any]) -> None:
         self.worker_updates.append((kind, workers))
+
+    async def wait_retire(self, stuck_limit: int, timeout: float) -> bool:
+        retire = asyncio.ensure_future(self.retiring.wait())
+        died = asyncio.ensure_future(self.died.wait())
+        done, pending = await asyncio.wait(
+            {retire, died}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        if died in done:
+            raise FakeActorGone(self.name)
+        return retire in done
+
+    async def wait_idle(self) -> None:
+        if self.in_flight:
+            await self.idle.wait()
+
+    def die(self) -> None:
+        """The process is gone (as after SIGKILL)."""
+        self.alive = False
+        self.died.set()
 
 
 class FakeOps:
@@ -150,7 +177,7 @@ class FakeOps:
         return results
 
     async def kill(self, handle: Any) -> None:
-        handle.alive = False
+        handle.die()
         self.killed.append(handle.name)
 
     def is_gone(self, exc: BaseException) -> bool:

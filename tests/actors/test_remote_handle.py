@@ -84,7 +84,7 @@ async def test_attach_from_a_second_driver_process(ray_cluster: RayTestCluster) 
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), 90 * UNIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise

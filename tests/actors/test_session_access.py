@@ -24,7 +24,7 @@ from ray_realtime import (
 from ray_realtime.actors import raylib
 from ray_realtime.actors.handle import make_ticket, parse_ticket
 from ray_realtime.cluster.service_config import ServiceConfig
-from ray_realtime.runner.runner import new_session_id
+from ray_realtime.session.start import new_session_id
 from tests.actors.util import (
     ACTOR,
     collect_turns,

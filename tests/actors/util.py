@@ -62,7 +62,7 @@ async def collect(
 
     try:
         await asyncio.wait_for(run(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"timed out after {timeout:g} s; saw {_types(events)}") from None
     return events
 

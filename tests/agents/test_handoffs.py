@@ -36,11 +36,13 @@ def billing() -> RealtimeAgent[Any]:
 @pytest.mark.parametrize(
     ("agent_name", "tool_name"),
     [
+        # The SDK's rule: whitespace and other characters become "_", then lower.
         ("Billing Agent", "transfer_to_billing_agent"),
-        ("BillingAgent", "transfer_to_billing_agent"),
+        ("BillingAgent", "transfer_to_billingagent"),
         ("billing-agent", "transfer_to_billing_agent"),
         ("billing", "transfer_to_billing"),
-        ("  Billing  Agent!! ", "transfer_to_billing_agent"),
+        ("  Billing  Agent!! ", "transfer_to___billing__agent___"),
+        ("Café Bot", "transfer_to_caf__bot"),
     ],
 )
 def test_default_tool_name(agent_name: str, tool_name: str) -> None:

@@ -379,9 +379,10 @@ async def test_sync_tools_run_in_a_thread() -> None:
     assert await where_async.on_invoke_tool(ctx(), "{}") == loop_thread
 
 
-def test_default_tool_error_function() -> None:
+def test_default_tool_error_function_is_the_sdks_text() -> None:
+    # The SDK's default does not expose the exception to the model.
     text = default_tool_error_function(RunContextWrapper(None), ValueError("bad thing"))
-    assert "bad thing" in text
+    assert text == "An error occurred while running the tool. Please try again."
 
 
 # ---------------------------------------------------------------- outputs
@@ -420,3 +421,82 @@ def test_tool_output_to_text_falls_back_to_str() -> None:
 
     assert tool_output_to_text(Thing()) == "a thing"
     assert tool_output_to_text(Point) == str(Point), "a dataclass *type* is not serialised"
+
+
+# ------------------------------------------------------ the SDK's tool options
+
+
+def test_timeout_is_the_sdk_name_and_timeout_seconds_its_alias() -> None:
+    @function_tool(timeout=2)
+    def a() -> str:
+        """A."""
+        return "a"
+
+    @function_tool(timeout_seconds=3)
+    def b() -> str:
+        """B."""
+        return "b"
+
+    assert a.timeout_seconds == 2.0 and b.timeout_seconds == 3.0
+    with pytest.raises(ToolDefinitionError, match="not both"):
+        function_tool(timeout=1, timeout_seconds=2)
+    with pytest.raises(ToolDefinitionError, match="positive"):
+        function_tool(timeout=0)
+    with pytest.raises(ToolDefinitionError, match="timeout_behavior"):
+        function_tool(timeout_behavior="shrug")  # type: ignore[arg-type]
+    with pytest.raises(ToolDefinitionError, match="needs_approval"):
+        function_tool(needs_approval="yes")  # type: ignore[arg-type]
+    with pytest.raises(ToolDefinitionError, match="failure_error_function"):
+        function_tool(failure_error_function="oops")  # type: ignore[arg-type]
+
+
+def test_failure_error_function_default_none_and_custom() -> None:
+    def plain() -> str:
+        """Plain."""
+        return ""
+
+    assert function_tool(plain).failure_error_function is default_tool_error_function
+    assert function_tool(failure_error_function=None)(plain).failure_error_function is None
+
+
+async def _slow() -> str:
+    """Slow."""
+    await asyncio.sleep(30)
+    return "late"
+
+
+async def test_timeout_behaviours_and_timeout_error_function() -> None:
+    from ray_realtime.session.execution import run_tool_call
+
+    async def word(ctx: RunContextWrapper[Any], error: Exception) -> str:
+        assert isinstance(ctx, ToolContext) and ctx.tool_name == "_slow"
+        return f"too slow: {error}"
+
+    kwargs: Any = {"call_id": "c1", "arguments": "{}", "default_timeout": 30.0}
+    as_result = await run_tool_call(function_tool(timeout=0.05)(_slow), None, **kwargs)
+    assert as_result.output == "Tool '_slow' timed out after 0.05 seconds."
+    assert not as_result.raised
+    worded = await run_tool_call(
+        function_tool(timeout=0.05, timeout_error_function=word)(_slow), None, **kwargs
+    )
+    assert worded.output == "too slow: Tool '_slow' timed out after 0.05 seconds."
+    raised = await run_tool_call(
+        function_tool(timeout=0.05, timeout_behavior="raise_exception")(_slow), None, **kwargs
+    )
+    assert raised.raised and raised.error == "Tool '_slow' timed out after 0.05 seconds."
+
+
+async def test_failing_error_function_falls_back_to_the_error() -> None:
+    from ray_realtime.session.execution import run_tool_call
+
+    def broken(ctx: RunContextWrapper[Any], error: Exception) -> str:
+        raise RuntimeError("formatter broke")
+
+    @function_tool(failure_error_function=broken)
+    def fails() -> str:
+        """Fails."""
+        raise ValueError("bad")
+
+    outcome = await run_tool_call(fails, None, call_id="c", arguments="{}", default_timeout=5.0)
+    assert "bad" in outcome.output and "formatter broke" in outcome.output
+    assert outcome.error is not None and not outcome.raised

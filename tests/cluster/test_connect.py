@@ -7,11 +7,17 @@ all other tests replace ``ray.init``/``ray.shutdown`` with fakes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import pickle
+import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +32,11 @@ from ray_realtime.cluster import connect as conn
 from ray_realtime.cluster.connect import (
     LOOPBACK_IP,
     ClusterConnectError,
+    cluster_address,
     connect,
     disconnect,
+    forget_local_address,
+    publish_local_address,
 )
 
 ENV = conn.ENABLE_CLUSTER_ENV
@@ -40,19 +49,29 @@ ENV = conn.ENABLE_CLUSTER_ENV
 # hold a Ray runtime (the shared cluster fixture of tests/conftest.py), and
 # connect() in this process would then only return False.
 _EMBEDDED_CHECK = r"""
-import json, sys, time
+import asyncio, json, sys, time
 
 import ray
 
 from ray_realtime.actors.raylib import NAMESPACE
-from ray_realtime.cluster.connect import LOOPBACK_IP, connect, disconnect
+from ray_realtime.cluster.connect import (
+    LOOPBACK_IP, connect, connect_async, disconnect,
+)
 
 checks = {}
 started = False
 try:
     t0 = time.perf_counter()
-    started = connect(num_cpus=1)
+    # Off the event loop, in connect's own thread: Ray's processes must
+    # outlive the call (they die with the thread that started them).
+    started = asyncio.run(connect_async(num_cpus=1))
     checks["ray_init_seconds"] = round(time.perf_counter() - t0, 2)
+
+    @ray.remote(num_cpus=0)
+    def one() -> int:
+        return 1
+
+    checks["remote_call"] = ray.get(one.remote(), timeout=60)
     checks["started"] = started
     checks["initialized"] = ray.is_initialized()
     alive = [n for n in ray.nodes() if n["Alive"]]
@@ -62,6 +81,13 @@ try:
     # Already initialised: nothing happens and the caller must not shut down.
     checks["second_connect"] = connect()
     checks["auto_connect"] = connect("auto", num_cpus=4)
+    # `status` against a Ray without the service says how to start it.
+    import contextlib, io
+    from ray_realtime.cli import main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        checks["status_code"] = main(["status"])
+    checks["status_err"] = err.getvalue()
     disconnect(False)
     checks["still_initialized"] = ray.is_initialized()
 finally:
@@ -93,6 +119,7 @@ def test_embedded_ray_binds_loopback(record_property: Callable[[str, object], No
     checks = json.loads(proc.stdout.strip().splitlines()[-1])
     record_property("ray_init_seconds", checks["ray_init_seconds"])
     assert checks["started"] is True
+    assert checks["remote_call"] == 1
     assert checks["initialized"] is True
     assert checks["addresses"] == [LOOPBACK_IP]
     assert checks["node_ip"] == LOOPBACK_IP
@@ -101,6 +128,12 @@ def test_embedded_ray_binds_loopback(record_property: Callable[[str, object], No
     assert checks["second_connect"] is False
     assert checks["auto_connect"] is False
     assert checks["still_initialized"] is True
+    assert checks["status_code"] == 2
+    assert re.search(
+        r"no ray-realtime service is running at 127\.0\.0\.1:\d+; "
+        r"start one with `ray-realtime serve`",
+        checks["status_err"],
+    ), checks["status_err"]
     assert checks["after_shutdown_initialized"] is False
 
 
@@ -133,14 +166,69 @@ class FakeRay:
 
 
 @pytest.fixture
-def fake_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRay]:
+def fake_ray(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeRay]:
     fake = FakeRay()
     monkeypatch.setattr(ray, "is_initialized", fake.is_initialized)
     monkeypatch.setattr(ray, "init", fake.init)
     monkeypatch.setattr(ray, "shutdown", fake.shutdown)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(ENV, raising=False)
+    # Token auth is Ray's business; the fake cluster below has none.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    # "auto" reads this folder's ray_current_cluster, never the machine's.
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     yield fake
+
+
+class FakeGcs:
+    """A TCP listener on 127.0.0.1 that answers each connection with ``reply``
+    (an HTTP/2 SETTINGS frame by default, as a gRPC server does), or, with
+    ``reply=None``, accepts and says nothing."""
+
+    SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+    def __init__(self, reply: bytes | None = SETTINGS) -> None:
+        self.reply = reply
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.reply is None:
+                self.held.append(conn)  # silent: keep it open, answer nothing
+                continue
+            with conn:
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        # shutdown() wakes the accept() in the thread; close() alone does not.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        for held in self.held:
+            held.close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def gcs() -> Iterator[FakeGcs]:
+    server = FakeGcs()
+    yield server
+    server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_already_initialised_does_nothing(fake_ray: FakeRay) -> None:
@@ -164,6 +252,7 @@ def test_embedded_mode_arguments(fake_ray: FakeRay) -> None:
             "runtime_env": runtime_env,
             "log_to_driver": True,
             "include_dashboard": False,
+            "logging_level": logging.ERROR,  # quiet unless RAY_REALTIME_VERBOSE
             "_node_ip_address": "127.0.0.1",
         }
     ]
@@ -171,6 +260,12 @@ def test_embedded_mode_arguments(fake_ray: FakeRay) -> None:
     # Ray's import-time cluster flag is forced off during init, then restored.
     assert fake_ray.cluster_flag_during_init == [False]
     assert ray_constants.ENABLE_RAY_CLUSTER == previous_flag
+
+
+def test_verbose_keeps_rays_info_lines(fake_ray: FakeRay, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(conn.VERBOSE_ENV, "1")
+    assert connect() is True
+    assert fake_ray.init_calls[0]["logging_level"] == logging.INFO
 
 
 def test_embedded_mode_respects_explicit_cluster_env(
@@ -202,33 +297,53 @@ def test_empty_ray_address_means_embedded(
 
 
 @pytest.mark.parametrize(
-    ("address", "env_address", "expected"),
+    ("address", "env_address"),
     [
-        ("auto", None, "auto"),
-        ("ray://head:10001", None, "ray://head:10001"),
-        (None, "10.0.0.1:6379", "10.0.0.1:6379"),
-        ("10.0.0.2:6379", "10.0.0.1:6379", "10.0.0.2:6379"),
+        ("127.0.0.1:{port}", None),
+        ("localhost:{port}", None),
+        (None, "127.0.0.1:{port}"),
+        ("auto", "localhost:{port}"),
+        ("127.0.0.1:{port}", "10.0.0.1:6379"),
     ],
 )
-def test_join_mode_arguments(
+def test_joining_a_loopback_address_stays_on_loopback(
     fake_ray: FakeRay,
+    gcs: FakeGcs,
     monkeypatch: pytest.MonkeyPatch,
     address: str | None,
     env_address: str | None,
-    expected: str,
 ) -> None:
+    # Ray would rewrite 127.0.0.1 to the machine's IP (where a served runtime
+    # does not listen) unless its cluster flag is off while it connects.
     if env_address is not None:
-        monkeypatch.setenv("RAY_ADDRESS", env_address)
-    assert connect(address) is True
+        monkeypatch.setenv("RAY_ADDRESS", env_address.format(port=gcs.port))
+    previous_flag = ray_constants.ENABLE_RAY_CLUSTER
+    target = None if address is None else address.format(port=gcs.port)
+    assert connect(target) is True
     assert fake_ray.init_calls == [
         {
-            "address": expected,
+            "address": gcs.address,
             "namespace": NAMESPACE,
             "runtime_env": None,
             "log_to_driver": False,
+            "logging_level": logging.ERROR,
         }
     ]
-    assert ENV not in os.environ  # joining never touches the loopback switch
+    assert fake_ray.cluster_flag_during_init == [False]
+    assert ray_constants.ENABLE_RAY_CLUSTER == previous_flag
+    assert ENV not in os.environ  # joining never touches the variable
+
+
+def test_auto_finds_the_published_local_address(fake_ray: FakeRay, gcs: FakeGcs) -> None:
+    # What `ray-realtime serve` records is where "auto" looks first.
+    assert publish_local_address(gcs.address) is True
+    assert cluster_address("auto") == gcs.address
+    assert connect("auto") is True
+    assert fake_ray.init_calls[0]["address"] == gcs.address
+    forget_local_address("127.0.0.1:1")  # someone else's: left alone
+    assert cluster_address("auto") == gcs.address
+    forget_local_address(gcs.address)
+    assert not (Path(os.environ["RAY_TMPDIR"]) / "ray" / "ray_current_cluster").exists()
 
 
 def test_join_mode_rejects_num_cpus(fake_ray: FakeRay) -> None:
@@ -237,8 +352,51 @@ def test_join_mode_rejects_num_cpus(fake_ray: FakeRay) -> None:
     assert fake_ray.init_calls == []
 
 
-@pytest.mark.parametrize("address", [None, "10.0.0.1:6379"])
-def test_failures_are_wrapped(fake_ray: FakeRay, address: str | None) -> None:
+def test_nothing_listening_fails_at_once_naming_the_address(fake_ray: FakeRay) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(ClusterConnectError) as info:
+        connect(address)
+    assert time.monotonic() - t0 < 2.0
+    assert info.value.address == address
+    assert address in str(info.value)
+    assert "ray-realtime serve" in str(info.value)
+    assert fake_ray.init_calls == []  # Ray's minutes-long retry loop never starts
+
+
+def test_a_silent_listener_fails_within_the_timeout(fake_ray: FakeRay) -> None:
+    silent = FakeGcs(reply=None)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ClusterConnectError, match=r"within 0\.5 s") as info:
+            connect(silent.address, timeout=0.5)
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        silent.close()
+    assert info.value.address == silent.address
+    assert fake_ray.init_calls == []
+
+
+def test_something_else_listening_is_not_a_cluster(fake_ray: FakeRay) -> None:
+    http = FakeGcs(reply=b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    try:
+        with pytest.raises(ClusterConnectError, match="not a Ray cluster") as info:
+            connect(http.address)
+    finally:
+        http.close()
+    assert http.address in str(info.value)
+    assert fake_ray.init_calls == []
+
+
+@pytest.mark.parametrize("address", ["nonsense", "host:port", "10.0.0.1:99999"])
+def test_malformed_address_is_a_typed_error(fake_ray: FakeRay, address: str) -> None:
+    with pytest.raises(ClusterConnectError, match="invalid Ray address"):
+        connect(address)
+
+
+@pytest.mark.parametrize("joining", [False, True])
+def test_failures_are_wrapped(fake_ray: FakeRay, gcs: FakeGcs, joining: bool) -> None:
+    address = gcs.address if joining else None
     cause = ConnectionError("Could not find any running Ray instance.")
     fake_ray.fail = cause
     with pytest.raises(ClusterConnectError) as info:
@@ -248,11 +406,11 @@ def test_failures_are_wrapped(fake_ray: FakeRay, address: str | None) -> None:
     assert err.address == address
     assert "Could not find any running Ray instance" in str(err)
     assert fake_ray.shutdowns == 1  # half-initialised state is cleaned up
-    assert isinstance(err, exceptions.ClusterConnectError)
     assert isinstance(err, exceptions.ClusterError)
 
 
-def test_cluster_connect_error_pickles() -> None:
+def test_one_cluster_connect_error_class() -> None:
+    assert ClusterConnectError is exceptions.ClusterConnectError
     err = ClusterConnectError("could not connect", "10.0.0.1:6379")
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is ClusterConnectError

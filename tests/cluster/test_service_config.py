@@ -32,6 +32,8 @@ def test_zero_is_allowed_where_it_means_off() -> None:
         {"health_interval_seconds": 0},
         {"refill_delay_seconds": -0.1},
         {"local_model": 1},
+        {"worker_stuck_threads": 0},
+        {"worker_retire_grace_seconds": 0},
     ],
 )
 def test_bad_values_are_config_errors(bad: dict[str, Any]) -> None:

@@ -132,13 +132,22 @@ def test_the_core_checks_audio_in_the_session_input_format() -> None:
     ulaw.send_audio(b"\xff" * 5, commit=True)
     assert sent(ulaw.drain()) == [RealtimeModelSendAudio(b"\xff" * 5, commit=True)]
 
-    # The run config's settings win over the initial ones.
+    # The initial settings win over the run config's (the SDK's order).
     back_to_pcm = make_core(
-        initial_model_settings={"input_audio_format": "g711_ulaw"},
-        run_model_settings={"input_audio_format": "pcm16"},
+        initial_model_settings={"input_audio_format": "pcm16"},
+        run_model_settings={"input_audio_format": "g711_ulaw"},
     )
     with pytest.raises(UserError):
         back_to_pcm.send_audio(b"\0" * 5)
+    # The GA shape counts too, over the flat key.
+    nested = make_core(
+        run_model_settings={
+            "input_audio_format": "pcm16",
+            "audio": {"input": {"format": {"type": "audio/pcmu"}}},
+        }
+    )
+    assert nested.input_audio_format == "g711_ulaw"
+    nested.send_audio(b"\xff" * 5)
 
 
 # --------------------------------------------------------------- approvals

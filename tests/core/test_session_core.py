@@ -167,34 +167,49 @@ def ids(core: SessionCore) -> list[str]:
 # ------------------------------------------------------- settings precedence
 
 
-def test_settings_precedence_initial_then_run_config_then_agent() -> None:
+def test_settings_precedence_is_the_sdks() -> None:
+    # The SDK: run config settings, initial_model_settings over them, the agent's
+    # instructions and tools over both; at connect, initial settings win again.
     a = agent(instructions="agent says", tools=(tool("lookup"), tool("book")))
     core = make_core(
         a,
         initial_model_settings={
             "model_name": "initial-model",
             "voice": "initial-voice",
-            "speed": 0.5,
             "instructions": "initial says",
-            "tools": [tool_def("stale")],
         },
-        run_model_settings={"voice": "run-voice", "instructions": "run says", "tools": []},
+        run_model_settings={"voice": "run-voice", "speed": 0.5, "instructions": "run says"},
     )
     settings = core.model_settings()
-    assert settings["model_name"] == "initial-model", "initial settings are the base"
-    assert settings["speed"] == 0.5
-    assert settings["voice"] == "run-voice", "run config overrides initial settings"
+    assert settings["model_name"] == "initial-model"
+    assert settings["speed"] == 0.5, "run config settings are the base"
+    assert settings["voice"] == "initial-voice", "initial settings override the run config"
     assert settings["instructions"] == "agent says", "agent instructions override both"
     assert settings["tools"] == [tool_def("lookup"), tool_def("book")], "agent tools override"
+    starting = core.model_settings(starting=True)
+    assert starting["instructions"] == "initial says", "at connect initial settings win"
+    assert starting["voice"] == "initial-voice"
+    assert starting["tools"] == [tool_def("lookup"), tool_def("book")]
 
 
-def test_agent_without_instructions_keeps_run_config_instructions() -> None:
-    core = make_core(
-        agent(instructions=None),
-        initial_model_settings={"instructions": "initial"},
-        run_model_settings={"instructions": "run"},
+def test_agent_without_instructions_sends_empty_instructions() -> None:
+    # As the SDK: the agent's instructions (or "") replace the settings' ones.
+    core = make_core(agent(instructions=None), run_model_settings={"instructions": "run"})
+    assert core.model_settings()["instructions"] == ""
+
+
+def test_tracing_disabled_sends_null_tracing() -> None:
+    core = make_core(run_model_settings={"tracing": {"workflow_name": "w"}})
+    assert core.model_settings()["tracing"] == {"workflow_name": "w"}
+    off = SessionCore(
+        agent(), run_model_settings={"tracing": {"workflow_name": "w"}}, tracing_disabled=True
     )
-    assert core.model_settings()["instructions"] == "run"
+    assert off.model_settings()["tracing"] is None
+
+
+def test_agent_prompt_is_sent() -> None:
+    spec = AgentSpec("P", instructions="x", prompt={"id": "pmpt_1", "version": "2"})
+    assert make_core(spec).model_settings()["prompt"] == {"id": "pmpt_1", "version": "2"}
 
 
 def test_handoff_definitions_follow_tool_definitions() -> None:
@@ -562,10 +577,73 @@ def test_reject_ends_the_tool_with_an_output() -> None:
     end = emitted(out)[0]
     assert end.tool.name == "pay" and end.call_id == "c1"
     output = only(sent(out)).output
-    assert "rejected" in output and "pay" in output
+    assert output == "Tool execution was not approved."  # the SDK's default text
     assert end.output == output
     assert core.history[0].output == output
     assert core.approve_tool_call("c1") is False
+
+
+def test_approve_always_runs_later_calls_without_asking() -> None:
+    core = approval_core()
+    feed(core, call("pay", "c1"))
+    assert core.approve_tool_call("c1", always=True) is True
+    core.drain()
+    out = feed(core, call("pay", "c2"))
+    assert kinds(out) == ["emit:tool_start", "run_tool"]
+
+
+def test_reject_always_refuses_later_calls_with_the_same_text() -> None:
+    core = approval_core()
+    feed(core, call("pay", "c1"))
+    assert core.reject_tool_call("c1", "Payments are off.", always=True) is True
+    core.drain()
+    out = feed(core, call("pay", "c2"))
+    assert kinds(out) == ["emit:tool_end", "send:send_tool_output"]
+    assert only(sent(out)).output == "Payments are off."
+
+
+def test_plain_approval_is_asked_again_next_call() -> None:
+    core = approval_core()
+    feed(core, call("pay", "c1"))
+    core.approve_tool_call("c1")
+    core.drain()
+    assert kinds(feed(core, call("pay", "c2"))) == ["emit:tool_approval_required"]
+
+
+def test_approval_function_is_checked_per_call() -> None:
+    checked = ToolSpec("pay", tool_def("pay"), approval_check=True)
+    core = make_core(agent(tools=(checked,)))
+    out = feed(core, call("pay", "c1", '{"amount": 500}'))
+    assert [o.kind for o in out] == ["check_approval"]
+    assert out[0].call.call_id == "c1" and out[0].agent_name == "Alpha"
+    assert core.pending_tool_calls == 1
+    assert core.approval_checked("c1", True) is True
+    assert kinds(core.drain()) == ["emit:tool_approval_required"]
+    feed(core, call("pay", "c2", '{"amount": 5}'))
+    assert core.approval_checked("c2", False) is True
+    assert kinds(core.drain()) == ["emit:tool_start", "run_tool"]
+    assert core.approval_checked("c2", False) is False, "answered once"
+
+
+def test_always_answers_skip_the_approval_function() -> None:
+    checked = ToolSpec("pay", tool_def("pay"), approval_check=True)
+    core = make_core(agent(tools=(checked,)))
+    feed(core, call("pay", "c1"))
+    core.approval_checked("c1", True)
+    core.drain()
+    core.approve_tool_call("c1", always=True)
+    core.drain()
+    assert kinds(feed(core, call("pay", "c2"))) == ["emit:tool_start", "run_tool"]
+
+
+def test_always_must_be_a_bool() -> None:
+    core = approval_core()
+    feed(core, call("pay", "c1"))
+    with pytest.raises(UserError, match="always"):
+        core.approve_tool_call("c1", always="yes")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="always"):
+        core.reject_tool_call("c1", always=1)  # type: ignore[arg-type]
+    assert core.approve_tool_call("c1") is True, "a refused input changed nothing"
 
 
 def test_reject_with_custom_message() -> None:

@@ -24,6 +24,7 @@ from ray_realtime.local.audio import (
     pcm16_to_bytes,
     rms,
     synthesize_tone,
+    tone_chunks,
 )
 
 Codec = Callable[[Any], Any]
@@ -115,3 +116,14 @@ def test_rms_levels() -> None:
     assert rms(np.zeros(0, dtype=np.int16)) == 0.0
     square = np.array([-32768, 32767] * 50, dtype=np.int16)
     assert rms(square) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("duration_ms", [0, 1, 9, 40, 41, 130, 1000.7])
+@pytest.mark.parametrize("rate", [PCM_SAMPLE_RATE, G711_SAMPLE_RATE])
+def test_tone_chunks_equal_the_whole_tone_in_chunks(duration_ms: float, rate: int) -> None:
+    count, chunks = tone_chunks(duration_ms, rate, 40)
+    expected = chunk_samples(synthesize_tone(duration_ms, rate), rate, 40)
+    got = list(chunks)
+    assert count == len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert np.array_equal(a, b)

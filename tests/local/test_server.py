@@ -803,7 +803,7 @@ def _event(event_type: str, **fields: Any) -> str:
 
 BAD_INPUTS: list[tuple[str, str | bytes, str, str | None]] = [
     ("malformed_json", "{not json", "invalid_json", None),
-    ("deeply_nested_json", "[" * 100_000, "invalid_json", None),
+    ("deeply_nested_json", "[" * 100_000, "nesting_too_deep", None),
     ("json_array", "[1, 2]", "invalid_event", None),
     ("json_string", '"hello"', "invalid_event", None),
     ("unknown_type", _event("nope.event", event_id="e1"), "unknown_event", "e1"),

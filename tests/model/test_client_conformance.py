@@ -26,10 +26,10 @@ from ray_realtime.model import (
     RealtimeModelToolCallEvent,
 )
 from ray_realtime.model.conversion import (
-    settings_to_session_payload,
     tool_output_to_item,
     user_input_to_item,
 )
+from ray_realtime.model.session_settings import settings_to_session_payload
 from ray_realtime.types.config import RealtimeSessionModelSettings
 
 from .test_conversion import (

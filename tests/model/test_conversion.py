@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 import re
 from typing import Any
 
@@ -24,7 +23,6 @@ from ray_realtime.model.conversion import (
     audio_format_to_protocol,
     protocol_item_to_history_item,
     server_event_to_model_events,
-    settings_to_session_payload,
     tool_output_to_item,
     user_input_to_item,
 )
@@ -303,117 +301,6 @@ def test_audio_formats(fmt: Any, protocol: dict[str, Any], per_ms: float) -> Non
 def test_unknown_audio_format_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown audio format"):
         audio_bytes_per_ms("mp3")
-
-
-# ---------------------------------------------------------------------------
-# Session payload
-# ---------------------------------------------------------------------------
-
-
-def test_empty_settings_give_a_bare_realtime_session() -> None:
-    assert settings_to_session_payload({}) == {"type": "realtime"}
-
-
-def test_full_settings_payload() -> None:
-    tool = {
-        "type": "function",
-        "name": "get_weather",
-        "description": "Weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    }
-    payload = settings_to_session_payload(
-        {
-            "model_name": "gpt-realtime",
-            "instructions": "Be brief.",
-            "output_modalities": ["audio"],
-            "voice": "marin",
-            "speed": 1.2,
-            "input_audio_format": "g711_ulaw",
-            "output_audio_format": "g711_alaw",
-            "input_audio_transcription": {"model": "gpt-4o-mini-transcribe", "language": "en"},
-            "turn_detection": {"type": "server_vad", "threshold": 0.6, "interrupt_response": True},
-            "tools": [tool],
-            "tool_choice": "auto",
-            "max_output_tokens": 512,
-        }
-    )
-    assert payload == {
-        "type": "realtime",
-        "model": "gpt-realtime",
-        "instructions": "Be brief.",
-        "output_modalities": ["audio"],
-        "audio": {
-            "input": {
-                "format": {"type": "audio/pcmu"},
-                "transcription": {"model": "gpt-4o-mini-transcribe", "language": "en"},
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": 0.6,
-                    "interrupt_response": True,
-                },
-            },
-            "output": {"format": {"type": "audio/pcma"}, "voice": "marin", "speed": 1.2},
-        },
-        "tools": [tool],
-        "tool_choice": "auto",
-        "max_output_tokens": 512,
-    }
-    check_client_event({"type": "session.update", "session": payload})
-
-
-def test_turn_detection_none_is_json_null() -> None:
-    payload = settings_to_session_payload({"turn_detection": None})
-    assert payload == {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
-    assert '"turn_detection":null' in json.dumps(payload, separators=(",", ":"))
-
-
-def test_turn_detection_type_is_filled_in() -> None:
-    assert settings_to_session_payload({"turn_detection": {}})["audio"]["input"][
-        "turn_detection"
-    ] == {"type": "server_vad"}
-    semantic = settings_to_session_payload({"turn_detection": {"eagerness": "high"}})
-    assert semantic["audio"]["input"]["turn_detection"] == {
-        "type": "semantic_vad",
-        "eagerness": "high",
-    }
-
-
-def test_turn_detection_keys_of_the_other_vad_kind_are_refused() -> None:
-    with pytest.raises(ConfigError, match="eagerness"):
-        settings_to_session_payload({"turn_detection": {"type": "server_vad", "eagerness": "low"}})
-    with pytest.raises(ConfigError, match="threshold"):
-        settings_to_session_payload({"turn_detection": {"type": "semantic_vad", "threshold": 0.5}})
-    with pytest.raises(ConfigError, match=r"turn_detection\.type"):
-        settings_to_session_payload({"turn_detection": {"type": "magic_vad"}})  # type: ignore[typeddict-item]
-
-
-@pytest.mark.parametrize(
-    ("modalities", "expected"),
-    [(["text"], ["text"]), (["audio"], ["audio"]), (["text", "audio"], ["audio"])],
-)
-def test_legacy_modalities_become_output_modalities(
-    modalities: list[Any], expected: list[str]
-) -> None:
-    payload = settings_to_session_payload({"modalities": modalities})
-    assert payload == {"type": "realtime", "output_modalities": expected}
-
-
-def test_output_modalities_win_over_legacy_modalities() -> None:
-    payload = settings_to_session_payload({"modalities": ["audio"], "output_modalities": ["text"]})
-    assert payload["output_modalities"] == ["text"]
-
-
-def test_tool_choice_by_name_forces_a_function() -> None:
-    payload = settings_to_session_payload({"tool_choice": "get_weather"})
-    assert payload["tool_choice"] == {"type": "function", "name": "get_weather"}
-    check_client_event({"type": "session.update", "session": payload})
-
-
-def test_bad_modalities_are_refused() -> None:
-    with pytest.raises(ConfigError):
-        settings_to_session_payload({"output_modalities": ["video"]})  # type: ignore[list-item]
-    with pytest.raises(ConfigError):
-        settings_to_session_payload({"output_modalities": []})
 
 
 # ---------------------------------------------------------------------------

@@ -221,13 +221,23 @@ async def test_connect_sends_session_update_and_reports_status(
         }
     )
     (update,) = peer.of_type("session.update")
+    # What the settings leave out comes from DEFAULT_MODEL_SETTINGS, and
+    # tracing is "auto" unless set, as the SDK sends it.
+    pcm = {"type": "audio/pcm", "rate": 24000}
     assert update["session"] == {
         "type": "realtime",
         "instructions": "Be brief.",
+        "output_modalities": ["audio"],
         "audio": {
-            "input": {"turn_detection": {"type": "semantic_vad"}},
-            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"},
+            "input": {
+                "format": pcm,
+                "transcription": {"model": "gpt-4o-mini-transcribe"},
+                "turn_detection": {"type": "semantic_vad"},
+            },
+            "output": {"format": pcm, "voice": "marin"},
         },
+        "tools": [],
+        "tracing": "auto",
     }
     assert update["event_id"]
     assert [e.status for e in recorder.of_type("connection_status")] == ["connecting", "connected"]
@@ -753,16 +763,14 @@ def _assert_secret_absent(secret: str, *texts: str) -> None:
         assert secret not in text
 
 
-async def test_api_key_from_env_is_sent_and_never_logged(
+async def test_api_key_is_sent_and_never_logged(
     peer: FakePeer,
     connected: Connect,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     caplog.set_level(logging.DEBUG, logger="websockets.client")
     caplog.set_level(logging.DEBUG, logger="ray_realtime")
-    model, recorder = await connected(emit_raw_server_events=True)
+    model, recorder = await connected({"api_key": SECRET}, emit_raw_server_events=True)
     assert peer.headers is not None
     assert peer.headers["Authorization"] == f"Bearer {SECRET}"
     await peer.send(error_event("bad"), response_created("resp_1"))
@@ -827,6 +835,49 @@ async def test_key_is_not_sent_unencrypted_to_a_remote_host() -> None:
     with pytest.raises(ConfigError, match="wss://") as info:
         await model.connect({"url": "ws://realtime.example.com/v1/realtime", "api_key": SECRET})
     assert SECRET not in str(info.value)
+
+
+async def test_env_key_is_not_sent_to_a_custom_url(
+    peer: FakePeer, connected: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OPENAI_API_KEY goes to OpenAI's own endpoint only; a custom url gets a
+    # key when the config says so (api_key or headers).
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    await connected()
+    assert peer.headers is not None
+    assert "Authorization" not in peer.headers
+    model = OpenAIRealtimeWebSocketModel()
+    with pytest.raises(ConfigError, match="no credentials") as info:
+        await model.connect({"url": "wss://realtime.example.com/v1/realtime"})
+    assert SECRET not in str(info.value)
+
+
+async def test_in_process_session_sends_no_env_key_to_a_custom_url(
+    peer: FakePeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The in-process runner agrees with actor mode: the environment's key is
+    # not handed to a url the caller chose.
+    from ray_realtime import RealtimeAgent, RealtimeRunner
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    runner = RealtimeRunner(RealtimeAgent(name="a"), config={"execution": "in_process"})
+    session = await runner.run(model_config={"url": peer.url})
+    async with session:
+        await peer.wait_count("session.update", 1)
+    assert peer.headers is not None
+    assert "Authorization" not in peer.headers
+
+
+async def test_headers_are_not_sent_unencrypted_to_a_remote_host() -> None:
+    model = OpenAIRealtimeWebSocketModel()
+    recorder = Recorder()
+    model.add_listener(recorder)
+    with pytest.raises(ConfigError, match="wss://") as info:
+        await model.connect(
+            {"url": "ws://realtime.example.com/v1/realtime", "headers": {"api-key": SECRET}}
+        )
+    assert SECRET not in str(info.value)
+    assert recorder.events == []  # nothing was attempted
 
 
 async def test_bad_initial_settings_fail_before_connecting(peer: FakePeer) -> None:

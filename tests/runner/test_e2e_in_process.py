@@ -150,7 +150,7 @@ async def collect(
 
     try:
         await asyncio.wait_for(run(), timeout * UNIT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"timed out after {timeout * UNIT:g} s; saw {[e.type for e in events]}")
     return events
 
@@ -389,12 +389,13 @@ async def test_raising_tool_reports_error_and_session_continues(server: LocalMod
         assert "kaboom" in errors[0].error["message"]
         (end,) = of_type(events, RealtimeToolEnd)
         assert end.tool.name == "explode"
-        assert "kaboom" in end.output
+        # The model gets the SDK's default text; readers got the exception above.
+        assert end.output == "An error occurred while running the tool. Please try again."
         kinds = [e.type for e in events]
         assert kinds.index("error") < kinds.index("tool_end")
         # The model was told: its reply quotes the error text.
         reply = transcript(assistant_items(session.history)[-1])
-        assert reply.startswith("The tool explode returned: ") and "kaboom" in reply
+        assert reply.startswith("The tool explode returned: An error occurred")
 
         assert await say_and_expect(session, "still alive") == "still alive"
 

@@ -142,7 +142,8 @@ async def check_agents_calls_and_close(session: RealtimeSession) -> None:
     for bad_id in bad_ids:
         await refused(session.approve_tool_call(bad_id))
         await refused(session.reject_tool_call(bad_id))
-    await refused(session.reject_tool_call("call_1", 5))  # type: ignore[arg-type]
+    await refused(session.reject_tool_call("call_1", rejection_message=5))  # type: ignore[arg-type]
+    await refused(session.approve_tool_call("call_1", always="yes"))  # type: ignore[arg-type]
     assert await asyncio.wait_for(session.approve_tool_call("no_such_call"), TURN_TIMEOUT) is False
     assert await asyncio.wait_for(session.reject_tool_call("no_such_call"), TURN_TIMEOUT) is False
     await asyncio.wait_for(session.interrupt(), TURN_TIMEOUT)  # nothing to interrupt: fine

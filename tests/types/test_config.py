@@ -247,3 +247,57 @@ def test_resolve_limits_overrides() -> None:
     assert limits["debounce_text_length"] == 20
     assert limits["event_log_size"] == DEFAULT_LIMITS["event_log_size"]
     assert set(limits) == set(DEFAULT_LIMITS), "only limit keys"
+
+
+# ----------------------------------------------- the SDK's newer keys
+
+
+def test_run_config_takes_the_sdks_tool_keys() -> None:
+    def formatter(args: Any) -> str:
+        return "no"
+
+    config = validate_run_config(
+        {
+            "tool_error_formatter": formatter,
+            "tool_execution": {"pre_approval_tool_input_guardrails": True},
+            "tracing_disabled": True,
+        }
+    )
+    assert config["tool_error_formatter"] is formatter
+    with pytest.raises(ConfigError, match="tool_error_formatter"):
+        validate_run_config({"tool_error_formatter": "no"})
+    with pytest.raises(ConfigError, match="tool_execution"):
+        validate_run_config({"tool_execution": {"pre_approval": True}})
+
+
+def test_ga_settings_are_accepted_and_kept_whole() -> None:
+    settings = {
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "noise_reduction": {"type": "near_field"},
+                "transcription": {"model": "gpt-4o-transcribe", "languages": ["en"]},
+                "turn_detection": {"type": "server_vad", "model_version": "v2"},
+            },
+            "output": {"format": "audio/pcmu", "voice": {"id": "voice_1"}, "speed": 1.1},
+        },
+        "prompt": {"id": "pmpt_1", "variables": {"a": "b"}},
+        "tool_choice": {"type": "function", "name": "f"},
+        "parallel_tool_calls": False,
+        "reasoning": {"effort": "low"},
+        "tracing": {"workflow_name": "w"},
+        "input_audio_noise_reduction": None,
+    }
+    assert validate_model_settings(settings) == settings  # nothing dropped
+    with pytest.raises(ConfigError, match=r"audio\.input\.format"):
+        validate_model_settings({"audio": {"input": {"format": {"type": "audio/mp3"}}}})
+
+
+def test_model_config_call_id() -> None:
+    assert validate_model_config({"call_id": "rtc_1"})["call_id"] == "rtc_1"
+    with pytest.raises(ConfigError, match="call_id"):
+        validate_model_config({"call_id": ""})
+    with pytest.raises(ConfigError, match="model_name"):
+        validate_model_config(
+            {"call_id": "rtc_1", "initial_model_settings": {"model_name": "gpt-realtime"}}
+        )
