@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ray_realtime.core import history as hist
 from ray_realtime.types.config import ModelReconnectPolicy
 from ray_realtime.types.items import (
     AssistantAudio,
@@ -46,8 +47,10 @@ from ray_realtime.types.model_inputs import (
 
 __all__ = [
     "MAX_REPLAY_ID_CHARS",
+    "ReplayLedger",
     "ReplayPlan",
     "after_replay",
+    "mark_incomplete",
     "next_reconnect_delay",
     "plan_replay",
     "replay_item",
@@ -259,3 +262,57 @@ def after_replay(
     if resume_response:
         out.insert(0, RealtimeModelSendRawMessage(dict(RESPONSE_CREATE)))
     return out
+
+
+class ReplayLedger:
+    """Which history ids the current model session knows.
+
+    The ids :func:`plan_replay` replayed: the model session's echoes of them
+    are not news. The other ids of the history are unknown to it, and it may
+    generate one of them for a new item (a restarted server counting from 1):
+    :meth:`claim` then moves the old item aside under a new id, so the two are
+    never merged.
+    """
+
+    def __init__(self) -> None:
+        self._replayed: frozenset[str] = frozenset()
+        self._stale: set[str] = set()
+        self._moved = 0
+
+    def replayed(self, history: Sequence[RealtimeItem], plan: ReplayPlan) -> None:
+        """A new model session got ``plan``."""
+        self._replayed = plan.item_ids
+        self._stale = {item.item_id for item in history} - plan.item_ids
+
+    def is_echo(self, item_id: str) -> bool:
+        """Whether an item event for ``item_id`` echoes the replay."""
+        return item_id in self._replayed
+
+    def claim(self, history: list[RealtimeItem], item_id: str) -> None:
+        """``item_id`` now names an item of the current model session."""
+        if item_id not in self._stale:
+            return
+        self._stale.discard(item_id)
+        index = hist.find_index(history, item_id)
+        if index < 0:
+            return
+        while True:
+            self._moved += 1
+            new_id = f"{item_id[:24]}~{self._moved}"
+            if hist.find_index(history, new_id) < 0:
+                break
+        history[index] = history[index].model_copy(update={"item_id": new_id})
+        for i in range(index + 1, len(history)):
+            if history[i].previous_item_id == item_id:
+                history[i] = history[i].model_copy(update={"previous_item_id": new_id})
+
+
+def mark_incomplete(history: list[RealtimeItem]) -> bool:
+    """Mark the assistant items still in progress ``incomplete`` (their
+    response will not finish); True if any was."""
+    changed = False
+    for i, item in enumerate(history):
+        if isinstance(item, AssistantMessageItem) and item.status == "in_progress":
+            history[i] = item.model_copy(update={"status": "incomplete"})
+            changed = True
+    return changed

@@ -63,7 +63,7 @@ from ray_realtime.core.outputs import (
     RunTool,
     SendToModel,
 )
-from ray_realtime.core.recovery import ReplayPlan, plan_replay
+from ray_realtime.core.recovery import ReplayLedger, ReplayPlan, mark_incomplete, plan_replay
 from ray_realtime.core.specs import AgentSpec
 from ray_realtime.exceptions import InputTooLargeError, UserError
 from ray_realtime.types import model_events as me
@@ -303,13 +303,10 @@ class SessionCore:
         self._tripped_responses: OrderedDict[str, None] = OrderedDict()
         self._repaired_calls: OrderedDict[str, None] = OrderedDict()
         self._closed = False
-        # Recovery: the response in progress (cut by a connection loss), ids
-        # replayed into the current model session (their echoes are ignored)
-        # and ids of earlier sessions it does not know (it may reuse them).
+        # Recovery: the response in progress (a connection loss cuts it) and
+        # the ids the current model session knows.
         self._active_response: str | None = None
-        self._replayed_ids: frozenset[str] = frozenset()
-        self._stale_ids: set[str] = set()
-        self._moved_aside = 0
+        self._ledger = ReplayLedger()
         for item in history:  # a restored session's history
             self._history.append(item)
             if isinstance(item, RealtimeToolCallItem) and item.call_id:
@@ -479,12 +476,7 @@ class SessionCore:
         if response_id is None:
             return False
         self._guards.pop(response_id, None)
-        changed = False
-        for i, item in enumerate(self._history):
-            if isinstance(item, AssistantMessageItem) and item.status == "in_progress":
-                self._history[i] = item.model_copy(update={"status": "incomplete"})
-                changed = True
-        if changed:
+        if mark_incomplete(self._history):
             self._emit_history()
         self._emit(
             RealtimeError(
@@ -507,34 +499,13 @@ class SessionCore:
             max_chars=max_chars,
             pending_calls=self.pending_call_ids(),
         )
-        self._replayed_ids = plan.item_ids
-        self._stale_ids = {i.item_id for i in self._history} - plan.item_ids
+        self._ledger.replayed(self._history, plan)
         self._active_response = None
         return plan
 
     def recovered(self, reason: Any, items_restored: int, events_lost: int = 0) -> None:
         """Tell the readers the session came back (one ``session_recovered``)."""
         self._emit(RealtimeSessionRecovered(reason, items_restored, events_lost))
-
-    def _claim_id(self, item_id: str) -> None:
-        """``item_id`` now names an item of the current model session; an old
-        item that had it (from a session the current one does not know) keeps
-        its place under a new id, so the two are never merged."""
-        if item_id not in self._stale_ids:
-            return
-        self._stale_ids.discard(item_id)
-        index = hist.find_index(self._history, item_id)
-        if index < 0:
-            return
-        while True:
-            self._moved_aside += 1
-            new_id = f"{item_id[:24]}~{self._moved_aside}"
-            if hist.find_index(self._history, new_id) < 0:
-                break
-        self._history[index] = self._history[index].model_copy(update={"item_id": new_id})
-        for i in range(index + 1, len(self._history)):
-            if self._history[i].previous_item_id == item_id:
-                self._history[i] = self._history[i].model_copy(update={"previous_item_id": new_id})
 
     def report_error(self, error: Mapping[str, Any]) -> None:
         """Emit an ``error`` event for a failure the shell saw (a guardrail
@@ -651,7 +622,7 @@ class SessionCore:
         elif isinstance(event, me.RealtimeModelTranscriptDeltaEvent):
             self._on_transcript_delta(event)
         elif isinstance(event, me.RealtimeModelItemUpdatedEvent):
-            if event.item.item_id not in self._replayed_ids:
+            if not self._ledger.is_echo(event.item.item_id):
                 self._on_item_updated(event.item)
         elif isinstance(event, me.RealtimeModelToolCallEvent):
             self._on_tool_call(event)
@@ -715,7 +686,7 @@ class SessionCore:
         self._emit(RealtimeHistoryUpdated(list(self._history)))
 
     def _on_item_updated(self, item: RealtimeItem) -> None:
-        self._claim_id(item.item_id)
+        self._ledger.claim(self._history, item.item_id)
         index = hist.find_index(self._history, item.item_id)
         pending = self._pending_transcripts.pop(item.item_id, None)
         if pending is not None:
@@ -728,7 +699,7 @@ class SessionCore:
             self._emit(RealtimeHistoryAdded(item))
 
     def _on_input_transcript(self, item_id: str, transcript: str) -> None:
-        self._claim_id(item_id)
+        self._ledger.claim(self._history, item_id)
         index = hist.find_index(self._history, item_id)
         if index < 0:
             # The transcript can race ahead of its item; keep it for the item.
@@ -742,7 +713,7 @@ class SessionCore:
     def _on_transcript_delta(self, event: me.RealtimeModelTranscriptDeltaEvent) -> None:
         if event.item_id in self._interrupted_items:
             return
-        self._claim_id(event.item_id)
+        self._ledger.claim(self._history, event.item_id)
         index = hist.find_index(self._history, event.item_id)
         if index < 0:
             placeholder = AssistantMessageItem(item_id=event.item_id, status="in_progress")
