@@ -249,6 +249,7 @@ class ModelRecovery(RealtimeModelListener):
             last_error = f"{type(exc).__name__}: {exc}"
             attempt = -1
         self._restoring = False
+        undelivered = len(self._held)
         self._held.clear()
         self._held_audio_bytes = 0
         tries = f"{attempt} attempt(s)" if attempt >= 0 else "an internal error"
@@ -257,7 +258,8 @@ class ModelRecovery(RealtimeModelListener):
                 {
                     "message": (
                         f"the model connection was lost ({detail}) and could not be "
-                        f"restored after {tries}; last error: {last_error}"
+                        f"restored after {tries}; last error: {last_error}; "
+                        f"{undelivered} input(s) sent meanwhile were not delivered"
                     ),
                     "type": "connection_closed",
                     "code": "model_reconnect_failed",
@@ -276,6 +278,9 @@ class ModelRecovery(RealtimeModelListener):
             batch = after_replay(self._held, plan.answered_calls, resume_response=resume)
             self._held.clear()
             self._held_audio_bytes = 0
+            # The resumed response's request (first) is added again by the
+            # next attempt, not kept with the inputs.
+            skip = 1 if resume else 0
             resume = False
             if not batch:
                 return
@@ -283,7 +288,10 @@ class ModelRecovery(RealtimeModelListener):
                 try:
                     await self._deliver(core, event, in_recovery=True)
                 except ModelConnectionError:
-                    self._held.extendleft(reversed(batch[index:]))
+                    self._held.extendleft(reversed(batch[max(index, skip) :]))
+                    self._held_audio_bytes = sum(
+                        len(e.audio) for e in self._held if isinstance(e, RealtimeModelSendAudio)
+                    )
                     raise
 
     def _hold(self, core: SessionCore, event: RealtimeModelSendEvent) -> None:

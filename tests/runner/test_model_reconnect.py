@@ -310,6 +310,7 @@ async def test_a_model_that_stays_away_closes_the_session_with_an_error() -> Non
     assert error["code"] == "model_reconnect_failed"
     assert error["type"] == "connection_closed"
     assert "3 attempt(s)" in error["message"]
+    assert "0 input(s) sent meanwhile were not delivered" in error["message"]
     assert not of_type(tail, RealtimeSessionRecovered)
     with pytest.raises(Exception, match="closed"):
         await session.send_message("anyone?")
