@@ -1,4 +1,4 @@
-"""The ``ray-realtime`` command: demo, serve, status, bench, local-model."""
+"""The ``ray-realtime`` command: demo, serve, status, drain, undrain, bench, local-model."""
 
 from __future__ import annotations
 
@@ -7,39 +7,16 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+
+from ray_realtime.ops import add_commands, format_status, interruptible
 
 __all__ = ["main"]
 
 DESCRIPTION = (
     "Realtime voice and streaming agents whose sessions live in Ray actors. "
-    "Commands: demo, serve, status, bench, local-model. "
+    "Commands: demo, serve, status, drain, undrain, bench, local-model. "
     "Add --verbose to any command to see Ray's own log lines."
 )
-
-
-_STATUS_TIMEOUT = 30.0
-"""Seconds `status` waits for the router's answer."""
-
-
-@contextmanager
-def _interruptible() -> Iterator[None]:
-    """While Ray starts or joins, Ctrl-C ends the process at once.
-
-    Ray's connect loops run in native code, where Python's KeyboardInterrupt
-    waits until they return; the default signal action does not wait.
-    """
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
-    except ValueError:  # not the main thread (main() called from a thread)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -50,84 +27,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def _format_status(status: dict[str, Any]) -> str:
-    header = (
-        "node",
-        "address",
-        "alive",
-        "drained",
-        "sessions",
-        "actors",
-        "warm",
-        "tools",
-        "guards",
-        "model",
-    )
-    rows = [header]
-    for n in status["nodes"]:
-        rows.append(
-            (
-                n["node_id"][:12],
-                n["address"],
-                "yes" if n["alive"] else "no",
-                "yes" if n["drained"] else "no",
-                str(n["sessions"]),
-                str(n["session_actors"]),
-                str(n["warm"]),
-                str(n["tool_workers"]),
-                str(n["guardrail_workers"]),
-                str(n["model_servers"]),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    in_use = status.get("agents_in_use", {})
-    agents = ", ".join(f"{k} ({n} session{'s' if n != 1 else ''})" for k, n in in_use.items())
-    registered = ", ".join(f"{k} v{v}" for k, v in status.get("agents", {}).items())
-    lines.append(
-        f"sessions: {status['sessions']}  lost: {status['lost_sessions']}  "
-        f"agents in sessions: {agents or 'none'}  registered for handoffs: {registered or 'none'}"
-    )
-    return "\n".join(lines)
-
-
-def _status(args: argparse.Namespace) -> int:
-    from ray_realtime.cluster.connect import connect, current_address, disconnect
-    from ray_realtime.cluster.service import service_status
-    from ray_realtime.exceptions import RayRealtimeError, ServiceNotRunningError
-
-    address = args.address or "auto"
-    try:
-        with _interruptible():
-            started = connect(address)
-    except RayRealtimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        status = asyncio.run(asyncio.wait_for(service_status(), _STATUS_TIMEOUT))
-        print(_format_status(status))
-        return 0
-    except TimeoutError:
-        print(
-            f"error: the ray-realtime service at {current_address()} did not answer "
-            f"within {_STATUS_TIMEOUT:g} s",
-            file=sys.stderr,
-        )
-        return 2
-    except ServiceNotRunningError:
-        print(
-            f"error: no ray-realtime service is running at {current_address()}; "
-            "start one with `ray-realtime serve`",
-            file=sys.stderr,
-        )
-        return 2
-    except RayRealtimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        disconnect(started)
-
-
 def _join_lines(address: str) -> str:
     return (
         f"ray-realtime service running at {address}\n"
@@ -135,6 +34,18 @@ def _join_lines(address: str) -> str:
         f"    export RAY_ADDRESS={address}\n"
         "(`ray-realtime status` finds it without that); Ctrl-C to stop"
     )
+
+
+def _serve_logging(fmt: str | None) -> None:
+    import logging
+
+    from ray_realtime.actors.logs import LOG_FORMAT_ENV, configure_logging
+
+    if fmt:
+        # Before Ray starts: its processes, and the service's actors through
+        # their runtime environment, take the format from the environment.
+        os.environ[LOG_FORMAT_ENV] = fmt
+    configure_logging(fmt, level=logging.WARNING)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -155,10 +66,15 @@ def _serve(args: argparse.Namespace) -> int:
         "sessions_per_actor": args.sessions_per_actor,
         "max_sessions_per_node": args.max_sessions_per_node,
     }
+    _serve_logging(args.log_format)
     try:
-        with _interruptible():
-            started = connect(args.address)
-    except RayRealtimeError as exc:
+        with interruptible():
+            # Joining a cluster, Ray's nodes already export metrics on the port
+            # `ray start --metrics-export-port` gave them; serve names it only.
+            joining = args.address is not None or bool(os.environ.get("RAY_ADDRESS"))
+            embedded_port = None if joining else args.metrics_export_port
+            started = connect(args.address, metrics_export_port=embedded_port)
+    except (RayRealtimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     address = current_address()
@@ -171,8 +87,10 @@ def _serve(args: argparse.Namespace) -> int:
         # Only stop on Ctrl-C what this command deployed, not a service it joined.
         deployed_here = raylib.get_named_actor(raylib.ROUTER_NAME) is None
         await ensure_service(config)
-        print(_format_status(await service_status()), flush=True)
+        print(format_status(await service_status()), flush=True)
         print(_join_lines(address), flush=True)
+        if args.metrics_export_port is not None:
+            print(f"metrics: http://127.0.0.1:{args.metrics_export_port}/metrics", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -242,15 +160,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--sessions-per-actor", type=int, default=1, help="sessions packed per actor"
     )
     serve.add_argument("--max-sessions-per-node", type=int, default=200)
+    serve.add_argument(
+        "--metrics-export-port",
+        type=int,
+        default=None,
+        help="port of Ray's Prometheus metrics on this node (http://127.0.0.1:PORT/metrics); "
+        "serve sets it when it starts Ray; when it joins a cluster, give the port the "
+        "nodes were started with (`ray start --metrics-export-port`)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="format of the service's log lines, which name the session and agent "
+        "(default: text; they go to Ray's log files, logs/worker-*.err)",
+    )
     serve.set_defaults(func=_serve)
 
-    status = sub.add_parser("status", parents=[common], help="show nodes, sessions and pools")
-    status.add_argument(
-        "--address",
-        default=None,
-        help="Ray address (default: RAY_ADDRESS, else the service running on this machine)",
-    )
-    status.set_defaults(func=_status)
+    add_commands(sub, common)
 
     bench = sub.add_parser(
         "bench",

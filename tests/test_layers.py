@@ -4,7 +4,7 @@ The layers, bottom to top (each row may import only rows below it; the units
 of a row marked shared form one layer and may import each other)::
 
     cli                            the console script
-    demo · bench                   commands
+    demo · bench · ops             commands
     runner/                        RealtimeRunner, RealtimeSession, the backend seam
     actors/ · cluster/  (shared)   Ray shells; connect, deploy, placement
     session/                       the driver that runs one session, executors
@@ -55,7 +55,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("session",), False),
     (("actors", "cluster"), True),
     (("runner",), False),
-    (("bench", "demo"), False),
+    (("bench", "demo", "ops"), False),
     (("cli",), False),
     ((ROOT_UNIT,), False),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray_realtime.actors import raylib
+from ray_realtime.actors.logs import configure_actor_logging
 
 __all__ = ["LocalModelHost"]
 
@@ -17,6 +18,7 @@ class LocalModelHost:
     """Runs a :class:`~ray_realtime.local.LocalModelServer` inside an actor."""
 
     def __init__(self) -> None:
+        configure_actor_logging()
         self.node_id = raylib.current_node_id()
         self._server: Any = None
         self.url = ""

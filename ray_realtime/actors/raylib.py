@@ -6,6 +6,7 @@ a Ray API change is fixed here.
 
 from __future__ import annotations
 
+import os
 import pickle
 from typing import Any
 
@@ -14,6 +15,7 @@ import ray.cloudpickle as cloudpickle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ray_realtime.actors.logs import LOG_FORMAT_ENV
 from ray_realtime.exceptions import SerializationError
 
 __all__ = [
@@ -124,6 +126,10 @@ def actor_options(
         options["lifetime"] = "detached"
     if node_id:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    # The service's log format reaches every actor it starts (and theirs).
+    log_format = os.environ.get(LOG_FORMAT_ENV)
+    if log_format:
+        options["runtime_env"] = {"env_vars": {LOG_FORMAT_ENV: log_format}}
     return options
 
 

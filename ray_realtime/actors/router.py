@@ -46,7 +46,10 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from ray_realtime.actors.logs import configure_actor_logging
+from ray_realtime.actors.metrics import record as record_metric
 from ray_realtime.actors.router_ops import RayRouterOps, RouterOps
+from ray_realtime.actors.turn_stats import merge_snapshots
 from ray_realtime.cluster.agent_registry import AgentRegistry
 from ray_realtime.cluster.fleet import (
     ActorKind,
@@ -91,6 +94,7 @@ class Router:
     """The ray-realtime control plane."""
 
     def __init__(self, config: dict[str, Any] | None = None, ops: RouterOps | None = None) -> None:
+        configure_actor_logging()
         self._config = ServiceConfig.from_dict(config)
         self._ops: RouterOps = ops if ops is not None else RayRouterOps()
         self._nodes = NodeTable()
@@ -241,6 +245,8 @@ class Router:
                     starts.extend(self._top_up(node))
             if starts:
                 await asyncio.gather(*starts, return_exceptions=True)
+            for node in self._nodes:
+                record_metric("warm", float(len(self._warm.warm(node.node_id))), node=node.node_id)
 
     async def _refresh_nodes(self) -> None:
         raw = await asyncio.wait_for(self._ops.nodes(), self._config.health_timeout_seconds)
@@ -422,10 +428,15 @@ class Router:
                 labels=dict((requirement or {}).get("labels") or {}),
             )
             await self._wait_for_nodes()
+            t0 = asyncio.get_running_loop().time()
             node_id = self._placer.choose_node(req, capacity)
             actor = self._fleet.free_session_actor(node_id, capacity)
+            start = "warm" if actor is not None else "cold"
             if actor is None:
                 actor = await self._start_for_placement(session_id, node_id, capacity)
+            record_metric("starts", 1.0, node=node_id, start=start)
+            seconds = asyncio.get_running_loop().time() - t0
+            record_metric("start_seconds", seconds, node=node_id, start=start)
             # Placed again while the actor was starting: the first placement holds.
             record = self._sessions.get(session_id)
             if record is None:
@@ -581,17 +592,23 @@ class Router:
         the agents open sessions run, for ``status`` (never a secret)."""
         await self._wait_started()
         await self._observe_agents()
+        turns = await self._turn_stats()
         sessions_by_node = self._sessions.sessions_by_node()
+        capacity = self._config.max_sessions_per_node
         nodes = []
         for node in self._nodes:
             mine = [r for r in self._fleet if r.node_id == node.node_id]
+            count = sessions_by_node.get(node.node_id, 0)
             nodes.append(
                 {
                     "node_id": node.node_id,
                     "address": node.address,
                     "alive": node.alive,
                     "drained": node.drained,
-                    "sessions": sessions_by_node.get(node.node_id, 0),
+                    "sessions": count,
+                    "capacity": capacity,
+                    "load": round(count / capacity, 4) if capacity > 0 else 0.0,
+                    "turns": merge_snapshots(turns.get(node.node_id, [])),
                     "session_actors": sum(1 for r in mine if r.kind is ActorKind.SESSION),
                     "warm": len(self._warm.warm(node.node_id)),
                     "tool_workers": sum(1 for r in mine if r.kind is ActorKind.TOOL),
@@ -606,8 +623,22 @@ class Router:
             "agents": self._agents.versions(),
             "agents_in_use": self._agents.in_use(),
             "placements": self._sessions.placements,
+            "turns": merge_snapshots(snap for snaps in turns.values() for snap in snaps),
             "config": self._config.to_dict(),
         }
+
+    async def _turn_stats(self) -> dict[str, list[dict[str, Any]]]:
+        """Each session actor's turn window of the last minute, by node (an
+        actor that does not answer in time is left out)."""
+        hosts = self._fleet.of_kind(ActorKind.SESSION)
+        answers = await self._ops.call_many(
+            [h.handle for h in hosts], "turn_stats", timeout=self._config.health_timeout_seconds
+        )
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for host, snap in zip(hosts, answers, strict=True):
+            if isinstance(snap, dict):
+                by_node.setdefault(host.node_id, []).append(snap)
+        return by_node
 
     async def ping(self) -> str:
         """Liveness: ``"ok"`` once started, ``"starting"`` before; a start that

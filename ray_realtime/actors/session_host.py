@@ -31,12 +31,15 @@ from typing import Any
 from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneServer, encode_event_batch, server_ssl_context
+from ray_realtime.actors.logs import bind_session, configure_actor_logging
+from ray_realtime.actors.metrics import MeteredToolExecutor, record
 from ray_realtime.actors.pool import (
     PoolExecutor,
     SessionObjects,
     WorkerPool,
     WorkerSlot,
 )
+from ray_realtime.actors.turn_stats import TurnObserver, TurnWindow
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.exceptions import (
     ConfigError,
@@ -95,6 +98,7 @@ class SessionHost:
     """Hosts up to ``capacity`` sessions in one actor."""
 
     def __init__(self, capacity: int = 1, name: str = "") -> None:
+        configure_actor_logging()
         self.capacity = max(1, capacity)
         self.name = name
         self.node_id = raylib.current_node_id()
@@ -108,6 +112,7 @@ class SessionHost:
         self._registered = asyncio.Event()
         self._agents: OrderedDict[bytes, RealtimeAgent[Any]] = OrderedDict()
         self._dataplane: DataPlaneServer | None = None
+        self._turns = TurnWindow()
 
     # -------------------------------------------------------------- status
 
@@ -128,6 +133,10 @@ class SessionHost:
     async def statistics(self) -> dict[str, Any]:
         """Per-session statistics."""
         return {sid: d.statistics() for sid, d in self._sessions.items()}
+
+    async def turn_stats(self) -> dict[str, Any]:
+        """Turn durations and model errors of the last minute (numbers only)."""
+        return self._turns.snapshot()
 
     async def _router(self) -> Any | None:
         # Looked up once (a synchronous GCS call, so off the event loop) and
@@ -210,19 +219,26 @@ class SessionHost:
         objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
         tools_pool = self._pool("tool", options.get("tool_workers") or [])
         guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
+        model = OpenAIRealtimeWebSocketModel()
+        model.add_listener(
+            TurnObserver(
+                self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}
+            )
+        )
         driver = SessionDriver(
             agent=agent,
-            model=OpenAIRealtimeWebSocketModel(),
+            model=model,
             context=context,
             run_config=run_config,
             model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
-            tool_executor=PoolExecutor(tools_pool, objects),
+            tool_executor=MeteredToolExecutor(PoolExecutor(tools_pool, objects), self.node_id),
             guardrail_executor=PoolExecutor(guards_pool, objects),
             agent_resolver=RouterAgentResolver(self),
             session_id=session_id,
             on_closed=self._on_driver_closed,
         )
         self._sessions[session_id] = driver
+        _bind(driver)
         # The handle may pick the secret, so it can open the data plane while
         # this call runs; the socket's hello then waits for this registration.
         token = options.get("token")
@@ -236,6 +252,7 @@ class SessionHost:
             self._open_attach.add(session_id)
         self._registered.set()
         self._registered = asyncio.Event()
+        t0 = time.monotonic()
         try:
             await driver.start()
         except BaseException:
@@ -243,6 +260,8 @@ class SessionHost:
             self._secrets.pop(session_id, None)
             self._open_attach.discard(session_id)
             raise
+        record("connect_seconds", time.monotonic() - t0, node=self.node_id)
+        record("active", float(len(self._sessions)), node=self.node_id)
         return await self.data_plane(session_id, secret)
 
     async def data_plane(self, session_id: str, secret: str | None) -> dict[str, Any]:
@@ -291,6 +310,7 @@ class SessionHost:
             driver = self._sessions.get(session_id) or self._closed.get(session_id)
             token = self._secrets.get(session_id)
             if driver is not None and token is not None:
+                _bind(driver)  # the data plane connection works for this session
                 return driver, token
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -326,6 +346,7 @@ class SessionHost:
     def _on_driver_closed(self, driver: SessionDriver) -> None:
         self._sessions.pop(driver.session_id, None)
         self._closed[driver.session_id] = driver
+        record("active", float(len(self._sessions)), node=self.node_id)
         self._forget_old_closed()
         self._tell_router("session_ended", driver.session_id, self.name)
 
@@ -373,6 +394,7 @@ class SessionHost:
         driver = self._sessions.get(session_id)
         if driver is not None:
             self._authorize(session_id, secret)
+            _bind(driver)
             return driver
         if session_id in self._closed:
             self._authorize(session_id, secret)
@@ -444,3 +466,8 @@ class SessionHost:
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+def _bind(driver: SessionDriver) -> None:
+    # Log lines of this call (and of the tasks it starts) name the session.
+    bind_session(driver.session_id, lambda: driver.current_agent.name)

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ray_realtime.actors import raylib
+from ray_realtime.actors.logs import configure_actor_logging
 from ray_realtime.actors.worker_health import CURRENT_CALL, ThreadLedger, TrackingExecutor
 from ray_realtime.cluster.service_config import ServiceConfig
 from ray_realtime.session.execution import run_guardrails, run_tool_call
@@ -65,6 +66,7 @@ class WorkerCache:
 
 class _Worker:
     def __init__(self) -> None:
+        configure_actor_logging()
         self._cache = WorkerCache()
         self._calls = 0
         self.node_id = raylib.current_node_id()

@@ -308,6 +308,7 @@ def connect(
     runtime_env: dict[str, Any] | None = None,
     log_to_driver: bool = False,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    metrics_export_port: int | None = None,
 ) -> bool:
     """Connect this process to Ray, starting an embedded runtime if needed.
 
@@ -323,6 +324,9 @@ def connect(
         log_to_driver: Forward worker stdout/stderr to this process.
         timeout: Seconds the cluster's address may take to accept a TCP
             connection before the join fails.
+        metrics_export_port: Where the embedded runtime's metrics agent serves
+            Prometheus metrics (``/metrics``). Only valid in embedded mode: a
+            cluster's nodes take it from ``ray start --metrics-export-port``.
 
     Returns:
         ``True`` when this call initialised Ray (the caller should later call
@@ -330,7 +334,8 @@ def connect(
         which case nothing is done and the arguments are ignored.
 
     Raises:
-        ValueError: ``num_cpus`` was given while joining an existing cluster.
+        ValueError: ``num_cpus`` or ``metrics_export_port`` was given while
+            joining an existing cluster.
         ClusterConnectError: Ray could not be started, no cluster was found, or
             nothing listens at the address (the message names it).
     """
@@ -341,6 +346,11 @@ def connect(
     if num_cpus is not None and given not in (None, _LOCAL):
         raise ValueError(
             f"num_cpus can only be set for an embedded Ray runtime, not when joining {given!r}"
+        )
+    if metrics_export_port is not None and given not in (None, _LOCAL):
+        raise ValueError(
+            "the metrics export port can only be set for an embedded Ray runtime; a "
+            f"cluster's nodes set it with `ray start --metrics-export-port` ({given!r})"
         )
     logging_level = _quiet_ray()
     target = cluster_address(address)
@@ -356,6 +366,8 @@ def connect(
             "logging_level": logging_level,
             "_node_ip_address": LOOPBACK_IP,
         }
+        if metrics_export_port is not None:
+            kwargs["_metrics_export_port"] = metrics_export_port
         flag = _env_truthy(os.environ[ENABLE_CLUSTER_ENV])
         _init(kwargs, None, f"start an embedded Ray runtime on {LOOPBACK_IP}", flag)
         return True

@@ -179,14 +179,14 @@ def run_python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 class Served:
     """A running `ray-realtime serve` subprocess and what it printed."""
 
-    def __init__(self, tmp: str) -> None:
+    def __init__(self, tmp: str, *extra: str) -> None:
         self.tmp = tmp
         self.env = user_env(tmp)
         self.out: list[str] = []
         self.err: list[str] = []
         self.ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ray_realtime.cli", "serve", "--warm-pool", "1"],
+            [sys.executable, "-m", "ray_realtime.cli", "serve", "--warm-pool", "1", *extra],
             cwd=str(ROOT),
             env=self.env,
             stdout=subprocess.PIPE,

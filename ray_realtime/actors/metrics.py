@@ -1,0 +1,160 @@
+"""The service's Prometheus metrics, through Ray's own metrics system.
+
+Each actor records into ``ray.util.metrics`` instruments; Ray's metrics agent
+on every node exports them in Prometheus format (``ray-realtime serve
+--metrics-export-port P``: ``http://<node>:P/metrics``). Ray prefixes every
+name with ``ray_`` and adds its own labels (``NodeAddress``, ``WorkerId``,
+``SessionName`` ...), so a gauge one actor sets is one series per actor: sum
+by ``node`` for a node's total.
+
+Labels are low-cardinality on purpose: ``node`` (the node id), ``agent`` (an
+agent's name), ``tool`` (a tool's name), ``start`` (``warm``/``cold``),
+``outcome`` (``ok``/``error``) — never a session id.
+
+=====================================  =========  ==========================
+exported name                          kind       labels
+=====================================  =========  ==========================
+ray_realtime_active_sessions           gauge      node (one series per actor)
+ray_realtime_session_starts_total      counter    node, start
+ray_realtime_session_start_seconds     histogram  node, start (placement)
+ray_realtime_session_connect_seconds   histogram  node (the model connection)
+ray_realtime_turn_seconds              histogram  node, agent
+ray_realtime_model_errors_total        counter    node, agent
+ray_realtime_tool_calls_total          counter    node, tool, outcome
+ray_realtime_tool_seconds              histogram  node, tool
+ray_realtime_warm_actors               gauge      node
+=====================================  =========  ==========================
+
+Recording never raises: a metrics failure is logged once and the service
+goes on (metrics are for operators, never a reason to lose a session).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.tools import FunctionTool
+from ray_realtime.session.execution import ToolOutcome
+
+__all__ = ["MeteredToolExecutor", "ServiceMetrics", "service_metrics"]
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+"""Histogram buckets in seconds: turns and tool calls take milliseconds to
+tens of seconds; a cold session start about a second."""
+
+
+class ServiceMetrics:
+    """The instruments, made once per process (Ray registers them by name)."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram
+
+        def hist(name: str, what: str, tags: tuple[str, ...]) -> Any:
+            return Histogram(name, description=what, boundaries=_LATENCY_BOUNDS, tag_keys=tags)
+
+        self.active = Gauge(
+            "realtime_active_sessions", description="open sessions of an actor", tag_keys=("node",)
+        )
+        self.starts = Counter(
+            "realtime_session_starts",
+            description="sessions placed, on a warm actor or a newly started (cold) one",
+            tag_keys=("node", "start"),
+        )
+        self.start_seconds = hist(
+            "realtime_session_start_seconds", "time to place a session", ("node", "start")
+        )
+        self.connect_seconds = hist(
+            "realtime_session_connect_seconds", "time to connect a session's model", ("node",)
+        )
+        self.turn_seconds = hist(
+            "realtime_turn_seconds", "one model response, created to done", ("node", "agent")
+        )
+        self.model_errors = Counter(
+            "realtime_model_errors",
+            description="error and exception events of model connections",
+            tag_keys=("node", "agent"),
+        )
+        self.tool_calls = Counter(
+            "realtime_tool_calls",
+            description="tool calls by outcome",
+            tag_keys=("node", "tool", "outcome"),
+        )
+        self.tool_seconds = hist("realtime_tool_seconds", "tool call duration", ("node", "tool"))
+        self.warm = Gauge(
+            "realtime_warm_actors", description="ready, idle session actors", tag_keys=("node",)
+        )
+
+
+_metrics: ServiceMetrics | None = None
+_failed = False
+
+
+def service_metrics() -> ServiceMetrics | None:
+    """This process's instruments, or None where they cannot be made (Ray not
+    initialised); made on first use."""
+    global _metrics, _failed
+    if _metrics is None and not _failed:
+        try:
+            import ray
+
+            if not ray.is_initialized():
+                return None
+            _metrics = ServiceMetrics()
+        except Exception as exc:
+            _failed = True
+            logger.warning("metrics are off in this process: %r", exc)
+    return _metrics
+
+
+def record(what: str, *args: Any, **tags: str) -> None:
+    """``service_metrics().<what>`` with ``inc`` / ``set`` / ``observe``
+    (whichever it has) of ``args`` under ``tags``; never raises."""
+    metrics = service_metrics()
+    if metrics is None:
+        return
+    try:
+        instrument = getattr(metrics, what)
+        method = next(
+            getattr(instrument, m) for m in ("observe", "inc", "set") if hasattr(instrument, m)
+        )
+        method(*args, tags=dict(tags))
+    except Exception as exc:
+        logger.debug("recording %s failed: %r", what, exc)
+
+
+class MeteredToolExecutor:
+    """A tool executor that counts and times the calls of another."""
+
+    def __init__(self, inner: Any, node_id: str) -> None:
+        self._inner = inner
+        self._node = node_id
+
+    async def run_tool(
+        self,
+        agent: RealtimeAgent[Any],
+        tool: FunctionTool,
+        *,
+        call_id: str,
+        arguments: str,
+        context: Any,
+        default_timeout: float,
+    ) -> ToolOutcome:
+        """Run the call on the inner executor; record its outcome and time."""
+        t0 = time.monotonic()
+        outcome: ToolOutcome = await self._inner.run_tool(
+            agent,
+            tool,
+            call_id=call_id,
+            arguments=arguments,
+            context=context,
+            default_timeout=default_timeout,
+        )
+        result = "ok" if outcome.error is None else "error"
+        record("tool_calls", 1.0, node=self._node, tool=tool.name, outcome=result)
+        record("tool_seconds", time.monotonic() - t0, node=self._node, tool=tool.name)
+        return outcome
