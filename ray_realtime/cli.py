@@ -117,6 +117,8 @@ def _local_model(args: argparse.Namespace) -> int:
     argv = ["--host", args.host, "--port", str(args.port)]
     if args.pace_audio:
         argv.append("--pace-audio")
+    if args.max_session_seconds is not None:
+        argv += ["--max-session-seconds", str(args.max_session_seconds)]
     return int(local_main(argv))
 
 
@@ -190,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--host", default="127.0.0.1")
     local.add_argument("--port", type=int, default=8765)
     local.add_argument("--pace-audio", action="store_true", help="send audio at real-time pace")
+    local.add_argument(
+        "--max-session-seconds",
+        type=float,
+        default=None,
+        help="end each session after this long, like the real service's cap (default: never)",
+    )
     local.set_defaults(func=_local_model)
     return parser
 

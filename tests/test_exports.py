@@ -121,6 +121,7 @@ EXPECTED_ALL = [
     "RealtimeSession",
     "RealtimeSessionEvent",
     "RealtimeSessionModelSettings",
+    "RealtimeSessionRecovered",
     "RealtimeToolApprovalRequired",
     "RealtimeToolCallItem",
     "RealtimeToolEnd",

@@ -32,6 +32,14 @@ Rules it owns:
   the first trip of a response emits ``guardrail_tripped``, interrupts and
   sends the model a feedback message; later trips of that response are ignored.
 - After an ``audio_interrupted`` for an item, late audio of that item is dropped.
+- Model connection loss (:meth:`SessionCore.model_connection_lost`): a
+  response cut by it ends visibly (an ``error`` with code
+  ``response_interrupted``, its item marked ``incomplete``, ``agent_end``).
+  :meth:`SessionCore.prepare_replay` plans the replay of the history into the
+  new model session (:mod:`ray_realtime.core.recovery`); the new session's
+  echoes of replayed items are not news, and an id the new session reuses
+  for a new item moves the old item of that id aside (ids are unique per
+  model session only).
 - Inputs are checked before anything is queued (the ``check_*`` functions,
   shared with the session front and the actor handle); PCM16 audio must be
   whole samples. An input the model could not take is reported as an
@@ -55,6 +63,7 @@ from ray_realtime.core.outputs import (
     RunTool,
     SendToModel,
 )
+from ray_realtime.core.recovery import ReplayLedger, ReplayPlan, mark_incomplete, plan_replay
 from ray_realtime.core.specs import AgentSpec
 from ray_realtime.exceptions import InputTooLargeError, UserError
 from ray_realtime.types import model_events as me
@@ -81,12 +90,13 @@ from ray_realtime.types.events import (
     RealtimeInputAudioTimeoutTriggered,
     RealtimeRawModelEvent,
     RealtimeSessionEvent,
+    RealtimeSessionRecovered,
     RealtimeToolApprovalRequired,
     RealtimeToolEnd,
     RealtimeToolStart,
     ToolRef,
 )
-from ray_realtime.types.items import AssistantMessageItem, RealtimeItem
+from ray_realtime.types.items import AssistantMessageItem, RealtimeItem, RealtimeToolCallItem
 from ray_realtime.types.model_inputs import (
     RealtimeModelSendAudio,
     RealtimeModelSendEvent,
@@ -268,6 +278,7 @@ class SessionCore:
         limits: SessionLimits | None = None,
         run_guardrail_names: Iterable[str] = (),
         emit_raw_model_events: bool = False,
+        history: Iterable[RealtimeItem] = (),
         tracing_disabled: bool = False,
     ) -> None:
         self._agent = agent
@@ -292,6 +303,16 @@ class SessionCore:
         self._tripped_responses: OrderedDict[str, None] = OrderedDict()
         self._repaired_calls: OrderedDict[str, None] = OrderedDict()
         self._closed = False
+        # Recovery: the response in progress (a connection loss cuts it) and
+        # the ids the current model session knows.
+        self._active_response: str | None = None
+        self._ledger = ReplayLedger()
+        for item in history:  # a restored session's history
+            self._history.append(item)
+            if isinstance(item, RealtimeToolCallItem) and item.call_id:
+                self._seen_calls[item.call_id] = None
+        while len(self._seen_calls) > _SEEN_CALLS_KEPT:
+            self._seen_calls.popitem(last=False)
 
     # ----------------------------------------------------------------- state
 
@@ -436,6 +457,56 @@ class SessionCore:
         self._decide_approval(call, agent_name, needed=needed)
         return True
 
+    # ------------------------------------------------------------- recovery
+
+    def pending_call_ids(self) -> frozenset[str]:
+        """Call ids of tool calls and handoffs not yet answered."""
+        return (
+            frozenset(self._pending_tools)
+            | frozenset(self._pending_handoffs)
+            | frozenset(self._awaiting_approval)
+        )
+
+    def model_connection_lost(self, detail: str) -> bool:
+        """The model connection is gone (``detail`` says how). A response in
+        progress ends visibly: an ``error`` (code ``response_interrupted``),
+        its unfinished items marked ``incomplete``, ``agent_end``. True when a
+        response was cut."""
+        response_id, self._active_response = self._active_response, None
+        if response_id is None:
+            return False
+        self._guards.pop(response_id, None)
+        if mark_incomplete(self._history):
+            self._emit_history()
+        self._emit(
+            RealtimeError(
+                {
+                    "message": f"the response was cut off by a model connection loss ({detail})",
+                    "type": "model_reconnect",
+                    "code": "response_interrupted",
+                }
+            )
+        )
+        self._emit(RealtimeAgentEndEvent(AgentRef(self._agent.name)))
+        return True
+
+    def prepare_replay(self, *, max_items: int, max_chars: int) -> ReplayPlan:
+        """Plan the replay of the history into a new model session and expect
+        its echoes (see :func:`~ray_realtime.core.recovery.plan_replay`)."""
+        plan = plan_replay(
+            self._history,
+            max_items=max_items,
+            max_chars=max_chars,
+            pending_calls=self.pending_call_ids(),
+        )
+        self._ledger.replayed(self._history, plan)
+        self._active_response = None
+        return plan
+
+    def recovered(self, reason: Any, items_restored: int, events_lost: int = 0) -> None:
+        """Tell the readers the session came back (one ``session_recovered``)."""
+        self._emit(RealtimeSessionRecovered(reason, items_restored, events_lost))
+
     def report_error(self, error: Mapping[str, Any]) -> None:
         """Emit an ``error`` event for a failure the shell saw (a guardrail
         that raised, a worker that died) without changing any state."""
@@ -551,12 +622,15 @@ class SessionCore:
         elif isinstance(event, me.RealtimeModelTranscriptDeltaEvent):
             self._on_transcript_delta(event)
         elif isinstance(event, me.RealtimeModelItemUpdatedEvent):
-            self._on_item_updated(event.item)
+            if not self._ledger.is_echo(event.item.item_id):
+                self._on_item_updated(event.item)
         elif isinstance(event, me.RealtimeModelToolCallEvent):
             self._on_tool_call(event)
         elif isinstance(event, me.RealtimeModelTurnStartedEvent):
+            self._active_response = event.response_id
             self._emit(RealtimeAgentStartEvent(AgentRef(self._agent.name)))
         elif isinstance(event, me.RealtimeModelTurnEndedEvent):
+            self._active_response = None
             self._on_turn_ended(event)
         elif isinstance(event, me.RealtimeModelAudioDoneEvent):
             if event.item_id not in self._interrupted_items:
@@ -612,6 +686,7 @@ class SessionCore:
         self._emit(RealtimeHistoryUpdated(list(self._history)))
 
     def _on_item_updated(self, item: RealtimeItem) -> None:
+        self._ledger.claim(self._history, item.item_id)
         index = hist.find_index(self._history, item.item_id)
         pending = self._pending_transcripts.pop(item.item_id, None)
         if pending is not None:
@@ -624,6 +699,7 @@ class SessionCore:
             self._emit(RealtimeHistoryAdded(item))
 
     def _on_input_transcript(self, item_id: str, transcript: str) -> None:
+        self._ledger.claim(self._history, item_id)
         index = hist.find_index(self._history, item_id)
         if index < 0:
             # The transcript can race ahead of its item; keep it for the item.
@@ -637,6 +713,7 @@ class SessionCore:
     def _on_transcript_delta(self, event: me.RealtimeModelTranscriptDeltaEvent) -> None:
         if event.item_id in self._interrupted_items:
             return
+        self._ledger.claim(self._history, event.item_id)
         index = hist.find_index(self._history, event.item_id)
         if index < 0:
             placeholder = AssistantMessageItem(item_id=event.item_id, status="in_progress")

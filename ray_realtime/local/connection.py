@@ -150,14 +150,43 @@ class Connection:
 
     async def run(self) -> None:
         """Send ``session.created`` and process client events until the socket closes."""
+        expiry: asyncio.Task[None] | None = None
         try:
             await self.emit("session.created", session=self.session.wire())
+            if self.options.max_session_seconds is not None:
+                expiry = asyncio.create_task(self._expire_after(self.options.max_session_seconds))
             async for message in self.ws:
                 await self.handle_message(message)
         except ConnectionClosed:
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
             await self.close()
+
+    async def _expire_after(self, seconds: float) -> None:
+        """End the session at its length cap the way the real service does: an
+        ``error`` event (code ``session_expired``), then close code 1001 with the
+        same message as the reason."""
+        await asyncio.sleep(seconds)
+        await self.close()  # the response in progress stops here
+        amount, unit = (seconds, "second") if seconds < 60 else (seconds / 60, "minute")
+        shown = f"{amount:g} {unit}{'' if amount == 1 else 's'}"
+        message = f"Your session hit the maximum duration of {shown}."
+        try:
+            await self.emit(
+                "error",
+                error={
+                    "type": "invalid_request_error",
+                    "code": "session_expired",
+                    "message": message,
+                    "param": None,
+                    "event_id": None,
+                },
+            )
+            await self.ws.close(1001, message)
+        except ConnectionClosed:
+            pass
 
     async def close(self) -> None:
         """Hard-stop the active response task (the peer is gone; nothing more is sent)."""
@@ -423,6 +452,8 @@ class Connection:
             raise ProtocolError(
                 "duplicate_item_id", f"Item with id '{item.id}' already exists.", "item.id"
             )
+        else:
+            self.ids.observe(item.id)
         await self.add_item(item, previous, done=True)
 
     async def _on_item_delete(self, event: dict[str, Any]) -> None:

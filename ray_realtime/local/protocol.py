@@ -53,6 +53,9 @@ class ServerOptions:
     max_conversation_items: int = 4096
     max_conversation_bytes: int = 32 << 20
     max_reply_audio_ms: int = 5 * 60 * 1000
+    max_session_seconds: float | None = None
+    """End each session after this long, as the real service does at its cap
+    (an ``error`` with code ``session_expired``, then close 1001); None: never."""
 
 
 class IdFactory:
@@ -66,6 +69,14 @@ class IdFactory:
         n = self._counters.get(prefix, 0) + 1
         self._counters[prefix] = n
         return f"{prefix}_{n:0{ID_WIDTH}d}"
+
+    def observe(self, used: str) -> None:
+        """Move the counter past ``used`` when it has this factory's form
+        (``item_000042``): a client that restores a conversation under its old
+        ids must never meet them again in ids generated later."""
+        prefix, _, digits = used.rpartition("_")
+        if prefix and digits.isdigit() and len(digits) <= 18:
+            self._counters[prefix] = max(self._counters.get(prefix, 0), int(digits))
 
 
 class ProtocolError(Exception):

@@ -103,9 +103,12 @@ class LocalModelServer:
         max_conversation_items: int = 4096,
         max_conversation_bytes: int = 32 << 20,
         max_reply_audio_ms: int = 5 * 60 * 1000,
+        max_session_seconds: float | None = None,
     ) -> None:
         if audio_chunk_ms <= 0 or audio_ms_per_char <= 0:
             raise ValueError("audio_chunk_ms and audio_ms_per_char must be positive")
+        if max_session_seconds is not None and not max_session_seconds > 0:
+            raise ValueError("max_session_seconds must be positive (or None: no cap)")
         self.host = host
         self._requested_port = port
         self.max_frame_bytes = max_frame_bytes
@@ -119,6 +122,7 @@ class LocalModelServer:
             max_conversation_items=max_conversation_items,
             max_conversation_bytes=max_conversation_bytes,
             max_reply_audio_ms=max_reply_audio_ms,
+            max_session_seconds=max_session_seconds,
         )
         self._server: Server | None = None
         self._port: int | None = None
@@ -235,6 +239,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--audio-ms-per-char", type=float, default=12.5, help="reply audio per character"
     )
     parser.add_argument("--audio-chunk-ms", type=int, default=40, help="audio delta duration")
+    parser.add_argument(
+        "--max-session-seconds",
+        type=float,
+        default=None,
+        help="end each session after this long, as the real service's cap (default: never)",
+    )
     return parser.parse_args(argv)
 
 
@@ -255,6 +265,7 @@ async def _main_async(args: argparse.Namespace) -> None:
             pace_audio=args.pace_audio,
             audio_ms_per_char=args.audio_ms_per_char,
             audio_chunk_ms=args.audio_chunk_ms,
+            max_session_seconds=args.max_session_seconds,
         )
     finally:
         for sig in installed:

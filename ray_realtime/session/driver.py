@@ -7,6 +7,10 @@ to the log, inputs to the model, tool calls / handoffs / guardrails to the
 executors. The in-process session runs a driver in the caller's process; the
 session actor runs the same driver inside a Ray actor, with executors that
 fan out to worker actors.
+
+A lost model connection is restored and the history replayed into the new
+model session by the :class:`~ray_realtime.session.recovery.ModelRecovery`
+part (also how a session restored from the store comes up).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,7 +39,7 @@ from ray_realtime.core.outputs import (
 from ray_realtime.core.session_core import SessionCore, check_call_id, check_rejection_message
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import ModelConnectionError, SessionClosedError, UserError
-from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.model.interface import RealtimeModel
 from ray_realtime.session.callbacks import (
     agent_prompt,
     call_hook,
@@ -48,16 +52,20 @@ from ray_realtime.session.execution import (
     run_guardrails,
     run_tool_call,
 )
+from ray_realtime.session.recovery import ModelRecovery
 from ray_realtime.types import model_events as me
 from ray_realtime.types.config import (
     RealtimeModelConfig,
     RealtimeRunConfig,
     SessionLimits,
     resolve_limits,
+    resolve_model_reconnect,
 )
 from ray_realtime.types.events import RealtimeError, RealtimeSessionEvent
 from ray_realtime.types.items import RealtimeItem
-from ray_realtime.types.model_inputs import RealtimeModelSendEvent
+from ray_realtime.types.model_inputs import (
+    RealtimeModelSendEvent,
+)
 
 __all__ = [
     "AgentResolver",
@@ -227,8 +235,13 @@ async def _enabled(flag: Any, context: RunContextWrapper[Any], agent: Any) -> bo
     return bool(flag)
 
 
-class SessionDriver(RealtimeModelListener):
-    """Runs one realtime session over a :class:`RealtimeModel`."""
+class SessionDriver(ModelRecovery):
+    """Runs one realtime session over a :class:`RealtimeModel`.
+
+    ``history`` seeds a restored session with its completed items; it is
+    replayed into the model when the driver connects (:meth:`start` or
+    :meth:`recover_model`).
+    """
 
     def __init__(
         self,
@@ -244,6 +257,7 @@ class SessionDriver(RealtimeModelListener):
         session_id: str = "",
         clock: Callable[[], float] = time.monotonic,
         on_closed: Callable[[SessionDriver], None] | None = None,
+        history: Sequence[RealtimeItem] | None = None,
     ) -> None:
         self.session_id = session_id
         self._model = model
@@ -273,6 +287,9 @@ class SessionDriver(RealtimeModelListener):
         self._clock = clock
         self._on_closed = on_closed
         self.closed_at: float | None = None
+        # Model connection recovery (see ray_realtime.session.recovery).
+        self._initial_history = list(history or ())
+        self._init_recovery(resolve_model_reconnect(self._run_config))
 
     # --------------------------------------------------------------- state
 
@@ -316,16 +333,32 @@ class SessionDriver(RealtimeModelListener):
             events_kept=len(self._log),
             tasks=len(self._tasks),
             closed=self._closed,
+            model_recoveries=self._recoveries,
         )
         return stats
 
     # ----------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Connect to the model with the starting agent's settings."""
+        """Connect to the model with the starting agent's settings (and replay
+        the ``history`` the driver was created with, if any)."""
         if self._started:
             return
         self._started = True
+        await self._create_core()
+        assert self._core is not None
+        self._model.add_listener(self)
+        try:
+            # A restored session's history goes into the new model session.
+            await self._connect_model(self._core, starting=True)
+            self._model_live = True
+        except BaseException:
+            self._model.remove_listener(self)
+            self._closed = True
+            self._wake()
+            raise
+
+    async def _create_core(self) -> None:
         spec = await agent_spec(self._current, self._context)
         self._core = SessionCore(
             spec,
@@ -334,18 +367,10 @@ class SessionDriver(RealtimeModelListener):
             limits=self._limits,
             run_guardrail_names=[g.get_name() for g in self._run_guardrails],
             emit_raw_model_events=bool(self._run_config.get("emit_raw_model_events", False)),
+            history=self._initial_history,
             tracing_disabled=bool(self._run_config.get("tracing_disabled", False)),
         )
-        options: RealtimeModelConfig = dict(self._model_config)  # type: ignore[assignment]
-        options["initial_model_settings"] = self._core.model_settings(starting=True)
-        self._model.add_listener(self)
-        try:
-            await self._model.connect(options)
-        except BaseException:
-            self._model.remove_listener(self)
-            self._closed = True
-            self._wake()
-            raise
+        self._initial_history = []
 
     async def close(self) -> None:
         """End the session: cancel its tasks, close the model; idempotent."""
@@ -492,6 +517,8 @@ class SessionDriver(RealtimeModelListener):
     async def _on_event(self, event: me.RealtimeModelEvent) -> None:
         if self._core is None or self._closed:
             return
+        if self._reconnect["enabled"] and self._connection_signal(event):
+            return
         self._core.handle_model_event(event)
         if (
             isinstance(event, me.RealtimeModelConnectionStatusEvent)
@@ -546,6 +573,14 @@ class SessionDriver(RealtimeModelListener):
             self._processing = False
 
     async def _send_to_model(self, core: SessionCore, event: RealtimeModelSendEvent) -> None:
+        if self._restoring:
+            self._hold(core, event)  # sent to the new model session
+            return
+        await self._deliver(core, event)
+
+    async def _deliver(
+        self, core: SessionCore, event: RealtimeModelSendEvent, *, in_recovery: bool = False
+    ) -> None:
         # A failed send must not stop the loop (the outputs drained with it
         # would be lost) nor escape into whichever task runs the loop (a tool
         # task would only log it and the turn would stall): the core reports
@@ -554,6 +589,13 @@ class SessionDriver(RealtimeModelListener):
             await self._model.send_event(event)
         except Exception as exc:
             if self._closed:
+                return
+            if isinstance(exc, ModelConnectionError) and self._reconnect["enabled"]:
+                if in_recovery:
+                    raise
+                # The connection is gone: the input waits for the new one.
+                self._hold(core, event)
+                self._begin_recovery("model_reconnect", f"{type(exc).__name__}: {exc}")
                 return
             logger.info("session %s: sending %s failed: %r", self.session_id, event.type, exc)
             core.model_send_failed(

@@ -26,7 +26,9 @@ from ray_realtime.exceptions import ConfigError
 __all__ = [
     "DEFAULT_APPROVAL_REJECTION_MESSAGE",
     "DEFAULT_LIMITS",
+    "DEFAULT_MODEL_RECONNECT",
     "DEFAULT_MODEL_SETTINGS",
+    "ModelReconnectPolicy",
     "RealtimeAudioConfig",
     "RealtimeAudioFormat",
     "RealtimeAudioInputConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "RealtimeInputAudioTranscriptionConfig",
     "RealtimeModelConfig",
     "RealtimeModelName",
+    "RealtimeModelReconnectSettings",
     "RealtimeModelTracingConfig",
     "RealtimePrompt",
     "RealtimeReasoningConfig",
@@ -54,6 +57,7 @@ __all__ = [
     "SessionLimits",
     "input_audio_format_name",
     "resolve_limits",
+    "resolve_model_reconnect",
     "validate_model_config",
     "validate_run_config",
 ]
@@ -336,6 +340,9 @@ class RealtimeRunConfig(TypedDict, total=False):
     data_plane: bool
     """Actor sessions: carry audio and events over a direct WebSocket between
     the handle and the session actor (default True); False uses Ray calls only."""
+    model_reconnect: RealtimeModelReconnectSettings
+    """How a lost model connection is restored (see
+    :class:`RealtimeModelReconnectSettings`; on by default)."""
 
 
 class RealtimeModelConfig(TypedDict, total=False):
@@ -447,6 +454,8 @@ def validate_run_config(config: Mapping[str, Any] | None) -> RealtimeRunConfig:
         raise ConfigError("run config tool_error_formatter must be callable")
     if "model_settings" in result:
         result["model_settings"] = validate_model_settings(result["model_settings"])
+    if "model_reconnect" in result:
+        resolve_model_reconnect(result)  # raises ConfigError on a bad value
     return result  # type: ignore[return-value]
 
 
@@ -539,3 +548,92 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()))
     return f"{where}: {err.get('msg', 'invalid')}"
+
+
+# --------------------------------------------------------------------------
+# Model reconnection (ray-realtime addition; docs/reliability.md)
+
+
+class RealtimeModelReconnectSettings(TypedDict, total=False):
+    """How a session restores a lost model connection: a dropped socket, a
+    server close, or the service's session-length cap (``session_expired``).
+
+    The session reconnects with exponential backoff and jitter, replays its
+    history into the new model session and goes on; readers see one
+    ``session_recovered`` event. Attempts stop after ``max_attempts`` or
+    ``max_seconds``, whichever comes first; the session then closes with an
+    ``error`` event.
+    """
+
+    enabled: bool
+    """Reconnect at all (default True); False closes the session on a loss."""
+    max_attempts: int
+    """Connection attempts per loss (default 8)."""
+    max_seconds: float
+    """Time allowed for one recovery, waits included (default 30)."""
+    initial_backoff_seconds: float
+    """Wait before the second attempt; the first is immediate (default 0.1)."""
+    max_backoff_seconds: float
+    """Longest wait between attempts (default 5)."""
+    resume_response: bool
+    """Ask again for a response the loss cut off (default True)."""
+    max_replay_items: int
+    """Newest history items replayed into the new model session (default 500)."""
+    max_replay_chars: int
+    """Characters of text replayed at most (default 200,000)."""
+
+
+class ModelReconnectPolicy(TypedDict):
+    """:class:`RealtimeModelReconnectSettings` with every default filled in."""
+
+    enabled: bool
+    max_attempts: int
+    max_seconds: float
+    initial_backoff_seconds: float
+    max_backoff_seconds: float
+    resume_response: bool
+    max_replay_items: int
+    max_replay_chars: int
+
+
+DEFAULT_MODEL_RECONNECT: ModelReconnectPolicy = {
+    "enabled": True,
+    "max_attempts": 8,
+    "max_seconds": 30.0,
+    "initial_backoff_seconds": 0.1,
+    "max_backoff_seconds": 5.0,
+    "resume_response": True,
+    "max_replay_items": 500,
+    "max_replay_chars": 200_000,
+}
+
+
+def resolve_model_reconnect(run_config: Mapping[str, Any]) -> ModelReconnectPolicy:
+    """The reconnect policy of a run config (its ``model_reconnect`` over the
+    defaults); a :class:`ConfigError` names a bad key or value."""
+    given = run_config.get("model_reconnect") or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError("run config model_reconnect must be a dict")
+    unknown = sorted(set(given) - set(DEFAULT_MODEL_RECONNECT))
+    if unknown:
+        raise ConfigError(f"unknown model_reconnect key(s): {', '.join(unknown)}")
+    policy: dict[str, Any] = dict(DEFAULT_MODEL_RECONNECT)
+    for key, value in given.items():
+        default = DEFAULT_MODEL_RECONNECT[key]  # type: ignore[literal-required]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        if not ok:
+            kind = (
+                "True or False"
+                if isinstance(default, bool)
+                else "a positive integer"
+                if isinstance(default, int)
+                else "a number >= 0"
+            )
+            raise ConfigError(f"model_reconnect.{key} must be {kind}, got {value!r}")
+        policy[key] = value
+    return policy  # type: ignore[return-value]

@@ -32,6 +32,7 @@ __all__ = [
     "RealtimeInputAudioTimeoutTriggered",
     "RealtimeRawModelEvent",
     "RealtimeSessionEvent",
+    "RealtimeSessionRecovered",
     "RealtimeToolApprovalRequired",
     "RealtimeToolEnd",
     "RealtimeToolStart",
@@ -227,6 +228,24 @@ class RealtimeEventsLost:
     type: Literal["events_lost"] = "events_lost"
 
 
+@dataclass(frozen=True, slots=True)
+class RealtimeSessionRecovered:
+    """The session came back after a fault (ray-realtime addition): its
+    history was replayed into a new model session and it goes on.
+
+    ``reason`` is ``"model_reconnect"`` (the model connection dropped, was
+    closed, or hit the service's session-length cap), ``"actor_died"`` or
+    ``"node_lost"`` (the session was restored on another actor);
+    ``items_restored`` history items were replayed into the model;
+    ``events_lost`` events this session emitted before the fault are gone.
+    """
+
+    reason: Literal["actor_died", "node_lost", "model_reconnect"]
+    items_restored: int
+    events_lost: int = 0
+    type: Literal["session_recovered"] = "session_recovered"
+
+
 RealtimeSessionEvent = (
     RealtimeAgentStartEvent
     | RealtimeAgentEndEvent
@@ -244,5 +263,6 @@ RealtimeSessionEvent = (
     | RealtimeGuardrailTripped
     | RealtimeInputAudioTimeoutTriggered
     | RealtimeEventsLost
+    | RealtimeSessionRecovered
 )
 """Every event a session yields."""
