@@ -11,8 +11,9 @@ from typing import Any, Generic
 
 from ray_realtime.agents.context import RunContextWrapper, TContext
 from ray_realtime.agents.guardrails import OutputGuardrail
+from ray_realtime.agents.mcp import MCPConfig, MCPServer, check_mcp_fields, list_agent_mcp_tools
 from ray_realtime.agents.tools import FunctionTool
-from ray_realtime.exceptions import ConfigError
+from ray_realtime.exceptions import ConfigError, ToolError
 
 __all__ = ["Handoff", "RealtimeAgent", "resolve_instructions"]
 
@@ -31,6 +32,10 @@ class RealtimeAgent(Generic[TContext]):
     ``handoff_description`` tells other agents when to hand off to this one.
     The model settings are per session (the run config), not per agent, as
     the realtime API holds one session configuration.
+
+    ``mcp_servers`` lend the agent their tools (see :mod:`ray_realtime.agents.mcp`):
+    listed when the agent starts in a session, called where tools run;
+    ``mcp_config`` says how they become tools.
     """
 
     name: str
@@ -40,6 +45,8 @@ class RealtimeAgent(Generic[TContext]):
     handoffs: list[RealtimeAgent[Any] | Handoff] = field(default_factory=list)
     output_guardrails: list[OutputGuardrail] = field(default_factory=list)
     prompt: Any = None
+    mcp_servers: list[MCPServer] = field(default_factory=list)
+    mcp_config: MCPConfig = field(default_factory=lambda: MCPConfig())
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -57,6 +64,7 @@ class RealtimeAgent(Generic[TContext]):
                     f"agent {self.name!r}: tools must be FunctionTool (use @function_tool), "
                     f"got {type(tool).__name__}"
                 )
+        check_mcp_fields(self.name, self.mcp_servers, self.mcp_config)
 
     def clone(self, **kwargs: Any) -> RealtimeAgent[TContext]:
         """A copy with the given fields replaced (lists are copied shallowly)."""
@@ -67,7 +75,22 @@ class RealtimeAgent(Generic[TContext]):
         return await resolve_instructions(self, run_context)
 
     async def get_all_tools(self, run_context: RunContextWrapper[TContext]) -> list[FunctionTool]:
-        """The tools enabled for this run."""
+        """The MCP servers' tools, then the function tools enabled for this run."""
+        mcp_tools = await self.get_mcp_tools(run_context) if self.mcp_servers else []
+        return [*mcp_tools, *await self.get_function_tools(run_context)]
+
+    async def get_mcp_tools(self, run_context: RunContextWrapper[TContext]) -> list[FunctionTool]:
+        """The tools of the MCP servers, listed now in this process; a server
+        that cannot list them is a :class:`~ray_realtime.exceptions.ToolError`."""
+        listing = await list_agent_mcp_tools(self, run_context)
+        if listing.errors:
+            raise ToolError("; ".join(listing.errors), "")
+        return listing.tools
+
+    async def get_function_tools(
+        self, run_context: RunContextWrapper[TContext]
+    ) -> list[FunctionTool]:
+        """The function tools enabled for this run."""
         enabled: list[FunctionTool] = []
         for tool in self.tools:
             flag = tool.is_enabled
