@@ -245,7 +245,10 @@ class _Connection:
                     ClientSession(
                         read,
                         write,
-                        read_timeout_seconds=server.client_session_timeout_seconds,
+                        # Requests are bounded by the caller (client_session_timeout_seconds);
+                        # initialising, by connect_timeout_seconds (a server process
+                        # may take longer to start than to answer).
+                        read_timeout_seconds=None,
                         message_handler=server.message_handler,
                     )
                 )
@@ -344,6 +347,11 @@ def shared_connections() -> MCPConnections:
     return conns
 
 
+def _or_shared(connections: MCPConnections | None) -> MCPConnections:
+    # Not ``connections or ...``: an empty cache is falsy (it has a length).
+    return connections if connections is not None else shared_connections()
+
+
 def _describe(exc: BaseException) -> str:
     # anyio and the mcp transports wrap the cause in exception groups.
     while getattr(exc, "exceptions", None):
@@ -366,7 +374,9 @@ class MCPServer(abc.ABC):
     ``"never"``, a bool, a dict of tool name to either, or ``{"always":
     {"tool_names": [...]}, "never": {...}}``) marks tools that need approval;
     ``failure_error_function`` overrides the agent's ``mcp_config`` one.
-    ``connect_timeout_seconds`` (ours) bounds opening a connection.
+    ``client_session_timeout_seconds`` bounds each request (listing, a call)
+    once connected; ``connect_timeout_seconds`` (ours) bounds opening a
+    connection, the server's start and initialisation included.
     """
 
     def __init__(
@@ -478,12 +488,13 @@ class MCPServer(abc.ABC):
     async def _connection(self, connections: MCPConnections | None) -> _Connection:
         if self._own is not None and self._own.alive:
             return self._own
-        return await (connections or shared_connections()).get(self)
+        return await _or_shared(connections).get(self)
 
     async def _request(
         self, what: str, connections: MCPConnections | None, op: Callable[[_Connection], Any]
     ) -> Any:
         from mcp import MCPError
+        from mcp.types import CONNECTION_CLOSED
 
         attempt = 0
         while True:
@@ -491,8 +502,11 @@ class MCPServer(abc.ABC):
             try:
                 return await asyncio.wait_for(op(conn), self.client_session_timeout_seconds)
             except MCPError as exc:
-                # The server answered with an error: the connection is fine.
                 error: Exception = ToolError(f"MCP server {self.name!r} refused to {what}: {exc}")
+                if exc.code == CONNECTION_CLOSED:
+                    # The server went away: open a new connection next time.
+                    await self._drop(conn, connections)
+                    error = ToolError(f"MCP server {self.name!r} closed the connection ({what})")
             except asyncio.TimeoutError:
                 error = ToolError(
                     f"MCP server {self.name!r} did not {what} within "
@@ -500,15 +514,18 @@ class MCPServer(abc.ABC):
                 )
             except Exception as exc:
                 # The transport broke (the server exited, the socket closed).
-                if conn is self._own:
-                    await self.cleanup()
-                else:
-                    await (connections or shared_connections()).discard(conn)
+                await self._drop(conn, connections)
                 error = ToolError(f"MCP server {self.name!r} failed to {what}: {_describe(exc)}")
             if attempt >= self.max_retry_attempts:
                 raise error
             await asyncio.sleep(self.retry_backoff_seconds_base * (2**attempt))
             attempt += 1
+
+    async def _drop(self, conn: _Connection, connections: MCPConnections | None) -> None:
+        if conn is self._own:
+            await self.cleanup()
+        else:
+            await _or_shared(connections).discard(conn)
 
     async def list_tools(
         self,
