@@ -106,7 +106,6 @@ class ToolWorker(_Worker):
         )
         return outcome.output, outcome.error, self.node_id
 
-
     async def list_mcp_tools(
         self, agent_refs: list[Any], ctx_refs: list[Any], timeout: float
     ) -> tuple[list[Any], list[str], str]:
