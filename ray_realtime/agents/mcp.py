@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -352,6 +353,16 @@ def _or_shared(connections: MCPConnections | None) -> MCPConnections:
     return connections if connections is not None else shared_connections()
 
 
+def _bare_url(url: str) -> str:
+    """``url`` without credentials, query or fragment: a server's default name
+    appears in errors and events, where a token in its URL must not."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _describe(exc: BaseException) -> str:
     # anyio and the mcp transports wrap the cause in exception groups.
     while getattr(exc, "exceptions", None):
@@ -650,7 +661,7 @@ class MCPServerStreamableHttp(MCPServer):
         self.params = params
 
     def _default_name(self) -> str:
-        return f"streamable_http: {self.params['url']}"
+        return f"streamable_http: {_bare_url(self.params['url'])}"
 
     def _params_key(self) -> Any:
         return dict(self.params)
@@ -688,7 +699,7 @@ class MCPServerSse(MCPServer):
         self.params = params
 
     def _default_name(self) -> str:
-        return f"sse: {self.params['url']}"
+        return f"sse: {_bare_url(self.params['url'])}"
 
     def _params_key(self) -> Any:
         return dict(self.params)

@@ -360,6 +360,12 @@ async def test_server_pickles_as_its_spec(script: Path) -> None:
     assert copy.cache_tools_list and copy.params == server.params
 
 
+def test_default_names_carry_no_credentials() -> None:
+    server = http_mcp("https://user:secret@example.com:8443/mcp?token=abc#x")
+    assert server.name == "streamable_http: https://example.com:8443/mcp"
+    assert "secret" not in server.name and "abc" not in server.name
+
+
 def test_bad_fields_are_config_errors(script: Path) -> None:
     with pytest.raises(ConfigError, match="mcp_servers"):
         RealtimeAgent(name="A", mcp_servers=["not a server"])  # type: ignore[list-item]
