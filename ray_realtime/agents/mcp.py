@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -405,6 +406,8 @@ class MCPServer(abc.ABC):
         *,
         connect_timeout_seconds: float = 30.0,
     ) -> None:
+        if importlib.util.find_spec("mcp") is None:
+            raise ConfigError("MCP servers need the mcp package: pip install 'ray-realtime[mcp]'")
         self.cache_tools_list = bool(cache_tools_list)
         self._name = name
         if client_session_timeout_seconds in (None, 0):
