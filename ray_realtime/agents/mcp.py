@@ -30,8 +30,6 @@ import inspect
 import json
 import logging
 import re
-import weakref
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +40,13 @@ from urllib.parse import urlsplit, urlunsplit
 from typing_extensions import NotRequired, TypedDict
 
 from ray_realtime.agents.context import RunContextWrapper, ToolContext
+from ray_realtime.agents.mcp_connections import (
+    Connection,
+    MCPConnections,
+    describe_error,
+    or_shared,
+    shared_connections,
+)
 from ray_realtime.agents.tools import (
     FunctionTool,
     ToolArgumentsError,
@@ -52,7 +57,6 @@ from ray_realtime.agents.tools import (
 from ray_realtime.exceptions import ConfigError, ToolError
 
 if TYPE_CHECKING:
-    from mcp import ClientSession
     from mcp.types import CallToolResult
     from mcp.types import Tool as MCPTool
 
@@ -80,10 +84,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Connections one cache keeps open; the least recently used closes first.
-_MAX_CONNECTIONS = 32
-# Time a connection gets to shut down (the server process to exit) on close.
-_CLOSE_SECONDS = 5.0
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -193,167 +193,6 @@ class _Unset:
 _UNSET: Any = _Unset()
 
 
-# ------------------------------------------------------------- connections
-
-
-class _Connection:
-    """One open MCP client session, owned by a task of its own: the ``mcp``
-    package's transports must be left by the task that entered them, and
-    calls come from many tasks."""
-
-    def __init__(self, server: MCPServer) -> None:
-        self.server = server
-        self.session: ClientSession | None = None
-        self.tools: list[MCPTool] | None = None  # cache_tools_list
-        self._ready = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def alive(self) -> bool:
-        """Open, and its task still running."""
-        return self.session is not None and self._task is not None and not self._task.done()
-
-    async def open(self, timeout: float) -> None:
-        """Start the server's transport and initialise the session, within ``timeout``."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        ready = asyncio.ensure_future(self._ready.wait())
-        try:
-            await asyncio.wait({self._task, ready}, timeout=timeout, return_when="FIRST_COMPLETED")
-        except BaseException:
-            ready.cancel()
-            await self._stop()
-            raise
-        ready.cancel()
-        if self.alive:
-            return
-        error: BaseException | None = None
-        if self._task.done() and not self._task.cancelled():
-            error = self._task.exception()
-        await self._stop()
-        name = self.server.name
-        if error is None:
-            raise ToolError(f"MCP server {name!r} did not answer within {timeout:g} s")
-        raise ToolError(f"MCP server {name!r} could not be reached: {_describe(error)}") from error
-
-    async def _run(self) -> None:
-        from mcp import ClientSession
-
-        server = self.server
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                read, write = await stack.enter_async_context(server._transport())
-                session = await stack.enter_async_context(
-                    ClientSession(
-                        read,
-                        write,
-                        # Requests are bounded by the caller (client_session_timeout_seconds);
-                        # initialising, by connect_timeout_seconds (a server process
-                        # may take longer to start than to answer).
-                        read_timeout_seconds=None,
-                        message_handler=server.message_handler,
-                    )
-                )
-                await session.initialize()
-                self.session = session
-                self._ready.set()
-                await self._closing.wait()
-        finally:
-            self.session = None
-
-    async def close(self) -> None:
-        """Shut the session and its transport down (bounded)."""
-        self._closing.set()
-        await self._stop()
-
-    async def _stop(self) -> None:
-        task = self._task
-        self.session = None
-        if task is None or task.done():
-            if task is not None and not task.cancelled():
-                task.exception()  # retrieved: a failed open was reported already
-            return
-        self._closing.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), _CLOSE_SECONDS)
-        except (asyncio.TimeoutError, Exception):
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, _CLOSE_SECONDS)
-
-
-class MCPConnections:
-    """A bounded cache of open MCP connections, one per server spec, for one
-    event loop. :meth:`aclose` closes them all."""
-
-    def __init__(self, capacity: int = _MAX_CONNECTIONS) -> None:
-        self._capacity = capacity
-        self._open: OrderedDict[str, _Connection] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    async def get(self, server: MCPServer) -> _Connection:
-        """The open connection for ``server``'s spec, opened on first use
-        (and again after it broke)."""
-        if self._closed:
-            raise ToolError(f"MCP connections closed; cannot reach {server.name!r}")
-        key = server.spec_key()
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            conn = self._open.get(key)
-            if conn is not None and conn.alive:
-                self._open.move_to_end(key)
-                return conn
-            if conn is not None:
-                del self._open[key]
-                await conn.close()
-            conn = _Connection(server)
-            await conn.open(server.connect_timeout_seconds)
-            self._open[key] = conn
-        while len(self._open) > self._capacity:
-            old_key, old = self._open.popitem(last=False)
-            self._locks.pop(old_key, None)
-            await old.close()
-        return conn
-
-    async def discard(self, conn: _Connection) -> None:
-        """Close a connection found broken; the next use opens a new one."""
-        for key, held in list(self._open.items()):
-            if held is conn:
-                del self._open[key]
-        await conn.close()
-
-    async def aclose(self) -> None:
-        """Close every connection; the cache takes no more."""
-        self._closed = True
-        conns = list(self._open.values())
-        self._open.clear()
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-
-
-_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MCPConnections] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def shared_connections() -> MCPConnections:
-    """This process's connections for the running event loop (what tool
-    workers use: one connection per server spec, kept for the worker's life)."""
-    loop = asyncio.get_running_loop()
-    conns = _SHARED.get(loop)
-    if conns is None or conns._closed:
-        conns = _SHARED[loop] = MCPConnections()
-    return conns
-
-
-def _or_shared(connections: MCPConnections | None) -> MCPConnections:
-    # Not ``connections or ...``: an empty cache is falsy (it has a length).
-    return connections if connections is not None else shared_connections()
-
-
 def _bare_url(url: str) -> str:
     """``url`` without credentials, query or fragment: a server's default name
     appears in errors and events, where a token in its URL must not."""
@@ -362,14 +201,6 @@ def _bare_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _describe(exc: BaseException) -> str:
-    # anyio and the mcp transports wrap the cause in exception groups.
-    while getattr(exc, "exceptions", None):
-        exc = exc.exceptions[0]  # type: ignore[attr-defined]
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # ------------------------------------------------------------------ servers
@@ -428,7 +259,7 @@ class MCPServer(abc.ABC):
         self.message_handler = message_handler
         self.require_approval = require_approval
         self.failure_error_function = failure_error_function
-        self._own: _Connection | None = None
+        self._own: Connection | None = None
         self._cached_tools: list[MCPTool] | None = None
 
     # A server travels as its spec: the live connection and caches stay behind.
@@ -474,7 +305,7 @@ class MCPServer(abc.ABC):
         """Open this object's own connection (used instead of a cached one)."""
         if self._own is not None and self._own.alive:
             return
-        conn = _Connection(self)
+        conn = Connection(self)
         await conn.open(self.connect_timeout_seconds)
         self._own = conn
 
@@ -499,13 +330,13 @@ class MCPServer(abc.ABC):
 
     # -- requests
 
-    async def _connection(self, connections: MCPConnections | None) -> _Connection:
+    async def _connection(self, connections: MCPConnections | None) -> Connection:
         if self._own is not None and self._own.alive:
             return self._own
-        return await _or_shared(connections).get(self)
+        return await or_shared(connections).get(self)
 
     async def _request(
-        self, what: str, connections: MCPConnections | None, op: Callable[[_Connection], Any]
+        self, what: str, connections: MCPConnections | None, op: Callable[[Connection], Any]
     ) -> Any:
         from mcp import MCPError
         from mcp.types import CONNECTION_CLOSED
@@ -529,17 +360,19 @@ class MCPServer(abc.ABC):
             except Exception as exc:
                 # The transport broke (the server exited, the socket closed).
                 await self._drop(conn, connections)
-                error = ToolError(f"MCP server {self.name!r} failed to {what}: {_describe(exc)}")
+                error = ToolError(
+                    f"MCP server {self.name!r} failed to {what}: {describe_error(exc)}"
+                )
             if attempt >= self.max_retry_attempts:
                 raise error
             await asyncio.sleep(self.retry_backoff_seconds_base * (2**attempt))
             attempt += 1
 
-    async def _drop(self, conn: _Connection, connections: MCPConnections | None) -> None:
+    async def _drop(self, conn: Connection, connections: MCPConnections | None) -> None:
         if conn is self._own:
             await self.cleanup()
         else:
-            await _or_shared(connections).discard(conn)
+            await or_shared(connections).discard(conn)
 
     async def list_tools(
         self,
@@ -551,7 +384,7 @@ class MCPServer(abc.ABC):
         """The server's tools, filtered by ``tool_filter`` (a callable filter
         needs ``run_context`` and ``agent``)."""
 
-        async def fetch(conn: _Connection) -> list[MCPTool]:
+        async def fetch(conn: Connection) -> list[MCPTool]:
             if self.cache_tools_list and conn.tools is not None:
                 return conn.tools
             assert conn.session is not None
@@ -603,7 +436,7 @@ class MCPServer(abc.ABC):
     ) -> CallToolResult:
         """Call one tool; the server's result (``is_error`` set when the tool failed)."""
 
-        async def call(conn: _Connection) -> Any:
+        async def call(conn: Connection) -> Any:
             assert conn.session is not None
             return await conn.session.call_tool(tool_name, arguments or {})
 
@@ -846,7 +679,7 @@ async def list_agent_mcp_tools(
         except asyncio.TimeoutError:
             return f"MCP server {server.name!r} did not list its tools within {timeout:g} s"
         except Exception as exc:
-            return f"MCP server {server.name!r}: its tools are unavailable: {_describe(exc)}"
+            return f"MCP server {server.name!r}: its tools are unavailable: {describe_error(exc)}"
 
     listed = await asyncio.gather(*(one(s) for s in servers))
     taken = {t.name for t in agent.tools}

@@ -85,7 +85,9 @@ async def test_stdio_tool_runs_on_a_tool_worker(ray_cluster: RayTestCluster, scr
         assert "ToolWorker" in " ".join(psutil.Process(server["ppid"]).cmdline())
 
 
-async def test_streamable_http_tool_in_actor_mode(ray_cluster: RayTestCluster, http_url: str) -> None:
+async def test_streamable_http_tool_in_actor_mode(
+    ray_cluster: RayTestCluster, http_url: str
+) -> None:
     agent: RealtimeAgent[Any] = RealtimeAgent(name="Calc", mcp_servers=[http_mcp(http_url)])
     async with await RealtimeRunner(agent, config=ACTOR).run() as session:  # type: ignore[arg-type]
         end, events = await tool_turn(session, "please add numbers a=20 b=22")
