@@ -57,8 +57,8 @@ def crash() -> str:
     os._exit(3)
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    if len(sys.argv) > 2:
+        app.run(sys.argv[2], host="127.0.0.1", port=int(sys.argv[1]))
     else:
         app.run()
 '''
@@ -84,13 +84,17 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def http_server(script: Path, log: Path) -> Iterator[str]:
-    """Run ``script`` as a streamable-HTTP server on a free loopback port;
-    yields its URL; stops the process by its pid."""
+def http_server(
+    script: Path, log: Path, transport: str = "streamable-http", path: str = "/mcp"
+) -> Iterator[str]:
+    """Run ``script`` as an HTTP server (streamable HTTP, or ``"sse"``) on a
+    free loopback port; yields its URL; stops the process by its pid."""
     port = _free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(script), str(port)], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, str(script), str(port), transport],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30 * UNIT
@@ -102,7 +106,7 @@ def http_server(script: Path, log: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise AssertionError("MCP HTTP server did not listen in time")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}{path}"
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)

@@ -23,6 +23,7 @@ import pytest
 
 from ray_realtime import (
     ConfigError,
+    MCPServerSse,
     MCPServerStdio,
     RealtimeAgent,
     RealtimeError,
@@ -167,6 +168,19 @@ async def test_streamable_http_tool_output_reaches_the_model(
         assert (end.tool.name, end.output) == ("add_numbers", "42")
         assert await last_reply(session) == "The tool add_numbers returned: 42"
         assert errors(events) == []
+
+
+async def test_sse_tool_output_reaches_the_model(
+    script: Path, tmp_path: Path, model: LocalModelServer
+) -> None:
+    with http_server(script, tmp_path / "sse.log", "sse", "/sse") as url:
+        agent: RealtimeAgent[Any] = RealtimeAgent(
+            name="Calc", mcp_servers=[MCPServerSse({"url": url})]
+        )
+        async with session_on(agent, model) as session:
+            end, events = await tool_turn(session, "please add numbers a=4 b=5")
+            assert (end.tool.name, end.output) == ("add_numbers", "9")
+            assert errors(events) == []
 
 
 # ----------------------------------------------------------- failures
