@@ -4,6 +4,7 @@ The layers, bottom to top (each row may import only rows below it; the units
 of a row marked shared form one layer and may import each other)::
 
     cli                            the console script
+    mcp                            re-exports agents/mcp under the SDK's path
     demo · bench · ops             commands
     runner/                        RealtimeRunner, RealtimeSession, the backend seam
     actors/ · cluster/  (shared)   Ray shells; connect, deploy, placement
@@ -57,6 +58,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("runner",), False),
     (("bench", "demo", "ops"), False),
     (("cli",), False),
+    (("mcp",), False),
     ((ROOT_UNIT,), False),
 ]
 

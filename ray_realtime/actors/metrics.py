@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.mcp import MCPToolListing
 from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.session.execution import ToolOutcome
 
@@ -158,3 +159,12 @@ class MeteredToolExecutor:
         record("tool_calls", 1.0, node=self._node, tool=tool.name, outcome=result)
         record("tool_seconds", time.monotonic() - t0, node=self._node, tool=tool.name)
         return outcome
+
+    async def list_mcp_tools(
+        self, agent: RealtimeAgent[Any], *, context: Any, timeout: float
+    ) -> MCPToolListing:
+        """List on the inner executor (listings are not tool calls)."""
+        listing: MCPToolListing = await self._inner.list_mcp_tools(
+            agent, context=context, timeout=timeout
+        )
+        return listing

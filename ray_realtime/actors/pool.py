@@ -25,6 +25,7 @@ from ray_realtime.actors import raylib
 from ray_realtime.actors.worker_health import WorkerRetiring
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.agents.guardrails import OutputGuardrail
+from ray_realtime.agents.mcp import MCPToolListing
 from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.session.execution import GuardrailRound, ToolOutcome
 
@@ -240,6 +241,32 @@ class PoolExecutor:
         except Exception as exc:
             message = f"tool {tool.name!r} failed on its worker: {type(exc).__name__}: {exc}"
         return ToolOutcome(f"Error: {message}", message)
+
+    async def list_mcp_tools(
+        self, agent: RealtimeAgent[Any], *, context: Any, timeout: float
+    ) -> MCPToolListing:
+        """List the agent's MCP tools on a worker (where they will be called,
+        over the worker's own connections); errors are reported, not raised."""
+        try:
+            agent_ref = await self._objects.agent_ref(agent)
+            context_ref = await self._objects.context_ref()
+            tools, errors, _ = await self._call(
+                lambda worker: worker.list_mcp_tools.remote([agent_ref], [context_ref], timeout),
+                timeout + _GRACE_SECONDS,
+                timeout,
+            )
+            return MCPToolListing(list(tools), list(errors))
+        except _NoWorker:
+            message = "no tool worker is available"
+        except TimeoutError:
+            message = f"the tool worker did not answer within {timeout + _GRACE_SECONDS:g} s"
+        except _WorkerDied:
+            message = "the tool worker died"
+        except Exception as exc:
+            message = f"the tool worker failed: {type(exc).__name__}: {exc}"
+        return MCPToolListing(
+            [], [f"the MCP tools of agent {agent.name!r} are unavailable: {message}"]
+        )
 
     async def run_guardrails(
         self,

@@ -29,6 +29,8 @@ from typing import Any
 from ray_realtime.actors import raylib
 from ray_realtime.actors.logs import configure_actor_logging
 from ray_realtime.actors.worker_health import CURRENT_CALL, ThreadLedger, TrackingExecutor
+from ray_realtime.agents.context import wrap_context
+from ray_realtime.agents.mcp import list_agent_mcp_tools, mcp_tool_by_name
 from ray_realtime.cluster.service_config import ServiceConfig
 from ray_realtime.session.execution import run_guardrails, run_tool_call
 
@@ -165,6 +167,9 @@ class ToolWorker(_Worker):
         with self._booked():
             agent = await self._cache.get(agent_refs[0])
             tool = next((t for t in agent.tools if t.name == tool_name), None)
+            if tool is None and agent.mcp_servers:
+                # An MCP tool: found and called over this worker's own connections.
+                tool = mcp_tool_by_name(agent, tool_name, timeout=default_timeout)
             if tool is None:
                 message = f"tool {tool_name!r} not found on agent {agent.name!r}"
                 return f"Error: {message}", message, self.node_id, False
@@ -178,6 +183,17 @@ class ToolWorker(_Worker):
                 agent=agent,
             )
             return outcome.output, outcome.error, self.node_id, outcome.raised
+
+    async def list_mcp_tools(
+        self, agent_refs: list[Any], ctx_refs: list[Any], timeout: float
+    ) -> tuple[list[Any], list[str], str]:
+        """The agent's MCP tools, listed over this worker's connections:
+        ``(tools, errors, node_id)``."""
+        self._calls += 1
+        agent = await self._cache.get(agent_refs[0])
+        context = wrap_context(await self._context(ctx_refs))
+        listing = await list_agent_mcp_tools(agent, context, timeout=timeout)
+        return listing.tools, listing.errors, self.node_id
 
 
 class GuardrailWorker(_Worker):

@@ -12,8 +12,9 @@ from typing import Any, Generic
 from ray_realtime.agents.context import RunContextWrapper, TContext
 from ray_realtime.agents.guardrails import OutputGuardrail
 from ray_realtime.agents.hooks import RealtimeAgentHooks
+from ray_realtime.agents.mcp import MCPConfig, MCPServer, check_mcp_fields, list_agent_mcp_tools
 from ray_realtime.agents.tools import FunctionTool
-from ray_realtime.exceptions import ConfigError
+from ray_realtime.exceptions import ConfigError, ToolError
 
 __all__ = ["Handoff", "RealtimeAgent", "resolve_instructions"]
 
@@ -32,6 +33,10 @@ class RealtimeAgent(Generic[TContext]):
     ``handoff_description`` tells other agents when to hand off to this one.
     The model settings are per session (the run config), not per agent, as
     the realtime API holds one session configuration.
+
+    ``mcp_servers`` lend the agent their tools (see :mod:`ray_realtime.agents.mcp`):
+    listed when the agent starts in a session, called where tools run;
+    ``mcp_config`` says how they become tools.
     """
 
     name: str
@@ -43,6 +48,8 @@ class RealtimeAgent(Generic[TContext]):
     prompt: Any = None
     hooks: RealtimeAgentHooks[Any] | None = None
     """Lifecycle callbacks of this agent (see :mod:`ray_realtime.agents.hooks`)."""
+    mcp_servers: list[MCPServer] = field(default_factory=list)
+    mcp_config: MCPConfig = field(default_factory=lambda: MCPConfig())
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -60,6 +67,7 @@ class RealtimeAgent(Generic[TContext]):
                     f"agent {self.name!r}: tools must be FunctionTool (use @function_tool), "
                     f"got {type(tool).__name__}"
                 )
+        check_mcp_fields(self.name, self.mcp_servers, self.mcp_config)
 
     def clone(self, **kwargs: Any) -> RealtimeAgent[TContext]:
         """A copy with the given fields replaced (lists are copied shallowly)."""
@@ -70,7 +78,22 @@ class RealtimeAgent(Generic[TContext]):
         return await resolve_instructions(self, run_context)
 
     async def get_all_tools(self, run_context: RunContextWrapper[TContext]) -> list[FunctionTool]:
-        """The tools enabled for this run."""
+        """The MCP servers' tools, then the function tools enabled for this run."""
+        mcp_tools = await self.get_mcp_tools(run_context) if self.mcp_servers else []
+        return [*mcp_tools, *await self.get_function_tools(run_context)]
+
+    async def get_mcp_tools(self, run_context: RunContextWrapper[TContext]) -> list[FunctionTool]:
+        """The tools of the MCP servers, listed now in this process; a server
+        that cannot list them is a :class:`~ray_realtime.exceptions.ToolError`."""
+        listing = await list_agent_mcp_tools(self, run_context)
+        if listing.errors:
+            raise ToolError("; ".join(listing.errors), "")
+        return listing.tools
+
+    async def get_function_tools(
+        self, run_context: RunContextWrapper[TContext]
+    ) -> list[FunctionTool]:
+        """The function tools enabled for this run."""
         enabled: list[FunctionTool] = []
         for tool in self.tools:
             flag = tool.is_enabled

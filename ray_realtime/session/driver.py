@@ -26,6 +26,7 @@ from ray_realtime.agents.agent import RealtimeAgent, resolve_instructions
 from ray_realtime.agents.context import RunContextWrapper, wrap_context
 from ray_realtime.agents.guardrails import OutputGuardrail
 from ray_realtime.agents.handoffs import Handoff, as_handoff
+from ray_realtime.agents.mcp import MCPConnections, MCPToolListing, list_agent_mcp_tools
 from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.core.event_log import EventLog, LogRead
 from ray_realtime.core.outputs import (
@@ -103,6 +104,13 @@ class ToolExecutor(Protocol):
         """Run one call; must not raise except on cancellation."""
         ...
 
+    async def list_mcp_tools(
+        self, agent: RealtimeAgent[Any], *, context: Any, timeout: float
+    ) -> MCPToolListing:
+        """The tools of ``agent``'s MCP servers, listed where its tools run;
+        must not raise except on cancellation."""
+        ...
+
 
 class GuardrailExecutor(Protocol):
     """Runs rounds of output guardrails."""
@@ -129,7 +137,11 @@ class AgentResolver(Protocol):
 
 
 class LocalToolExecutor:
-    """Runs tools in this process."""
+    """Runs tools in this process; MCP servers are reached over connections
+    of its own, closed by :meth:`aclose`."""
+
+    def __init__(self) -> None:
+        self._mcp = MCPConnections()
 
     async def run_tool(
         self,
@@ -150,6 +162,18 @@ class LocalToolExecutor:
             default_timeout=default_timeout,
             agent=agent,
         )
+
+    async def list_mcp_tools(
+        self, agent: RealtimeAgent[Any], *, context: Any, timeout: float
+    ) -> MCPToolListing:
+        """List here, on this executor's connections."""
+        return await list_agent_mcp_tools(
+            agent, wrap_context(context), connections=self._mcp, timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        """Close the MCP connections (their server processes end)."""
+        await self._mcp.aclose()
 
 
 class LocalGuardrailExecutor:
@@ -197,10 +221,15 @@ def check_agent(agent: Any) -> RealtimeAgent[Any]:
     return agent
 
 
-async def agent_spec(agent: RealtimeAgent[Any], context: RunContextWrapper[Any]) -> AgentSpec:
-    """The plain-data view of ``agent`` the core works with."""
+async def agent_spec(
+    agent: RealtimeAgent[Any],
+    context: RunContextWrapper[Any],
+    mcp_tools: list[FunctionTool] | None = None,
+) -> AgentSpec:
+    """The plain-data view of ``agent`` the core works with; ``mcp_tools`` are
+    its MCP servers' tools, listed by the caller where tools run."""
     instructions = await resolve_instructions(agent, context)
-    tools = await agent.get_all_tools(context)
+    tools = [*(mcp_tools or []), *await agent.get_function_tools(context)]
     handoffs: list[HandoffSpec] = []
     for item in agent.handoffs:
         handoff = as_handoff(item)
@@ -265,10 +294,13 @@ class SessionDriver(ModelRecovery):
         self._run_config: RealtimeRunConfig = run_config or {}
         self._model_config: RealtimeModelConfig = model_config or {}
         self._limits = resolve_limits(self._run_config)
-        self._tools_exec = tool_executor or LocalToolExecutor()
+        self._own_tools_exec = tool_executor is None
+        self._tools_exec: ToolExecutor = tool_executor or LocalToolExecutor()
         self._guards_exec = guardrail_executor or LocalGuardrailExecutor()
         self._resolver = agent_resolver or LocalAgentResolver()
         self._agents: dict[str, RealtimeAgent[Any]] = {}
+        # The MCP tools of each agent, as listed when it last started.
+        self._mcp_tools: dict[str, list[FunctionTool]] = {}
         self._current = agent
         self._register_agent(agent)
         self._run_guardrails: list[OutputGuardrail] = list(
@@ -345,7 +377,11 @@ class SessionDriver(ModelRecovery):
         if self._started:
             return
         self._started = True
-        await self._create_core()
+        try:
+            mcp_errors = await self._create_core()
+        except BaseException:
+            await self._close_tools_exec()
+            raise
         assert self._core is not None
         self._model.add_listener(self)
         try:
@@ -356,10 +392,15 @@ class SessionDriver(ModelRecovery):
             self._model.remove_listener(self)
             self._closed = True
             self._wake()
+            await self._close_tools_exec()
             raise
+        if mcp_errors:
+            await self._process()  # the errors of MCP servers reach the readers now
 
-    async def _create_core(self) -> None:
-        spec = await agent_spec(self._current, self._context)
+    async def _create_core(self) -> list[str]:
+        """Build the core for the current agent (its MCP tools listed); the
+        errors of MCP servers that could not list theirs, already reported."""
+        spec, mcp_errors = await self._agent_spec(self._current)
         self._core = SessionCore(
             spec,
             run_model_settings=self._run_config.get("model_settings"),
@@ -371,6 +412,8 @@ class SessionDriver(ModelRecovery):
             tracing_disabled=bool(self._run_config.get("tracing_disabled", False)),
         )
         self._initial_history = []
+        self._report_mcp_errors(mcp_errors)
+        return mcp_errors
 
     async def close(self) -> None:
         """End the session: cancel its tasks, close the model; idempotent."""
@@ -389,6 +432,7 @@ class SessionDriver(ModelRecovery):
             await self._model.close()
         except Exception:
             logger.warning("closing the model connection of session %s failed", self.session_id)
+        await self._close_tools_exec()
         self._wake()
         if self._on_closed is not None:
             try:
@@ -425,7 +469,7 @@ class SessionDriver(ModelRecovery):
         core = self._require_open()
         check_agent(agent)
         try:
-            spec = await agent_spec(agent, self._context)
+            spec, mcp_errors = await self._agent_spec(agent)
         except Exception as exc:
             raise UserError(
                 f"agent {agent.name!r} cannot be used: {type(exc).__name__}: {exc}"
@@ -433,6 +477,7 @@ class SessionDriver(ModelRecovery):
         self._register_agent(agent)
         self._current = agent
         core.update_agent(spec)
+        self._report_mcp_errors(mcp_errors)
         await self._process()
 
     async def report_error(self, error: dict[str, Any]) -> None:
@@ -704,6 +749,9 @@ class SessionDriver(ModelRecovery):
         agent = self._agents.get(out.agent_name, self._current)
         tool = next((t for t in agent.tools if t.name == out.call.name), None)
         if tool is None:
+            listed = self._mcp_tools.get(agent.name, [])
+            tool = next((t for t in listed if t.name == out.call.name), None)
+        if tool is None:
             outcome = ToolOutcome(f"Error: tool {out.call.name!r} not found", "tool not found")
         else:
             await self._hook(agent, "on_tool_start", out, tool)
@@ -768,7 +816,7 @@ class SessionDriver(ModelRecovery):
                 raise LookupError(f"handoff {out.call.name!r} not found on agent {source.name!r}")
             target = await handoff.on_invoke_handoff(self._context, out.call.arguments)
             target = await self._resolver.resolve(out.to_agent, target)
-            spec = await agent_spec(target, self._context)
+            spec, mcp_errors = await self._agent_spec(target)
         except Exception as exc:
             if not self._closed:
                 core.handoff_failed(out.call.call_id, f"{type(exc).__name__}: {exc}")
@@ -779,6 +827,7 @@ class SessionDriver(ModelRecovery):
         self._register_agent(target)
         self._current = target
         core.handoff_completed(out.call.call_id, spec)
+        self._report_mcp_errors(mcp_errors)
         await self._process()
         if target.hooks is not None:
             try:
@@ -806,6 +855,33 @@ class SessionDriver(ModelRecovery):
             self._core.report_error({"message": error, "type": "guardrail_error"})
         self._core.guardrails_completed(out.response_id, result.results)
         await self._process()
+
+    async def _agent_spec(self, agent: RealtimeAgent[Any]) -> tuple[AgentSpec, list[str]]:
+        """``agent`` as data, its MCP tools listed (where tools run) as it
+        starts; the errors of MCP servers that could not list theirs."""
+        listing = MCPToolListing()
+        if agent.mcp_servers:
+            listing = await self._tools_exec.list_mcp_tools(
+                agent,
+                context=self._context.context,
+                timeout=self._limits["tool_timeout_seconds"],
+            )
+        spec = await agent_spec(agent, self._context, listing.tools)
+        self._mcp_tools[agent.name] = listing.tools
+        return spec, listing.errors
+
+    def _report_mcp_errors(self, errors: list[str]) -> None:
+        # A server that cannot list its tools leaves them out; the session goes on.
+        assert self._core is not None
+        for error in errors:
+            self._core.report_error({"message": error, "type": "mcp_error"})
+
+    async def _close_tools_exec(self) -> None:
+        if self._own_tools_exec and isinstance(self._tools_exec, LocalToolExecutor):
+            try:
+                await self._tools_exec.aclose()
+            except Exception:
+                logger.warning("closing the MCP connections of session %s failed", self.session_id)
 
     def _register_agent(self, agent: RealtimeAgent[Any]) -> None:
         # Every agent reachable by handoffs, so a RunTool naming one finds it.

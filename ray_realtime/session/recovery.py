@@ -81,7 +81,7 @@ class ModelRecovery(RealtimeModelListener):
     async def _process(self) -> None:
         raise NotImplementedError
 
-    async def _create_core(self) -> None:
+    async def _create_core(self) -> list[str]:
         raise NotImplementedError
 
     def _require_open(self) -> SessionCore:
