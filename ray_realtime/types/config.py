@@ -336,6 +336,9 @@ class RealtimeRunConfig(TypedDict, total=False):
     data_plane: bool
     """Actor sessions: carry audio and events over a direct WebSocket between
     the handle and the session actor (default True); False uses Ray calls only."""
+    orphan_timeout_seconds: float
+    """Actor sessions: close a session none of whose handles is connected
+    after this long (default 300); see ``RealtimeSession.detach``."""
 
 
 class RealtimeModelConfig(TypedDict, total=False):
@@ -375,7 +378,11 @@ DEFAULT_LIMITS: SessionLimits = {
     "debounce_text_length": 100,
 }
 
-_POSITIVE_FLOATS = ("tool_timeout_seconds", "guardrail_timeout_seconds")
+_POSITIVE_FLOATS = (
+    "tool_timeout_seconds",
+    "guardrail_timeout_seconds",
+    "orphan_timeout_seconds",
+)
 _POSITIVE_INTS = (
     "max_audio_chunk_bytes",
     "max_message_chars",
