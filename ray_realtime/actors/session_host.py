@@ -404,6 +404,7 @@ class SessionHost:
                 try:
                     await driver.close()
                 except Exception as exc:
+                    # The check goes on for the other sessions.
                     logger.warning("closing orphaned session %s failed: %r", session_id, exc)
 
     async def touch(self, session_id: str, secret: str) -> None:
