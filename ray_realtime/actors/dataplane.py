@@ -282,7 +282,8 @@ class DataPlaneServer:
     ``hello_timeout`` bounds the opening handshake and the time from
     connection to welcome; ``max_unauthenticated`` bounds the connections not
     welcomed yet; ``ssl_context`` (see :func:`server_ssl_context`) makes it
-    ``wss://``.
+    ``wss://``. ``on_connection(session_id, connected)`` is told when a
+    session's connection is welcomed and when it ends (the actor's leases).
     """
 
     def __init__(
@@ -293,6 +294,7 @@ class DataPlaneServer:
         hello_timeout: float = HELLO_TIMEOUT_SECONDS,
         max_unauthenticated: int = MAX_UNAUTHENTICATED,
         ssl_context: ssl.SSLContext | None = None,
+        on_connection: Callable[[str, bool], None] | None = None,
     ) -> None:
         if not hello_timeout > 0 or max_unauthenticated < 1:
             raise ConfigError("hello_timeout must be > 0 and max_unauthenticated >= 1")
@@ -301,6 +303,7 @@ class DataPlaneServer:
         self._hello_timeout = hello_timeout
         self._max_unauthenticated = max_unauthenticated
         self._ssl = ssl_context
+        self._on_connection = on_connection
         self._server: Server | None = None
         self._unauthenticated = 0
         self.url = ""
@@ -365,10 +368,14 @@ class DataPlaneServer:
         if welcomed is None:
             return
         driver, after_seq = welcomed
+        if self._on_connection is not None:
+            self._on_connection(driver.session_id, True)
         writer = asyncio.get_running_loop().create_task(self._push(ws, driver, after_seq))
         try:
             await self._receive(ws, driver)
         finally:
+            if self._on_connection is not None:
+                self._on_connection(driver.session_id, False)
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
 

@@ -105,6 +105,9 @@ class ActorBackend:
         self._max_message = 0
         self._audio_format = "pcm16"
         self.use_data_plane = bool(self._run_config.get("data_plane", True))
+        # Keeps the session's lease while no data plane does (see leases.py).
+        self._orphan_timeout = 0.0
+        self._toucher: asyncio.Task[None] | None = None
 
     @property
     def node_id(self) -> str:
@@ -227,6 +230,30 @@ class ActorBackend:
         self._max_audio = int(info.get("max_audio_chunk_bytes", 0))
         self._max_message = int(info.get("max_message_chars", 0))
         self._audio_format = str(info.get("input_audio_format", "pcm16"))
+        self._orphan_timeout = float(info.get("orphan_timeout_seconds") or 0.0)
+        if self._orphan_timeout > 0 and self._toucher is None and not info.get("closed"):
+            self._toucher = asyncio.ensure_future(self._keep_lease())
+
+    async def _keep_lease(self) -> None:
+        """While this handle is open and its data plane is down, tell the actor
+        every quarter of the orphan timeout that it is still here (a live
+        data-plane connection holds the session by itself)."""
+        while not self._closed:
+            await asyncio.sleep(self._orphan_timeout / 4)
+            if self._closed or self.data_plane_connected:
+                continue
+            try:
+                await self._call("touch")
+            except (SessionClosedError, SessionLostError, SessionAccessError):
+                return
+            except Exception:
+                continue  # a passing Ray failure: try again next time
+
+    async def _stop_lease(self) -> None:
+        task, self._toucher = self._toucher, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _open_data_plane(self, info: dict[str, Any], after_seq: int) -> None:
         self._take_limits(info)
@@ -331,6 +358,7 @@ class ActorBackend:
             self._closed = True
             return
         self._closed = True
+        await self._stop_lease()
         await self._close_plane()
         try:
             await self._actor.close_session.remote(self.session_id, self._secret)
@@ -339,9 +367,17 @@ class ActorBackend:
             if not isinstance(translated, SessionLostError):
                 raise translated from None
 
-    async def detach(self) -> None:
-        """Leave the session running; only this handle's socket closes."""
+    async def detach(self, keep_alive_seconds: float | None = None) -> None:
+        """Leave the session running; only this handle's socket closes. With
+        ``keep_alive_seconds``, the actor keeps the session exactly that long
+        once no handle holds it (instead of its orphan timeout)."""
         self._closed = True
+        await self._stop_lease()
+        if keep_alive_seconds is not None and self._actor is not None:
+            try:
+                await self._call("detach_session", keep_alive_seconds)
+            except SessionClosedError:
+                pass
         await self._close_plane()
 
     async def _close_plane(self) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneServer, encode_event_batch, server_ssl_context
+from ray_realtime.actors.leases import DEFAULT_ORPHAN_TIMEOUT_SECONDS, Leases, check_keep_alive
 from ray_realtime.actors.logs import bind_session, configure_actor_logging
 from ray_realtime.actors.metrics import MeteredToolExecutor, record
 from ray_realtime.actors.pool import (
@@ -113,6 +114,9 @@ class SessionHost:
         self._agents: OrderedDict[bytes, RealtimeAgent[Any]] = OrderedDict()
         self._dataplane: DataPlaneServer | None = None
         self._turns = TurnWindow()
+        # Who holds each session; sessions nobody holds are closed (leases.py).
+        self._leases = Leases()
+        self._lease_task: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- status
 
@@ -238,6 +242,7 @@ class SessionHost:
             on_closed=self._on_driver_closed,
         )
         self._sessions[session_id] = driver
+        self._start_lease(session_id, run_config)
         _bind(driver)
         # The handle may pick the secret, so it can open the data plane while
         # this call runs; the socket's hello then waits for this registration.
@@ -257,6 +262,7 @@ class SessionHost:
             await driver.start()
         except BaseException:
             self._sessions.pop(session_id, None)
+            self._leases.forget(session_id)
             self._secrets.pop(session_id, None)
             self._open_attach.discard(session_id)
             raise
@@ -278,6 +284,7 @@ class SessionHost:
             raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
         if secret is not None or session_id not in self._open_attach:
             self._authorize(session_id, secret)
+        self._leases.touch(session_id, time.monotonic())  # an attach holds it
         info: dict[str, Any] = {
             "node_id": self.node_id,
             "data_url": "",
@@ -286,6 +293,7 @@ class SessionHost:
             "max_message_chars": driver.limits["max_message_chars"],
             "input_audio_format": driver.input_audio_format,
             "closed": driver.closed,
+            "orphan_timeout_seconds": self._leases.timeout(session_id),
         }
         info["data_url"] = await self._ensure_data_plane()
         return info
@@ -294,7 +302,10 @@ class SessionHost:
         try:
             if self._dataplane is None:
                 plane = DataPlaneServer(
-                    self._dataplane_lookup, raylib.node_ip(), ssl_context=server_ssl_context()
+                    self._dataplane_lookup,
+                    raylib.node_ip(),
+                    ssl_context=server_ssl_context(),
+                    on_connection=self._on_connection,
                 )
                 await plane.start()
                 self._dataplane = plane
@@ -345,6 +356,7 @@ class SessionHost:
 
     def _on_driver_closed(self, driver: SessionDriver) -> None:
         self._sessions.pop(driver.session_id, None)
+        self._leases.forget(driver.session_id)
         self._closed[driver.session_id] = driver
         record("active", float(len(self._sessions)), node=self.node_id)
         self._forget_old_closed()
@@ -361,6 +373,53 @@ class SessionHost:
                 self._open_attach.discard(sid)
             else:
                 break
+
+    # -------------------------------------------------------------- leases
+
+    def _start_lease(self, session_id: str, run_config: dict[str, Any]) -> None:
+        timeout = run_config.get("orphan_timeout_seconds") or DEFAULT_ORPHAN_TIMEOUT_SECONDS
+        self._leases.open(session_id, time.monotonic(), float(timeout))
+        if self._lease_task is None or self._lease_task.done():
+            self._lease_task = asyncio.get_running_loop().create_task(self._expire_orphans())
+
+    def _on_connection(self, session_id: str, connected: bool) -> None:
+        now = time.monotonic()
+        if connected:
+            self._leases.connect(session_id, now)
+        else:
+            self._leases.disconnect(session_id, now)
+
+    async def _expire_orphans(self) -> None:
+        """The one periodic check: close the sessions nobody holds any more,
+        the way ``close_session`` does (readers then see the session end and
+        the router forgets it)."""
+        while True:
+            await asyncio.sleep(self._leases.check_interval())
+            for session_id in self._leases.expired(time.monotonic()):
+                self._leases.forget(session_id)
+                driver = self._sessions.get(session_id)
+                if driver is None:
+                    continue
+                logger.info("session %s has no handle left: closing it", session_id)
+                try:
+                    await driver.close()
+                except Exception as exc:
+                    # The check goes on for the other sessions.
+                    logger.warning("closing orphaned session %s failed: %r", session_id, exc)
+
+    async def touch(self, session_id: str, secret: str) -> None:
+        """A handle on Ray calls (no data plane) says it is still there."""
+        self._readable(session_id, secret)
+
+    async def detach_session(
+        self, session_id: str, secret: str, keep_alive_seconds: float | None
+    ) -> None:
+        """A handle lets go; with ``keep_alive_seconds``, the session is kept
+        exactly that long once no handle holds it (instead of the orphan
+        timeout). Letting go of a closed session is a no-op."""
+        keep = check_keep_alive(keep_alive_seconds)
+        self._readable(session_id, secret)
+        self._leases.detach(session_id, time.monotonic(), keep)
 
     def _pool(self, kind: str, workers: list[Any]) -> WorkerPool:
         pool = self._pools.get(kind)
@@ -394,6 +453,7 @@ class SessionHost:
         driver = self._sessions.get(session_id)
         if driver is not None:
             self._authorize(session_id, secret)
+            self._leases.touch(session_id, time.monotonic())
             _bind(driver)
             return driver
         if session_id in self._closed:
@@ -407,6 +467,7 @@ class SessionHost:
         if driver is None:
             raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
         self._authorize(session_id, secret)
+        self._leases.touch(session_id, time.monotonic())
         return driver
 
     async def send_message(self, session_id: str, secret: str, message: Any) -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Protocol
 
+from ray_realtime.actors.leases import check_keep_alive
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.core import history as hist
 from ray_realtime.core.session_core import (
@@ -91,8 +92,9 @@ class SessionBackend(Protocol):
         """End the session."""
         ...
 
-    async def detach(self) -> None:
-        """Let go of the session and leave it running."""
+    async def detach(self, keep_alive_seconds: float | None = None) -> None:
+        """Let go of the session and leave it running (``keep_alive_seconds``:
+        how long it is kept once nobody holds it; None: the orphan timeout)."""
         ...
 
     def local_history(self) -> list[RealtimeItem] | None:
@@ -157,7 +159,7 @@ class InProcessBackend:
         """Close the driver."""
         await self.driver.close()
 
-    async def detach(self) -> None:
+    async def detach(self, keep_alive_seconds: float | None = None) -> None:
         """An in-process session dies with its process; detaching closes it."""
         await self.driver.close()
 
@@ -259,12 +261,18 @@ class RealtimeSession:
         self._closed = True
         await self._backend.close()
 
-    async def detach(self) -> None:
+    async def detach(self, *, keep_alive_seconds: float | None = None) -> None:
         """Let go of the session and leave it running (actor sessions); another
-        process can :meth:`attach` to it with its :attr:`ticket`."""
+        process can :meth:`attach` to it with its :attr:`ticket`.
+
+        A session none of whose handles is connected is closed after the run
+        config's ``orphan_timeout_seconds`` (default 300); ``keep_alive_seconds``
+        (0 to 86,400) keeps it exactly that long instead, unless a handle
+        attaches again first (which restarts the ordinary clock)."""
+        keep = check_keep_alive(keep_alive_seconds)
         self._detached = True
         self._closed = True
-        await self._backend.detach()
+        await self._backend.detach(keep)
 
     # ------------------------------------------------------------ commands
     #

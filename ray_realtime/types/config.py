@@ -343,6 +343,9 @@ class RealtimeRunConfig(TypedDict, total=False):
     model_reconnect: RealtimeModelReconnectSettings
     """How a lost model connection is restored (see
     :class:`RealtimeModelReconnectSettings`; on by default)."""
+    orphan_timeout_seconds: float
+    """Actor sessions: close a session none of whose handles is connected
+    after this long (default 300); see ``RealtimeSession.detach``."""
 
 
 class RealtimeModelConfig(TypedDict, total=False):
@@ -382,7 +385,11 @@ DEFAULT_LIMITS: SessionLimits = {
     "debounce_text_length": 100,
 }
 
-_POSITIVE_FLOATS = ("tool_timeout_seconds", "guardrail_timeout_seconds")
+_POSITIVE_FLOATS = (
+    "tool_timeout_seconds",
+    "guardrail_timeout_seconds",
+    "orphan_timeout_seconds",
+)
 _POSITIVE_INTS = (
     "max_audio_chunk_bytes",
     "max_message_chars",
