@@ -56,6 +56,9 @@ SAMPLES: dict[type, Any] = {
     ev.RealtimeGuardrailTripped: ev.RealtimeGuardrailTripped([GUARDRAIL_RESULT], "the secret"),
     ev.RealtimeInputAudioTimeoutTriggered: ev.RealtimeInputAudioTimeoutTriggered("u1", 10, 20),
     ev.RealtimeEventsLost: ev.RealtimeEventsLost(3),
+    ev.RealtimeUsageUpdated: ev.RealtimeUsageUpdated(
+        ev.SessionUsage(input_tokens=4, by_agent={"A": ev.UsageTotals(input_tokens=4)})
+    ),
 }
 
 PLAIN = (str, int, float, bool, type(None), bytes)

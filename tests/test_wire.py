@@ -39,7 +39,10 @@ from ray_realtime.types.events import (
     RealtimeToolApprovalRequired,
     RealtimeToolEnd,
     RealtimeToolStart,
+    RealtimeUsageUpdated,
+    SessionUsage,
     ToolRef,
+    UsageTotals,
 )
 from ray_realtime.types.items import (
     AssistantAudio,
@@ -216,6 +219,9 @@ SESSION_EVENTS: list[Any] = [
     RealtimeGuardrailTripped(guardrail_results=[GUARDRAIL_RESULT], message="darn it"),
     RealtimeInputAudioTimeoutTriggered(item_id="item_5", audio_start_ms=0, audio_end_ms=9000),
     RealtimeEventsLost(missed=17),
+    UsageTotals(requests=1, input_tokens=5, audio_out_seconds=0.25),
+    SessionUsage(tool_calls=2, by_agent={"A": UsageTotals(tool_calls=2)}),
+    RealtimeUsageUpdated(SessionUsage(output_tokens=9, by_agent={"A": UsageTotals(9)})),
 ]
 
 SESSION_SETTINGS: dict[str, Any] = {
@@ -299,7 +305,7 @@ def ext(code: int, payload: Any) -> bytes:
 
 def test_every_exported_dataclass_is_registered() -> None:
     classes = exported_dataclasses()
-    assert len(classes) == 48  # 20 session, 22 model events (+ usage details), 6 model inputs
+    assert len(classes) == 51  # 23 session (+ usage), 22 model events (+ usage details), 6 inputs
     missing = [cls.__qualname__ for cls in classes if wire.REGISTRY.get(cls.__name__) is not cls]
     assert missing == [], f"add these to ray_realtime.wire._DATACLASSES: {missing}"
     assert set(wire.REGISTRY.values()) == set(classes)
