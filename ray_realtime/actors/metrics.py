@@ -9,7 +9,8 @@ by ``node`` for a node's total.
 
 Labels are low-cardinality on purpose: ``node`` (the node id), ``agent`` (an
 agent's name), ``tool`` (a tool's name), ``start`` (``warm``/``cold``),
-``outcome`` (``ok``/``error``) — never a session id.
+``outcome`` (``ok``/``error``), ``direction`` (``in``/``out``) — never a
+session id.
 
 =====================================  =========  ==========================
 exported name                          kind       labels
@@ -23,7 +24,14 @@ ray_realtime_model_errors_total        counter    node, agent
 ray_realtime_tool_calls_total          counter    node, tool, outcome
 ray_realtime_tool_seconds              histogram  node, tool
 ray_realtime_warm_actors               gauge      node
+ray_realtime_input_tokens_total        counter    node, agent
+ray_realtime_output_tokens_total       counter    node, agent
+ray_realtime_audio_seconds_total       counter    node, agent, direction
 =====================================  =========  ==========================
+
+The usage counters grow at the end of each model response by what the
+session used since the previous one (:class:`UsageObserver`): the response's
+tokens, and the audio sent (``direction="in"``) and received (``"out"``).
 
 Recording never raises: a metrics failure is logged once and the service
 goes on (metrics are for operators, never a reason to lose a session).
@@ -33,13 +41,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.agents.tools import FunctionTool
+from ray_realtime.core.usage import usage_delta
+from ray_realtime.model.interface import RealtimeModelListener
 from ray_realtime.session.execution import ToolOutcome
+from ray_realtime.types import model_events as me
+from ray_realtime.types.events import SessionUsage
 
-__all__ = ["MeteredToolExecutor", "ServiceMetrics", "service_metrics"]
+__all__ = ["MeteredToolExecutor", "ServiceMetrics", "UsageObserver", "service_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +100,21 @@ class ServiceMetrics:
         self.tool_seconds = hist("realtime_tool_seconds", "tool call duration", ("node", "tool"))
         self.warm = Gauge(
             "realtime_warm_actors", description="ready, idle session actors", tag_keys=("node",)
+        )
+        self.input_tokens = Counter(
+            "realtime_input_tokens",
+            description="input tokens the model reported (response.done usage)",
+            tag_keys=("node", "agent"),
+        )
+        self.output_tokens = Counter(
+            "realtime_output_tokens",
+            description="output tokens the model reported (response.done usage)",
+            tag_keys=("node", "agent"),
+        )
+        self.audio_seconds = Counter(
+            "realtime_audio_seconds",
+            description="seconds of audio sent to (in) and received from (out) the model",
+            tag_keys=("node", "agent", "direction"),
         )
 
 
@@ -158,3 +186,45 @@ class MeteredToolExecutor:
         record("tool_calls", 1.0, node=self._node, tool=tool.name, outcome=result)
         record("tool_seconds", time.monotonic() - t0, node=self._node, tool=tool.name)
         return outcome
+
+
+class UsageObserver(RealtimeModelListener):
+    """Turns one session's usage into the usage counters.
+
+    At each model ``turn_ended`` (the response's usage is summed by then: the
+    model reports it just before) it records what grew since the last time,
+    per agent, read from ``usage()`` (the session's
+    :class:`~ray_realtime.types.events.SessionUsage`); :meth:`flush` does the
+    same at any other moment (the session's end)."""
+
+    def __init__(self, usage: Callable[[], SessionUsage], node_id: str) -> None:
+        self._usage = usage
+        self._node = node_id
+        self._last: SessionUsage | None = None
+
+    async def on_event(self, event: me.RealtimeModelEvent) -> None:
+        """Record the growth when a response ends; never raises."""
+        if isinstance(event, me.RealtimeModelTurnEndedEvent):
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what grew since the last record."""
+        try:
+            now = self._usage()
+        except Exception as exc:  # the session is gone: nothing more to count
+            logger.debug("reading usage failed: %r", exc)
+            return
+        for agent, grown in usage_delta(self._last, now).items():
+            if grown.input_tokens:
+                record("input_tokens", float(grown.input_tokens), node=self._node, agent=agent)
+            if grown.output_tokens:
+                record("output_tokens", float(grown.output_tokens), node=self._node, agent=agent)
+            for direction, seconds in (
+                ("in", grown.audio_in_seconds),
+                ("out", grown.audio_out_seconds),
+            ):
+                if seconds:
+                    record(
+                        "audio_seconds", seconds, node=self._node, agent=agent, direction=direction
+                    )
+        self._last = now

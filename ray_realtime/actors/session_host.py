@@ -32,7 +32,7 @@ from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneServer, encode_event_batch, server_ssl_context
 from ray_realtime.actors.logs import bind_session, configure_actor_logging
-from ray_realtime.actors.metrics import MeteredToolExecutor, record
+from ray_realtime.actors.metrics import MeteredToolExecutor, UsageObserver, record
 from ray_realtime.actors.pool import (
     PoolExecutor,
     SessionObjects,
@@ -237,6 +237,7 @@ class SessionHost:
             session_id=session_id,
             on_closed=self._on_driver_closed,
         )
+        model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
         self._sessions[session_id] = driver
         _bind(driver)
         # The handle may pick the secret, so it can open the data plane while

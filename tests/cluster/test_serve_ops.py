@@ -57,6 +57,15 @@ async def main() -> None:
                     out["agent_ends"] += 1
                     if tool_done:
                         break
+            usage = session.usage  # kept from the usage events read above
+            out["usage"] = {
+                "requests": usage.requests,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "audio_out_seconds": usage.audio_out_seconds,
+                "tool_calls": usage.tool_calls,
+                "agent_tool_calls": usage.by_agent["Metered Agent"].tool_calls,
+            }
     print(json.dumps(out))
 
 
@@ -121,7 +130,11 @@ def test_metrics_and_json_logs_after_a_real_session(
         turns = page.total("ray_realtime_turn_seconds_count", agent="Metered Agent")
         tools = page.total("ray_realtime_tool_calls_total", tool="get_weather", outcome="ok")
         active = page.total("ray_realtime_active_sessions")
-        if (turns, tools, active) == (2.0, 1.0, 0.0) or time.monotonic() > deadline:
+        inputs = page.total("ray_realtime_input_tokens_total", agent="Metered Agent")
+        starts = page.total("ray_realtime_session_starts_total")  # the router's, exported apart
+        if (turns, tools, active, starts) == (2.0, 1.0, 0.0, 1.0) and inputs > 0:
+            break
+        if time.monotonic() > deadline:
             break
         time.sleep(1)
     assert turns == 2.0, [line for line in page.text.splitlines() if "turn_seconds" in line]
@@ -133,6 +146,17 @@ def test_metrics_and_json_logs_after_a_real_session(
     assert page.total("ray_realtime_session_connect_seconds_count") >= 1.0
     assert page.total("ray_realtime_model_errors_total", agent="Metered Agent") == 0.0
     assert page.total("ray_realtime_warm_actors") >= 1.0
+    # Usage: the handle's session.usage (from the usage events) and the
+    # counters agree; two responses, one tool call.
+    usage = out["usage"]
+    assert usage["requests"] == 2 and usage["tool_calls"] == usage["agent_tool_calls"] == 1
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+    assert inputs == usage["input_tokens"]
+    assert page.total("ray_realtime_output_tokens_total", agent="Metered Agent") == (
+        usage["output_tokens"]
+    )
+    out_seconds = page.total("ray_realtime_audio_seconds_total", direction="out")
+    assert out_seconds == pytest.approx(usage["audio_out_seconds"], abs=1e-6)
     # Low-cardinality labels: never a session id.
     assert out["session_id"] not in page.text
     assert agent in page.text
