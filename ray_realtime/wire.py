@@ -207,6 +207,9 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _session_events.RealtimeInputAudioTimeoutTriggered,
     _session_events.RealtimeEventsLost,
     _session_events.RealtimeSessionRecovered,
+    _session_events.UsageTotals,
+    _session_events.SessionUsage,
+    _session_events.RealtimeUsageUpdated,
     # types/model_events.py: model events
     _model_events.RealtimeModelErrorEvent,
     _model_events.RealtimeModelToolCallEvent,

@@ -57,6 +57,9 @@ SAMPLES: dict[type, Any] = {
     ev.RealtimeInputAudioTimeoutTriggered: ev.RealtimeInputAudioTimeoutTriggered("u1", 10, 20),
     ev.RealtimeEventsLost: ev.RealtimeEventsLost(3),
     ev.RealtimeSessionRecovered: ev.RealtimeSessionRecovered("model_reconnect", 12, 0),
+    ev.RealtimeUsageUpdated: ev.RealtimeUsageUpdated(
+        ev.SessionUsage(input_tokens=4, by_agent={"A": ev.UsageTotals(input_tokens=4)})
+    ),
 }
 
 PLAIN = (str, int, float, bool, type(None), bytes)

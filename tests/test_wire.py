@@ -40,7 +40,10 @@ from ray_realtime.types.events import (
     RealtimeToolApprovalRequired,
     RealtimeToolEnd,
     RealtimeToolStart,
+    RealtimeUsageUpdated,
+    SessionUsage,
     ToolRef,
+    UsageTotals,
 )
 from ray_realtime.types.items import (
     AssistantAudio,
@@ -218,6 +221,9 @@ SESSION_EVENTS: list[Any] = [
     RealtimeInputAudioTimeoutTriggered(item_id="item_5", audio_start_ms=0, audio_end_ms=9000),
     RealtimeEventsLost(missed=17),
     RealtimeSessionRecovered(reason="actor_died", items_restored=40, events_lost=3),
+    UsageTotals(requests=1, input_tokens=5, audio_out_seconds=0.25),
+    SessionUsage(tool_calls=2, by_agent={"A": UsageTotals(tool_calls=2)}),
+    RealtimeUsageUpdated(SessionUsage(output_tokens=9, by_agent={"A": UsageTotals(9)})),
 ]
 
 SESSION_SETTINGS: dict[str, Any] = {
@@ -301,7 +307,7 @@ def ext(code: int, payload: Any) -> bytes:
 
 def test_every_exported_dataclass_is_registered() -> None:
     classes = exported_dataclasses()
-    assert len(classes) == 49  # 21 session, 22 model events (+ usage details), 6 model inputs
+    assert len(classes) == 52  # 24 session (+ usage), 22 model events (+ usage details), 6 inputs
     missing = [cls.__qualname__ for cls in classes if wire.REGISTRY.get(cls.__name__) is not cls]
     assert missing == [], f"add these to ray_realtime.wire._DATACLASSES: {missing}"
     assert set(wire.REGISTRY.values()) == set(classes)

@@ -68,6 +68,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ray_realtime import wire
+from ray_realtime.actors.metrics import record_on_node
 from ray_realtime.exceptions import (
     ConfigError,
     ModelConnectionError,
@@ -365,6 +366,9 @@ class DataPlaneServer:
             welcomed = await self._authenticate(ws)
         finally:
             self._unauthenticated -= 1
+        record_on_node(
+            "data_plane_connections", 1.0, outcome="refused" if welcomed is None else "accepted"
+        )
         if welcomed is None:
             return
         driver, after_seq = welcomed
@@ -460,6 +464,8 @@ class DataPlaneServer:
         try:
             while True:
                 batch = await driver.read_events(cursor, 256, 30.0)
+                if batch.missed:
+                    record_on_node("events_lost", float(batch.missed))
                 if batch.events or batch.missed or batch.closed:
                     await ws.send(encode_event_batch(batch))
                     self.frames_out += 1

@@ -9,7 +9,9 @@ by ``node`` for a node's total.
 
 Labels are low-cardinality on purpose: ``node`` (the node id), ``agent`` (an
 agent's name), ``tool`` (a tool's name), ``start`` (``warm``/``cold``),
-``outcome`` (``ok``/``error``) — never a session id.
+``outcome`` (``ok``/``error``; ``accepted``/``refused`` for data-plane
+connections), ``direction`` (``in``/``out``), ``guardrail`` (a guardrail's
+name), ``reason`` (an exception class name) — never a session id.
 
 =====================================  =========  ==========================
 exported name                          kind       labels
@@ -23,7 +25,18 @@ ray_realtime_model_errors_total        counter    node, agent
 ray_realtime_tool_calls_total          counter    node, tool, outcome
 ray_realtime_tool_seconds              histogram  node, tool
 ray_realtime_warm_actors               gauge      node
+ray_realtime_input_tokens_total        counter    node, agent
+ray_realtime_output_tokens_total       counter    node, agent
+ray_realtime_audio_seconds_total       counter    node, agent, direction
+ray_realtime_guardrail_trips_total     counter    node, agent, guardrail
+ray_realtime_events_lost_total         counter    node
+ray_realtime_data_plane_connections_total  counter  node, outcome
+ray_realtime_placement_failures_total  counter    reason
 =====================================  =========  ==========================
+
+The usage counters grow at the end of each model response by what the
+session used since the previous one (:class:`UsageObserver`): the response's
+tokens, and the audio sent (``direction="in"``) and received (``"out"``).
 
 Recording never raises: a metrics failure is logged once and the service
 goes on (metrics are for operators, never a reason to lose a session).
@@ -33,14 +46,26 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.agents.mcp import MCPToolListing
 from ray_realtime.agents.tools import FunctionTool
+from ray_realtime.core.usage import usage_delta
+from ray_realtime.model.interface import RealtimeModelListener
 from ray_realtime.session.execution import ToolOutcome
+from ray_realtime.types import model_events as me
+from ray_realtime.types.events import SessionUsage
 
-__all__ = ["MeteredToolExecutor", "ServiceMetrics", "service_metrics"]
+__all__ = [
+    "MeteredGuardrailExecutor",
+    "MeteredToolExecutor",
+    "ServiceMetrics",
+    "UsageObserver",
+    "record_on_node",
+    "service_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +114,41 @@ class ServiceMetrics:
         self.warm = Gauge(
             "realtime_warm_actors", description="ready, idle session actors", tag_keys=("node",)
         )
+        self.input_tokens = Counter(
+            "realtime_input_tokens",
+            description="input tokens the model reported (response.done usage)",
+            tag_keys=("node", "agent"),
+        )
+        self.output_tokens = Counter(
+            "realtime_output_tokens",
+            description="output tokens the model reported (response.done usage)",
+            tag_keys=("node", "agent"),
+        )
+        self.guardrail_trips = Counter(
+            "realtime_guardrail_trips",
+            description="output guardrail checks that tripped",
+            tag_keys=("node", "agent", "guardrail"),
+        )
+        self.events_lost = Counter(
+            "realtime_events_lost",
+            description="events a slow reader missed (the session's log moved on)",
+            tag_keys=("node",),
+        )
+        self.data_plane_connections = Counter(
+            "realtime_data_plane_connections",
+            description="data-plane sockets of handles, accepted or refused",
+            tag_keys=("node", "outcome"),
+        )
+        self.placement_failures = Counter(
+            "realtime_placement_failures",
+            description="sessions the router could not place, by exception",
+            tag_keys=("reason",),
+        )
+        self.audio_seconds = Counter(
+            "realtime_audio_seconds",
+            description="seconds of audio sent to (in) and received from (out) the model",
+            tag_keys=("node", "agent", "direction"),
+        )
 
 
 _metrics: ServiceMetrics | None = None
@@ -126,6 +186,55 @@ def record(what: str, *args: Any, **tags: str) -> None:
         method(*args, tags=dict(tags))
     except Exception as exc:
         logger.debug("recording %s failed: %r", what, exc)
+
+
+_node_id: str | None = None
+
+
+def record_on_node(what: str, *args: Any, **tags: str) -> None:
+    """:func:`record` with ``node`` set to this process's node (for parts
+    that do not carry a node id, such as the data plane)."""
+    global _node_id
+    if _node_id is None:
+        try:
+            from ray_realtime.actors import raylib
+
+            _node_id = raylib.current_node_id()
+        except Exception:
+            _node_id = ""
+    record(what, *args, node=_node_id, **tags)
+
+
+class MeteredGuardrailExecutor:
+    """A guardrail executor that counts the trips of another's rounds."""
+
+    def __init__(self, inner: Any, node_id: str) -> None:
+        self._inner = inner
+        self._node = node_id
+
+    async def run_guardrails(
+        self,
+        agent: RealtimeAgent[Any],
+        guardrails: list[Any],
+        *,
+        text: str,
+        context: Any,
+        timeout: float,
+    ) -> Any:
+        """Run the round on the inner executor; count each tripped guardrail."""
+        result = await self._inner.run_guardrails(
+            agent, guardrails, text=text, context=context, timeout=timeout
+        )
+        for outcome in result.results:
+            if outcome.tripwire_triggered:
+                record(
+                    "guardrail_trips",
+                    1.0,
+                    node=self._node,
+                    agent=agent.name,
+                    guardrail=outcome.guardrail.name,
+                )
+        return result
 
 
 class MeteredToolExecutor:
@@ -168,3 +277,44 @@ class MeteredToolExecutor:
             agent, context=context, timeout=timeout
         )
         return listing
+
+class UsageObserver(RealtimeModelListener):
+    """Turns one session's usage into the usage counters.
+
+    At each model ``turn_ended`` (the response's usage is summed by then: the
+    model reports it just before) it records what grew since the last time,
+    per agent, read from ``usage()`` (the session's
+    :class:`~ray_realtime.types.events.SessionUsage`); :meth:`flush` does the
+    same at any other moment (the session's end)."""
+
+    def __init__(self, usage: Callable[[], SessionUsage], node_id: str) -> None:
+        self._usage = usage
+        self._node = node_id
+        self._last: SessionUsage | None = None
+
+    async def on_event(self, event: me.RealtimeModelEvent) -> None:
+        """Record the growth when a response ends; never raises."""
+        if isinstance(event, me.RealtimeModelTurnEndedEvent):
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what grew since the last record."""
+        try:
+            now = self._usage()
+        except Exception as exc:  # the session is gone: nothing more to count
+            logger.debug("reading usage failed: %r", exc)
+            return
+        for agent, grown in usage_delta(self._last, now).items():
+            if grown.input_tokens:
+                record("input_tokens", float(grown.input_tokens), node=self._node, agent=agent)
+            if grown.output_tokens:
+                record("output_tokens", float(grown.output_tokens), node=self._node, agent=agent)
+            for direction, seconds in (
+                ("in", grown.audio_in_seconds),
+                ("out", grown.audio_out_seconds),
+            ):
+                if seconds:
+                    record(
+                        "audio_seconds", seconds, node=self._node, agent=agent, direction=direction
+                    )
+        self._last = now

@@ -416,7 +416,20 @@ class Router:
 
         Returns ``actor_name``, ``actor``, ``node_id``, ``model_url``,
         ``data_url`` and the worker lists to hand to ``open_session``.
+        A placement that fails counts in the ``placement_failures`` metric.
         """
+        try:
+            return await self._place_session(session_id, requirement, sessions_per_actor)
+        except Exception as exc:
+            record_metric("placement_failures", 1.0, reason=type(exc).__name__)
+            raise
+
+    async def _place_session(
+        self,
+        session_id: str,
+        requirement: dict[str, Any] | None,
+        sessions_per_actor: int | None,
+    ) -> dict[str, Any]:
         await self._wait_started()
         record = self._sessions.get(session_id)
         if record is None:

@@ -33,7 +33,12 @@ from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneServer, encode_event_batch, server_ssl_context
 from ray_realtime.actors.leases import DEFAULT_ORPHAN_TIMEOUT_SECONDS, Leases, check_keep_alive
 from ray_realtime.actors.logs import bind_session, configure_actor_logging
-from ray_realtime.actors.metrics import MeteredToolExecutor, record
+from ray_realtime.actors.metrics import (
+    MeteredGuardrailExecutor,
+    MeteredToolExecutor,
+    UsageObserver,
+    record,
+)
 from ray_realtime.actors.pool import (
     PoolExecutor,
     SessionObjects,
@@ -236,11 +241,14 @@ class SessionHost:
             run_config=run_config,
             model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
             tool_executor=MeteredToolExecutor(PoolExecutor(tools_pool, objects), self.node_id),
-            guardrail_executor=PoolExecutor(guards_pool, objects),
+            guardrail_executor=MeteredGuardrailExecutor(
+                PoolExecutor(guards_pool, objects), self.node_id
+            ),
             agent_resolver=RouterAgentResolver(self),
             session_id=session_id,
             on_closed=self._on_driver_closed,
         )
+        model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
         self._sessions[session_id] = driver
         self._start_lease(session_id, run_config)
         _bind(driver)
@@ -517,7 +525,10 @@ class SessionHost:
         """A wire-encoded batch of events after ``after_seq`` (long-poll); an
         event that cannot be encoded arrives as an ``error`` event."""
         driver = self._readable(session_id, secret)
-        return encode_event_batch(await driver.read_events(after_seq, max_events, timeout))
+        batch = await driver.read_events(after_seq, max_events, timeout)
+        if batch.missed:
+            record("events_lost", float(batch.missed), node=self.node_id)
+        return encode_event_batch(batch)
 
     async def get_history(self, session_id: str, secret: str) -> bytes:
         """The wire-encoded history."""

@@ -40,6 +40,9 @@ Rules it owns:
   echoes of replayed items are not news, and an id the new session reuses
   for a new item moves the old item of that id aside (ids are unique per
   model session only).
+- Usage (:mod:`ray_realtime.core.usage`): each model ``usage`` event is summed
+  (in total and for the active agent) and emits ``usage`` with the session's
+  totals; audio sent and received and tool calls started are summed as they go.
 - Inputs are checked before anything is queued (the ``check_*`` functions,
   shared with the session front and the actor handle); PCM16 audio must be
   whole samples. An input the model could not take is reported as an
@@ -65,6 +68,7 @@ from ray_realtime.core.outputs import (
 )
 from ray_realtime.core.recovery import ReplayLedger, ReplayPlan, mark_incomplete, plan_replay
 from ray_realtime.core.specs import AgentSpec
+from ray_realtime.core.usage import UsageMeter
 from ray_realtime.exceptions import InputTooLargeError, UserError
 from ray_realtime.types import model_events as me
 from ray_realtime.types.config import (
@@ -73,6 +77,7 @@ from ray_realtime.types.config import (
     RealtimeSessionModelSettings,
     SessionLimits,
     input_audio_format_name,
+    output_audio_format_name,
 )
 from ray_realtime.types.events import (
     AgentRef,
@@ -94,6 +99,8 @@ from ray_realtime.types.events import (
     RealtimeToolApprovalRequired,
     RealtimeToolEnd,
     RealtimeToolStart,
+    RealtimeUsageUpdated,
+    SessionUsage,
     ToolRef,
 )
 from ray_realtime.types.items import AssistantMessageItem, RealtimeItem, RealtimeToolCallItem
@@ -313,6 +320,10 @@ class SessionCore:
                 self._seen_calls[item.call_id] = None
         while len(self._seen_calls) > _SEEN_CALLS_KEPT:
             self._seen_calls.popitem(last=False)
+        settings = {**self._run_settings, **self._initial_settings}
+        self._usage = UsageMeter(
+            input_audio_format_name(settings), output_audio_format_name(settings)
+        )
 
     # ----------------------------------------------------------------- state
 
@@ -330,6 +341,11 @@ class SessionCore:
     def limits(self) -> SessionLimits:
         """The bounds this session keeps."""
         return self._limits
+
+    @property
+    def usage(self) -> SessionUsage:
+        """The session's usage so far (tokens, audio seconds, tool calls)."""
+        return self._usage.snapshot()
 
     @property
     def pending_tool_calls(self) -> int:
@@ -403,6 +419,7 @@ class SessionCore:
             audio, self._limits["max_audio_chunk_bytes"], self.input_audio_format
         )
         self._send(RealtimeModelSendAudio(chunk, commit=check_flag(commit, "commit")))
+        self._usage.add_audio_in(self._agent.name, len(chunk))
 
     def interrupt(self) -> None:
         """Queue an interrupt of the current response."""
@@ -617,6 +634,7 @@ class SessionCore:
         if self._emit_raw:
             self._emit(RealtimeRawModelEvent(event))
         if isinstance(event, me.RealtimeModelAudioEvent):
+            self._usage.add_audio_out(self._agent.name, len(event.data))
             if event.item_id not in self._interrupted_items:
                 self._emit(RealtimeAudio(event, event.item_id, event.content_index))
         elif isinstance(event, me.RealtimeModelTranscriptDeltaEvent):
@@ -667,10 +685,12 @@ class SessionCore:
             | me.RealtimeModelOtherEvent
             | me.RealtimeModelRawServerEvent
             | me.RealtimeModelEndOfStreamEvent
-            | me.RealtimeModelOutputTextDeltaEvent
-            | me.RealtimeModelUsageEvent,
+            | me.RealtimeModelOutputTextDeltaEvent,
         ):
             pass
+        elif isinstance(event, me.RealtimeModelUsageEvent):
+            self._usage.add_response(self._agent.name, event)
+            self._emit(RealtimeUsageUpdated(self._usage.snapshot()))
         else:  # pragma: no cover - exhaustive over the closed union
             assert_never(event)
 
@@ -834,6 +854,7 @@ class SessionCore:
 
     def _start_tool(self, call: me.RealtimeModelToolCallEvent, agent_name: str) -> None:
         self._pending_tools[call.call_id] = (call, agent_name)
+        self._usage.add_tool_call(agent_name)
         self._emit(
             RealtimeToolStart(
                 AgentRef(agent_name), ToolRef(call.name), call.arguments, call.call_id

@@ -35,17 +35,21 @@ from ray_realtime.types.items import (
 from ray_realtime.types.model_events import (
     RealtimeModelAudioDoneEvent,
     RealtimeModelAudioEvent,
+    RealtimeModelCachedTokensDetails,
     RealtimeModelErrorEvent,
     RealtimeModelEvent,
     RealtimeModelInputAudioTimeoutTriggeredEvent,
     RealtimeModelInputAudioTranscriptionCompletedEvent,
+    RealtimeModelInputTokensDetails,
     RealtimeModelItemDeletedEvent,
     RealtimeModelItemUpdatedEvent,
     RealtimeModelOtherEvent,
+    RealtimeModelOutputTokensDetails,
     RealtimeModelToolCallEvent,
     RealtimeModelTranscriptDeltaEvent,
     RealtimeModelTurnEndedEvent,
     RealtimeModelTurnStartedEvent,
+    RealtimeModelUsageEvent,
 )
 
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
     "server_event_to_model_events",
     "server_event_type",
     "tool_output_to_item",
+    "usage_event",
     "user_input_to_item",
 ]
 
@@ -391,12 +396,66 @@ def _response_created(event: Mapping[str, Any], t: str) -> list[RealtimeModelEve
 
 def _response_done(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
     response = _req_dict(event, "response", t)
-    return [
-        RealtimeModelTurnEndedEvent(
-            response_id=_opt_str(response, "id", t) or "",
-            status=_opt_str(response, "status", t) or "completed",
+    ended = RealtimeModelTurnEndedEvent(
+        response_id=_opt_str(response, "id", t) or "",
+        status=_opt_str(response, "status", t) or "completed",
+    )
+    usage = response.get("usage")
+    if not isinstance(usage, Mapping):
+        return [ended]
+    # Usage comes before the turn's end (as in the SDK), so a reader has the
+    # turn's usage when it sees agent_end.
+    return [usage_event(usage), ended]
+
+
+def _tokens(obj: Mapping[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_event(usage: Mapping[str, Any]) -> RealtimeModelUsageEvent:
+    """The usage event of a ``response.done``'s ``usage`` object. Lenient: a
+    count that is missing or not an integer is left out (usage is reported,
+    never a reason to fail a response)."""
+    inputs = _tokens(usage, "input_tokens") or 0
+    outputs = _tokens(usage, "output_tokens") or 0
+    total = _tokens(usage, "total_tokens")
+    in_details = usage.get("input_token_details")
+    out_details = usage.get("output_token_details")
+    input_details = None
+    if isinstance(in_details, Mapping):
+        cached = in_details.get("cached_tokens_details")
+        input_details = RealtimeModelInputTokensDetails(
+            text_tokens=_tokens(in_details, "text_tokens"),
+            audio_tokens=_tokens(in_details, "audio_tokens"),
+            image_tokens=_tokens(in_details, "image_tokens"),
+            cached_tokens=_tokens(in_details, "cached_tokens"),
+            cached_tokens_details=(
+                RealtimeModelCachedTokensDetails(
+                    text_tokens=_tokens(cached, "text_tokens"),
+                    audio_tokens=_tokens(cached, "audio_tokens"),
+                    image_tokens=_tokens(cached, "image_tokens"),
+                )
+                if isinstance(cached, Mapping)
+                else None
+            ),
         )
-    ]
+    output_details = None
+    if isinstance(out_details, Mapping):
+        output_details = RealtimeModelOutputTokensDetails(
+            text_tokens=_tokens(out_details, "text_tokens"),
+            audio_tokens=_tokens(out_details, "audio_tokens"),
+        )
+    return RealtimeModelUsageEvent(
+        usage={
+            "requests": 1,
+            "input_tokens": inputs,
+            "output_tokens": outputs,
+            "total_tokens": total if total is not None else inputs + outputs,
+        },
+        input_tokens_details=input_details,
+        output_tokens_details=output_details,
+    )
 
 
 def _output_item_done(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:

@@ -30,6 +30,8 @@ from ray_realtime.types.events import (
     RealtimeHistoryAdded,
     RealtimeHistoryUpdated,
     RealtimeSessionEvent,
+    RealtimeUsageUpdated,
+    SessionUsage,
 )
 from ray_realtime.types.items import RealtimeItem
 
@@ -182,6 +184,7 @@ class RealtimeSession:
         self._closed = False
         self._detached = False
         self._history_cache: list[RealtimeItem] = []
+        self._usage_cache = SessionUsage()
 
     # ------------------------------------------------------------ identity
 
@@ -226,6 +229,17 @@ class RealtimeSession:
         :meth:`get_history`)."""
         local = self._backend.local_history()
         return local if local is not None else list(self._history_cache)
+
+    @property
+    def usage(self) -> SessionUsage:
+        """What the session used so far: tokens (from each response's
+        ``response.done``), seconds of audio in and out, tool calls, in total
+        and ``by_agent``. Live for in-process sessions; for actor sessions,
+        as of the last ``usage`` event this handle read (one comes with every
+        model response), so it costs no round trip."""
+        if isinstance(self._backend, InProcessBackend):
+            return self._backend.driver.usage
+        return self._usage_cache
 
     async def get_history(self) -> list[RealtimeItem]:
         """The session's history, fetched now."""
@@ -366,6 +380,8 @@ class RealtimeSession:
             self._history_cache = list(event.history)
         elif isinstance(event, RealtimeHistoryAdded):
             hist.insert_item(self._history_cache, event.item)
+        elif isinstance(event, RealtimeUsageUpdated):
+            self._usage_cache = event.usage
 
 
 def _check_read(after_seq: Any, max_events: Any, timeout: Any) -> None:

@@ -62,7 +62,7 @@ from ray_realtime.types.config import (
     resolve_limits,
     resolve_model_reconnect,
 )
-from ray_realtime.types.events import RealtimeError, RealtimeSessionEvent
+from ray_realtime.types.events import RealtimeError, RealtimeSessionEvent, SessionUsage
 from ray_realtime.types.items import RealtimeItem
 from ray_realtime.types.model_inputs import (
     RealtimeModelSendEvent,
@@ -344,6 +344,11 @@ class SessionDriver(ModelRecovery):
     def limits(self) -> SessionLimits:
         """The bounds this session keeps."""
         return self._limits
+
+    @property
+    def usage(self) -> SessionUsage:
+        """The session's usage so far (empty before start)."""
+        return self._core.usage if self._core is not None else SessionUsage()
 
     @property
     def input_audio_format(self) -> str:

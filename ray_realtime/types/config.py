@@ -56,6 +56,7 @@ __all__ = [
     "RealtimeVoice",
     "SessionLimits",
     "input_audio_format_name",
+    "output_audio_format_name",
     "resolve_limits",
     "resolve_model_reconnect",
     "validate_model_config",
@@ -238,12 +239,22 @@ def input_audio_format_name(settings: Mapping[str, Any]) -> str:
     audio format ``settings`` give: ``audio.input.format`` over
     ``input_audio_format``, PCM16 when neither (or an unknown one, which the
     model's conversion refuses) is given."""
+    return _audio_format_name(settings, "input")
+
+
+def output_audio_format_name(settings: Mapping[str, Any]) -> str:
+    """The name of the output audio format ``settings`` give, as
+    :func:`input_audio_format_name` reads the input one."""
+    return _audio_format_name(settings, "output")
+
+
+def _audio_format_name(settings: Mapping[str, Any], direction: str) -> str:
     audio = settings.get("audio")
     fmt: Any = None
-    if isinstance(audio, Mapping) and isinstance(audio.get("input"), Mapping):
-        fmt = audio["input"].get("format")
+    if isinstance(audio, Mapping) and isinstance(audio.get(direction), Mapping):
+        fmt = audio[direction].get("format")
     if fmt is None:
-        fmt = settings.get("input_audio_format")
+        fmt = settings.get(f"{direction}_audio_format")
     if isinstance(fmt, Mapping):
         fmt = fmt.get("type", "audio/pcm")
     return _FORMAT_NAMES.get(fmt, "pcm16") if isinstance(fmt, str) else "pcm16"

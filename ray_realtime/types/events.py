@@ -36,7 +36,10 @@ __all__ = [
     "RealtimeToolApprovalRequired",
     "RealtimeToolEnd",
     "RealtimeToolStart",
+    "RealtimeUsageUpdated",
+    "SessionUsage",
     "ToolRef",
+    "UsageTotals",
 ]
 
 
@@ -246,6 +249,50 @@ class RealtimeSessionRecovered:
     type: Literal["session_recovered"] = "session_recovered"
 
 
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Usage summed over responses: the model's token counts from each
+    ``response.done`` (``requests`` is the number of responses that reported
+    usage), the seconds of audio sent to the model and received from it
+    (from the byte counts and the session's audio formats), and the tool
+    calls started (approved or needing no approval; handoffs not counted)."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    input_text_tokens: int = 0
+    input_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    cached_tokens: int = 0
+    cached_text_tokens: int = 0
+    cached_audio_tokens: int = 0
+    output_text_tokens: int = 0
+    output_audio_tokens: int = 0
+    audio_in_seconds: float = 0.0
+    audio_out_seconds: float = 0.0
+    tool_calls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUsage(UsageTotals):
+    """A session's usage so far (the :class:`UsageTotals` fields, summed over
+    the whole session), and ``by_agent``: the same per agent name, each
+    response, audio chunk and tool call counted for the agent active then."""
+
+    by_agent: dict[str, UsageTotals] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeUsageUpdated:
+    """The session's usage after a model response reported its token usage
+    (ray-realtime addition: the SDK only sums usage into its context).
+    ``usage`` is cumulative; the newest is also ``session.usage``."""
+
+    usage: SessionUsage
+    type: Literal["usage"] = "usage"
+
+
 RealtimeSessionEvent = (
     RealtimeAgentStartEvent
     | RealtimeAgentEndEvent
@@ -264,5 +311,6 @@ RealtimeSessionEvent = (
     | RealtimeInputAudioTimeoutTriggered
     | RealtimeEventsLost
     | RealtimeSessionRecovered
+    | RealtimeUsageUpdated
 )
 """Every event a session yields."""

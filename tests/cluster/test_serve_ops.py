@@ -30,7 +30,10 @@ pytestmark = pytest.mark.ray
 _DRIVER = r"""
 import asyncio, json
 
-from ray_realtime import RealtimeAgent, RealtimeRunner, function_tool
+from ray_realtime import (
+    GuardrailFunctionOutput, RealtimeAgent, RealtimeRunner, function_tool,
+    output_guardrail,
+)
 
 
 @function_tool
@@ -40,6 +43,14 @@ def get_weather(city: str) -> str:
 
 
 agent = RealtimeAgent(name="Metered Agent", instructions="You help.", tools=[get_weather])
+
+
+@output_guardrail(name="no_secrets")
+def no_secrets(ctx, agent, text):
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered="password" in text)
+
+
+guarded = RealtimeAgent(name="Guarded", instructions="You help.", output_guardrails=[no_secrets])
 
 
 async def main() -> None:
@@ -57,6 +68,28 @@ async def main() -> None:
                     out["agent_ends"] += 1
                     if tool_done:
                         break
+            usage = session.usage  # kept from the usage events read above
+            out["usage"] = {
+                "requests": usage.requests,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "audio_out_seconds": usage.audio_out_seconds,
+                "tool_calls": usage.tool_calls,
+                "agent_tool_calls": usage.by_agent["Metered Agent"].tool_calls,
+            }
+        # A guardrail trip, then a placement no node can take.
+        async with await RealtimeRunner(guarded).run() as session:
+            await session.send_message("say the password is swordfish")
+            async for event in session:
+                if event.type == "guardrail_tripped":
+                    out["tripped"] = True
+                    break
+        nowhere = {"placement": {"resources": {"no_such_resource": 1}}}
+        try:
+            async with await RealtimeRunner(agent, config=nowhere).run():
+                pass
+        except Exception as exc:
+            out["placement_error"] = type(exc).__name__
     print(json.dumps(out))
 
 
@@ -121,18 +154,47 @@ def test_metrics_and_json_logs_after_a_real_session(
         turns = page.total("ray_realtime_turn_seconds_count", agent="Metered Agent")
         tools = page.total("ray_realtime_tool_calls_total", tool="get_weather", outcome="ok")
         active = page.total("ray_realtime_active_sessions")
-        if (turns, tools, active) == (2.0, 1.0, 0.0) or time.monotonic() > deadline:
+        inputs = page.total("ray_realtime_input_tokens_total", agent="Metered Agent")
+        starts = page.total("ray_realtime_session_starts_total")  # the router's, exported apart
+        failures = page.total("ray_realtime_placement_failures_total")
+        trips = page.total("ray_realtime_guardrail_trips_total", agent="Guarded")
+        if (turns, tools, active, starts, failures, trips) == (2.0, 1.0, 0.0, 2.0, 1.0, 1.0) and (
+            inputs > 0
+        ):
+            break
+        if time.monotonic() > deadline:
             break
         time.sleep(1)
     assert turns == 2.0, [line for line in page.text.splitlines() if "turn_seconds" in line]
     assert tools == 1.0
     assert page.total("ray_realtime_tool_seconds_count", tool="get_weather") == 1.0
     assert active == 0.0  # the session closed
-    assert page.total("ray_realtime_session_starts_total") == 1.0
-    assert page.total("ray_realtime_session_start_seconds_count") == 1.0
+    assert starts == 2.0  # the metered session and the guarded one
+    assert page.total("ray_realtime_session_start_seconds_count") == 2.0
     assert page.total("ray_realtime_session_connect_seconds_count") >= 1.0
     assert page.total("ray_realtime_model_errors_total", agent="Metered Agent") == 0.0
     assert page.total("ray_realtime_warm_actors") >= 1.0
+    # Usage: the handle's session.usage (from the usage events) and the
+    # counters agree; two responses, one tool call.
+    usage = out["usage"]
+    assert usage["requests"] == 2 and usage["tool_calls"] == usage["agent_tool_calls"] == 1
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+    assert inputs == usage["input_tokens"]
+    outputs = page.total("ray_realtime_output_tokens_total", agent="Metered Agent")
+    assert outputs == usage["output_tokens"]
+    out_seconds = page.total(
+        "ray_realtime_audio_seconds_total", direction="out", agent="Metered Agent"
+    )
+    assert out_seconds == pytest.approx(usage["audio_out_seconds"], abs=1e-6)
+    assert out_seconds > 0
+    # The other metrics of the run: a trip, a failed placement, the handles'
+    # data-plane sockets, no events lost.
+    assert out["tripped"] and trips == 1.0
+    assert out["placement_error"] == "NoCapacityError"
+    assert failures == page.total("ray_realtime_placement_failures_total", reason="NoCapacityError")
+    assert page.total("ray_realtime_data_plane_connections_total", outcome="accepted") >= 2.0
+    assert page.total("ray_realtime_data_plane_connections_total", outcome="refused") == 0.0
+    assert page.total("ray_realtime_events_lost_total") == 0.0
     # Low-cardinality labels: never a session id.
     assert out["session_id"] not in page.text
     assert agent in page.text
