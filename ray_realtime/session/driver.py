@@ -638,11 +638,12 @@ class SessionDriver(RealtimeModelListener):
 
     def _guardrails_failed(self, out: RunGuardrails) -> Callable[[str], bool]:
         def repair(message: str) -> bool:
-            # Guardrails never hold a turn up: reporting is all there is to do.
+            # Guardrails never hold a turn up: report, and release a held agent_end.
             assert self._core is not None
             self._core.report_error(
                 {"message": f"output guardrails failed: {message}", "type": "guardrail_error"}
             )
+            self._core.guardrails_completed(out.response_id, [], final=out.final)
             return True
 
         return repair
@@ -688,7 +689,9 @@ class SessionDriver(RealtimeModelListener):
             await self._process()
             self._spawn(self.close())
             return
-        self._core.tool_completed(out.call.call_id, outcome.output, outcome.error)
+        self._core.tool_completed(
+            out.call.call_id, outcome.output, outcome.error, value=outcome.event_output
+        )
         await self._process()
 
     async def _hook(self, agent: RealtimeAgent[Any], name: str, out: RunTool, *args: Any) -> None:
@@ -762,7 +765,7 @@ class SessionDriver(RealtimeModelListener):
             return
         for error in result.errors:
             self._core.report_error({"message": error, "type": "guardrail_error"})
-        self._core.guardrails_completed(out.response_id, result.results)
+        self._core.guardrails_completed(out.response_id, result.results, final=out.final)
         await self._process()
 
     def _register_agent(self, agent: RealtimeAgent[Any]) -> None:
