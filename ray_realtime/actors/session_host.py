@@ -219,7 +219,10 @@ class SessionHost:
         objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
         tools_pool = self._pool("tool", options.get("tool_workers") or [])
         guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
-        model = OpenAIRealtimeWebSocketModel()
+        # emit_raw_model_events: raw server events too, as the SDK's model sends them.
+        model = OpenAIRealtimeWebSocketModel(
+            emit_raw_server_events=bool(run_config.get("emit_raw_model_events"))
+        )
         model.add_listener(
             TurnObserver(
                 self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}

@@ -692,6 +692,22 @@ async def test_raw_message_gets_an_event_id(peer: FakePeer, connected: Connect) 
         await model.send_event(RealtimeModelSendRawMessage({"no": "type"}))
 
 
+async def test_raw_message_in_the_sdk_shape(peer: FakePeer, connected: Connect) -> None:
+    model, _ = await connected()
+    # The SDK's RealtimeModelRawClientMessage: other_data merged into the body.
+    await model.send_event(
+        RealtimeModelSendRawMessage(
+            {"type": "conversation.item.retrieve", "other_data": {"item_id": "item_7"}}
+        )
+    )
+    (sent,) = await peer.wait_count("conversation.item.retrieve", 1)
+    assert sent["item_id"] == "item_7" and "other_data" not in sent
+    with pytest.raises(UserError):
+        await model.send_event(
+            RealtimeModelSendRawMessage({"type": "input_audio_buffer.clear", "other_data": 3})
+        )
+
+
 async def test_every_client_event_has_a_unique_event_id(peer: FakePeer, connected: Connect) -> None:
     model, _ = await connected()
     await model.send_event(RealtimeModelSendUserInput("a"))

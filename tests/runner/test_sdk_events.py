@@ -85,6 +85,9 @@ async def test_raw_model_events(mode: str) -> None:
         raw = [e for e in events if isinstance(e, RealtimeRawModelEvent)]
         kinds = {e.data.type for e in raw}
         assert {"turn_started", "transcript_delta", "turn_ended"} <= kinds, kinds
+        # The server's own events too, as the SDK's model reports them.
+        server = [e.data.data for e in raw if e.data.type == "raw_server_event"]  # type: ignore[union-attr]
+        assert "response.done" in {d.get("type") for d in server}
 
 
 class Opaque:
