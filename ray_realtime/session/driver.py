@@ -36,6 +36,7 @@ from ray_realtime.core.session_core import SessionCore, check_call_id, check_rej
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import ModelConnectionError, SessionClosedError, UserError
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
+from ray_realtime.model.playback import ReportedPlaybackTracker, check_playback_snapshot
 from ray_realtime.session.callbacks import (
     agent_prompt,
     call_hook,
@@ -393,6 +394,17 @@ class SessionDriver(RealtimeModelListener):
         """Interrupt the current response."""
         self._require_open().interrupt()
         await self._process()
+
+    def report_playback(self, snapshot: Any) -> None:
+        """Where the user's playback is, as the session handle's tracker last
+        reported it (actor mode; see :mod:`ray_realtime.model.playback`).
+        A :class:`UserError` for a malformed report; ignored by a session
+        opened without a tracker."""
+        checked = check_playback_snapshot(snapshot)
+        self._require_open()
+        tracker = self._model_config.get("playback_tracker")
+        if isinstance(tracker, ReportedPlaybackTracker):
+            tracker.report(checked)
 
     async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
         """Switch to ``agent`` without a handoff; a :class:`UserError` when it

@@ -99,11 +99,16 @@ def test_repr_shows_the_position() -> None:
     assert "item_a" in repr(tracker)
 
 
-def test_received_tracker_is_heard_on_arrival() -> None:
-    received = ReceivedAudioTracker()
+def test_received_tracker_plays_in_real_time_from_the_first_chunk() -> None:
+    now = [100.0]
+    received = ReceivedAudioTracker(clock=lambda: now[0])
     assert received.get_state() == NOTHING
     received.on_audio("item_a", 0, 4800)
     received.on_audio("item_a", 0, 4800)
+    assert received.get_state()["elapsed_ms"] == 0.0  # nothing played yet
+    now[0] += 0.15
+    assert received.get_state()["elapsed_ms"] == pytest.approx(150.0)
+    now[0] += 10.0  # never past what was received
     assert received.get_state() == {
         "current_item_id": "item_a",
         "current_item_content_index": 0,

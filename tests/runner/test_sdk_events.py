@@ -9,6 +9,7 @@ verdict comes before the response's ``agent_end``; ``raw_model_event`` with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,8 +19,12 @@ import pytest
 from ray_realtime import (
     GuardrailFunctionOutput,
     RealtimeAgent,
+    RealtimeAudio,
+    RealtimeAudioInterrupted,
     RealtimeGuardrailTripped,
+    RealtimePlaybackTracker,
     RealtimeRawModelEvent,
+    RealtimeRunner,
     RealtimeSession,
     RealtimeToolEnd,
     RunContextWrapper,
@@ -27,7 +32,7 @@ from ray_realtime import (
     output_guardrail,
 )
 from ray_realtime.local import LocalModelServer
-from tests.runner.test_sdk_parity import opened, read_until, turn
+from tests.runner.test_sdk_parity import TIMEOUT, opened, read_until, turn
 
 
 @pytest.fixture(params=["in_process", "actor"])
@@ -120,3 +125,66 @@ async def test_tool_end_output_is_the_return_value(mode: str) -> None:
         assert isinstance(end, RealtimeToolEnd)
         assert end.output == "<opaque>"
         await read_until(session, "agent_end")
+
+
+# ---------------------------------------------------------------- barge-in
+
+LONG = "Tell me everything about the history of the harbour " * 4
+
+
+@pytest.mark.parametrize("data_plane", [True, False], ids=["data_plane", "ray_calls"])
+async def test_barge_in_truncates_where_the_listener_was(mode: str, data_plane: bool) -> None:
+    """The application's tracker stays in its process (actor mode: the handle
+    reports it); an interrupt truncates the reply at what was played."""
+    if mode == "in_process" and not data_plane:
+        pytest.skip("one in-process run is enough")
+    tracker = RealtimePlaybackTracker()
+    agent = RealtimeAgent(name="Guide")
+    config: dict[str, Any] = {"emit_raw_model_events": True, "data_plane": data_plane}
+    async with contextlib.AsyncExitStack() as stack:
+        url = None
+        if mode == "in_process":
+            url = (await stack.enter_async_context(LocalModelServer())).url
+        runner = RealtimeRunner(agent, config={"execution": mode, **config})  # type: ignore[typeddict-item]
+        model_config: dict[str, Any] = {"playback_tracker": tracker}
+        if url:
+            model_config["url"] = url
+        session = await runner.run(model_config=model_config)  # type: ignore[arg-type]
+        await stack.enter_async_context(session)
+        events = await turn(session, LONG, "audio")
+        audio = events[-1]
+        assert isinstance(audio, RealtimeAudio)
+        received = len(audio.audio.data)
+        while received < 300 * 48:  # 300 ms of 24 kHz PCM16 arrived: 200 ms is within it
+            more = (await read_until(session, "audio"))[-1]
+            assert isinstance(more, RealtimeAudio) and more.item_id == audio.item_id
+            received += len(more.audio.data)
+        # The listener heard 200 ms, in two pieces, while more audio arrives.
+        tracker.on_play_ms(audio.item_id, audio.content_index, 120)
+        tracker.on_play_ms(audio.item_id, audio.content_index, 80)
+        await session.interrupt()
+        events = await read_until(session, "audio_interrupted")
+        (interrupted,) = [e for e in events if isinstance(e, RealtimeAudioInterrupted)]
+        assert interrupted.item_id == audio.item_id
+        truncated: list[dict[str, Any]] = []
+
+        def is_truncated(event: Any) -> bool:
+            if isinstance(event, RealtimeRawModelEvent) and event.data.type == "raw_server_event":
+                data = event.data.data  # type: ignore[union-attr]
+                if data.get("type") == "conversation.item.truncated":
+                    truncated.append(data)
+                    return True
+            return False
+
+        if not any(is_truncated(e) for e in events):
+
+            async def until_truncated() -> None:
+                async for event in session:
+                    if is_truncated(event):
+                        return
+
+            await asyncio.wait_for(until_truncated(), TIMEOUT)
+        assert truncated[0]["item_id"] == audio.item_id
+        assert truncated[0]["audio_end_ms"] == 200
+        # As in-process, the model's reset of the tracker reaches the application's.
+        assert tracker.get_state()["current_item_id"] is None
