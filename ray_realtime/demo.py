@@ -125,6 +125,7 @@ class DemoResult:
     tool_outputs: list[str] = field(default_factory=list)
     handoffs: list[str] = field(default_factory=list)
     guardrail_trips: int = 0
+    ends_after_trip: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -148,7 +149,9 @@ class _Scenario:
             return False
         if self.after_handoff and not result.handoffs:
             return False
-        return not (self.after_trip and not result.guardrail_trips)
+        # A trip comes before the agent_end of the response it stopped; the
+        # answer to the guardrail's feedback ends with the next agent_end.
+        return not (self.after_trip and result.ends_after_trip < 2)
 
     def missing(self, result: DemoResult) -> list[str]:
         """What the scenario should have shown and did not."""
@@ -184,6 +187,9 @@ def _reply_text(session: RealtimeSession) -> str:
 def _record(result: DemoResult, event: RealtimeSessionEvent) -> None:
     if isinstance(event, RealtimeAudio):
         result.audio_chunks += 1
+    elif isinstance(event, RealtimeAgentEndEvent):
+        if result.guardrail_trips:
+            result.ends_after_trip += 1
     elif isinstance(event, RealtimeToolStart):
         result.details.append(f"tool_start {event.tool.name}({event.arguments})")
     elif isinstance(event, RealtimeToolEnd):

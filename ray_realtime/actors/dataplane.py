@@ -9,6 +9,8 @@ than loopback WebSocket messages (the figures are in ``docs/benchmarks.md``):
 - handle → actor: input audio, user messages and interrupts, as binary frames
   ``msgpack([op, payload, flag, request_id])``: ``[1, audio, commit, 0]``
   (raw bytes; base64 only happens at the model's socket; no reply),
+  ``[4, [item_id, content_index, elapsed_ms], false, 0]`` (the user's playback
+  position, as the handle's tracker reports it; no reply),
   ``[2, message, false, id]`` and ``[3, nil, false, id]``, each answered by an
   ack frame ``{"ack": id}`` or ``{"ack": id, "error": <error>}``, encoded with
   :mod:`ray_realtime.wire` (the error is one of the project's exception
@@ -93,6 +95,9 @@ logger = logging.getLogger(__name__)
 OP_AUDIO = 1
 OP_MESSAGE = 2
 OP_INTERRUPT = 3
+# [4, [item_id, content_index, elapsed_ms], false, 0]: the user's playback
+# position (the handle's tracker, coalesced); no reply, like audio.
+OP_PLAYBACK = 4
 MAX_FRAME_BYTES = 16 << 20
 """Largest frame after authentication (either way)."""
 MAX_HELLO_BYTES = 512
@@ -446,6 +451,8 @@ class DataPlaneServer:
                     await driver.send_message(payload)
                 elif op == OP_INTERRUPT:
                     await driver.interrupt()
+                elif op == OP_PLAYBACK:
+                    driver.report_playback(payload)
                 else:
                     error = ProtocolError(f"unknown data plane operation {op!r}")
             except (UserError, SessionClosedError) as exc:
@@ -578,6 +585,10 @@ class DataPlaneClient:
     async def send_message(self, message: str | dict[str, Any], timeout: float = 30.0) -> None:
         """Send a user message and wait for the session to take it."""
         await self._request(OP_MESSAGE, message, timeout)
+
+    async def send_playback(self, snapshot: Any) -> None:
+        """Report the user's playback position (no reply)."""
+        await self._send_frame([OP_PLAYBACK, list(snapshot), False, 0])
 
     async def send_interrupt(self, timeout: float = 30.0) -> None:
         """Interrupt the current response and wait for the session to take it."""

@@ -5,6 +5,14 @@ a long-poll, so a busy session costs one call per batch, not per event. Ray's
 errors are translated at this edge: a dead actor becomes
 :class:`SessionLostError`, an error raised in the actor is re-raised as itself.
 
+A ``playback_tracker`` in the model config stays in this process: the handle
+strips it from what it ships and reports the tracker's state to the session
+(coalesced: at most one small report per :data:`PLAYBACK_REPORT_SECONDS`
+while it changes, and always one just before an ``interrupt``), over the data
+plane or, without it, as Ray calls; the session's model truncates where the
+listener was, as in-process. An ``audio_interrupted`` read here resets the
+tracker, as the model resets it in-process.
+
 Every call carries the session's secret, which the handle that opens a session
 chooses; :attr:`ActorBackend.ticket` packs the session id and the secret into
 one opaque string that another process passes to ``RealtimeSession.attach``.
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import os
 import secrets
 from typing import Any
@@ -33,12 +42,22 @@ from ray_realtime.exceptions import (
     SessionClosedError,
     SessionLostError,
 )
+from ray_realtime.model.playback import (
+    PlaybackSnapshot,
+    RealtimePlaybackTracker,
+    playback_snapshot,
+)
 from ray_realtime.session.driver import EventBatch
 from ray_realtime.session.start import new_session_id
 from ray_realtime.types.config import RealtimeModelConfig, RealtimeRunConfig
 from ray_realtime.types.items import RealtimeItem, item_from_dict
 
 __all__ = ["ActorBackend", "actor_backend", "attach_backend", "make_ticket", "parse_ticket"]
+
+logger = logging.getLogger(__name__)
+
+PLAYBACK_REPORT_SECONDS = 0.05
+"""Longest a change of the playback tracker waits before it is reported."""
 
 _TICKET_PREFIX = "rrt1."
 _MAX_TICKET_CHARS = 512
@@ -91,6 +110,7 @@ class ActorBackend:
         run_config: RealtimeRunConfig | None = None,
         placement: dict[str, Any] | None = None,
         secret: str | None = None,
+        playback_tracker: RealtimePlaybackTracker | None = None,
     ) -> None:
         self.session_id = session_id
         # Chosen here for a new session (so the data plane can open at once).
@@ -108,6 +128,11 @@ class ActorBackend:
         # Keeps the session's lease while no data plane does (see leases.py).
         self._orphan_timeout = 0.0
         self._toucher: asyncio.Task[None] | None = None
+        self._tracker = playback_tracker
+        self._reported: PlaybackSnapshot | None = None
+        self._report_due = False
+        self._report_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def node_id(self) -> str:
@@ -165,6 +190,7 @@ class ActorBackend:
             "guardrail_workers": placement["guardrail_workers"],
             "token": token,
             "open_attach": placement.get("open_attach") is True,
+            "playback_reports": self._tracker is not None,
         }
         # The data plane opens while the session opens: its hello waits on the
         # actor for the session to be registered, so neither waits on the other.
@@ -182,6 +208,7 @@ class ActorBackend:
                 await asyncio.gather(early, return_exceptions=True)
             raise self._translate(exc) from None
         self._payload = None
+        self._watch_playback()
         self._secret = str(info.get("token") or token)
         fresh = info.get("data_url") == url and info.get("token") == token
         if early is not None and fresh and not info.get("closed"):
@@ -307,8 +334,59 @@ class ActorBackend:
                 pass
         await self._call("send_audio", audio, commit)
 
+    # ------------------------------------------------------------ playback
+
+    def _watch_playback(self) -> None:
+        if self._tracker is not None:
+            self._loop = asyncio.get_running_loop()
+            self._tracker._on_change = self._playback_changed
+
+    def _playback_changed(self) -> None:
+        # Called from whichever thread plays the audio: only schedule here.
+        loop = self._loop
+        if self._report_due or loop is None or self._closed:
+            return
+        self._report_due = True
+        try:
+            loop.call_soon_threadsafe(self._schedule_report)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    def _schedule_report(self) -> None:
+        if self._report_task is None or self._report_task.done():
+            self._report_task = asyncio.ensure_future(self._report_later())
+
+    async def _report_later(self) -> None:
+        await asyncio.sleep(PLAYBACK_REPORT_SECONDS)
+        try:
+            await self._report_playback()
+        except Exception as exc:
+            # A lost report only makes a later truncation less precise; the
+            # next change (or interrupt) reports again.
+            logger.info("session %s: playback report failed: %r", self.session_id, exc)
+
+    async def _report_playback(self) -> None:
+        """Send the tracker's state now, unless the session has it already."""
+        self._report_due = False
+        if self._tracker is None or self._closed:
+            return
+        snapshot = playback_snapshot(self._tracker)
+        if snapshot == self._reported:
+            return
+        self._reported = snapshot
+        plane = self._plane
+        if plane is not None and not plane.broken:
+            try:
+                await plane.send_playback(snapshot)
+                return
+            except DataPlaneBroken:
+                pass
+        await self._call("report_playback", list(snapshot))
+
     async def interrupt(self) -> None:
-        """Interrupt: over the data plane when it is up, else a Ray call."""
+        """Interrupt: over the data plane when it is up, else a Ray call.
+        The playback position goes first, so the cut is where the listener is."""
+        await self._report_playback()
         plane = self._plane
         if plane is not None and not plane.broken:
             try:
@@ -335,14 +413,21 @@ class ActorBackend:
     ) -> EventBatch:
         """One long-poll for a batch of events."""
         plane = self._plane
+        batch: EventBatch | None = None
         if plane is not None and plane.can_serve(after_seq):
             try:
-                return await plane.read(after_seq, max_events, timeout)
+                batch = await plane.read(after_seq, max_events, timeout)
             except DataPlaneBroken:
                 pass
-        data = await self._call("read_events", after_seq, max_events, timeout)
-        events, last_seq, missed, closed = wire.decode_batch(data)
-        return EventBatch(events, last_seq, missed, closed)
+        if batch is None:
+            data = await self._call("read_events", after_seq, max_events, timeout)
+            events, last_seq, missed, closed = wire.decode_batch(data)
+            batch = EventBatch(events, last_seq, missed, closed)
+        if self._tracker is not None:
+            if any(event.type == "audio_interrupted" for event in batch.events):
+                # In-process the model resets the application's tracker.
+                self._tracker.on_interrupted()
+        return batch
 
     async def get_history(self) -> list[RealtimeItem]:
         """The history, fetched from the actor."""
@@ -358,6 +443,7 @@ class ActorBackend:
             self._closed = True
             return
         self._closed = True
+        self._stop_playback()
         await self._stop_lease()
         await self._close_plane()
         try:
@@ -372,6 +458,7 @@ class ActorBackend:
         ``keep_alive_seconds``, the actor keeps the session exactly that long
         once no handle holds it (instead of its orphan timeout)."""
         self._closed = True
+        self._stop_playback()
         await self._stop_lease()
         if keep_alive_seconds is not None and self._actor is not None:
             try:
@@ -379,6 +466,12 @@ class ActorBackend:
             except SessionClosedError:
                 pass
         await self._close_plane()
+
+    def _stop_playback(self) -> None:
+        if self._tracker is not None and self._tracker._on_change == self._playback_changed:
+            self._tracker._on_change = None
+        if self._report_task is not None:
+            self._report_task.cancel()
 
     async def _close_plane(self) -> None:
         plane, self._plane = self._plane, None
@@ -406,6 +499,11 @@ async def actor_backend(
     cannot cross processes fails here with :class:`SerializationError`.
     """
     model_config = dict(model_config)  # type: ignore[assignment]
+    # The tracker stays here (the application plays the audio here): the
+    # backend reports its state; a pickled copy would never hear the playback.
+    tracker = model_config.pop("playback_tracker", None)
+    if tracker is not None and not isinstance(tracker, RealtimePlaybackTracker):
+        raise ConfigError("playback_tracker must be a RealtimePlaybackTracker")
     if not model_config.get("url") and not model_config.get("api_key"):
         key = os.environ.get("OPENAI_API_KEY")
         if key:
@@ -414,7 +512,9 @@ async def actor_backend(
     context_bytes = raylib.dumps(context, "context")
     agent_bytes = raylib.dumps(agent, "agent")
     payload = raylib.dumps((agent_bytes, context_bytes, run_config, model_config), "run config")
-    return ActorBackend(new_session_id(), payload=payload, run_config=run_config)
+    return ActorBackend(
+        new_session_id(), payload=payload, run_config=run_config, playback_tracker=tracker
+    )
 
 
 async def attach_backend(ticket: str, *, after_seq: int = 0) -> ActorBackend:

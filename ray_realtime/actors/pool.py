@@ -219,7 +219,7 @@ class PoolExecutor:
         try:
             agent_ref = await self._objects.agent_ref(agent)
             context_ref = await self._objects.context_ref()
-            output, error, _, raised = await self._call(
+            output, error, _, raised, value = await self._call(
                 lambda worker: worker.run_tool.remote(
                     [agent_ref],
                     tool.name,
@@ -231,7 +231,7 @@ class PoolExecutor:
                 timeout,
                 wait,
             )
-            return ToolOutcome(output, error, raised)
+            return ToolOutcome(output, error, raised, value)
         except _NoWorker:
             message = f"no tool worker is available (waited {wait:g} s for one)"
         except TimeoutError:

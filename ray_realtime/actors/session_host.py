@@ -55,6 +55,7 @@ from ray_realtime.exceptions import (
     SessionNotFoundError,
 )
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+from ray_realtime.model.playback import ReportedPlaybackTracker
 from ray_realtime.session.driver import SessionDriver
 from ray_realtime.session.start import resolve_model_config
 from ray_realtime.types.items import item_to_dict
@@ -228,7 +229,10 @@ class SessionHost:
         objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
         tools_pool = self._pool("tool", options.get("tool_workers") or [])
         guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
-        model = OpenAIRealtimeWebSocketModel()
+        # emit_raw_model_events: raw server events too, as the SDK's model sends them.
+        model = OpenAIRealtimeWebSocketModel(
+            emit_raw_server_events=bool(run_config.get("emit_raw_model_events"))
+        )
         model.add_listener(
             TurnObserver(
                 self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}
@@ -239,7 +243,10 @@ class SessionHost:
             model=model,
             context=context,
             run_config=run_config,
-            model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
+            model_config=_with_reported_playback(
+                resolve_model_config(model_config, local_url=options.get("model_url")),
+                bool(options.get("playback_reports")),
+            ),
             tool_executor=MeteredToolExecutor(PoolExecutor(tools_pool, objects), self.node_id),
             guardrail_executor=MeteredGuardrailExecutor(
                 PoolExecutor(guards_pool, objects), self.node_id
@@ -490,6 +497,10 @@ class SessionHost:
         """Interrupt the current response."""
         await self._driver(session_id, secret).interrupt()
 
+    async def report_playback(self, session_id: str, secret: str, snapshot: Any) -> None:
+        """The user's playback position (the data plane's fallback)."""
+        self._driver(session_id, secret).report_playback(snapshot)
+
     async def update_agent(self, session_id: str, secret: str, agent_payload: bytes) -> None:
         """Switch agent (pickled)."""
         driver = self._driver(session_id, secret)
@@ -534,6 +545,14 @@ class SessionHost:
         """The wire-encoded history."""
         driver = self._readable(session_id, secret)
         return wire.encode([item_to_dict(i) for i in driver.history])
+
+
+def _with_reported_playback(model_config: Any, reported: bool) -> Any:
+    # The application's tracker stays in its process; the handle reports its
+    # state, which the model reads from this stand-in.
+    if reported:
+        model_config = {**model_config, "playback_tracker": ReportedPlaybackTracker()}
+    return model_config
 
 
 async def _await(ref: Any) -> Any:

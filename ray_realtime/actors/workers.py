@@ -160,8 +160,8 @@ class ToolWorker(_Worker):
         arguments: str,
         ctx_refs: list[Any],
         default_timeout: float,
-    ) -> tuple[str, str | None, str, bool]:
-        """Run one call; returns ``(output, error, node_id, raised)``. Raises
+    ) -> tuple[str, str | None, str, bool, Any]:
+        """Run one call; returns ``(output, error, node_id, raised, value)``. Raises
         :class:`~ray_realtime.actors.worker_health.WorkerRetiring`, having
         run nothing, when the worker is retiring."""
         with self._booked():
@@ -172,7 +172,7 @@ class ToolWorker(_Worker):
                 tool = mcp_tool_by_name(agent, tool_name, timeout=default_timeout)
             if tool is None:
                 message = f"tool {tool_name!r} not found on agent {agent.name!r}"
-                return f"Error: {message}", message, self.node_id, False
+                return f"Error: {message}", message, self.node_id, False, None
             context = await self._context(ctx_refs)
             outcome = await run_tool_call(
                 tool,
@@ -182,7 +182,7 @@ class ToolWorker(_Worker):
                 default_timeout=default_timeout,
                 agent=agent,
             )
-            return outcome.output, outcome.error, self.node_id, outcome.raised
+            return outcome.output, outcome.error, self.node_id, outcome.raised, outcome.value
 
     async def list_mcp_tools(
         self, agent_refs: list[Any], ctx_refs: list[Any], timeout: float

@@ -8,17 +8,9 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from ray_realtime.agents.context import RunContextWrapper
+from ray_realtime.types.guardrails import GuardrailFunctionOutput
 
 __all__ = ["GuardrailFunctionOutput", "OutputGuardrail", "output_guardrail"]
-
-
-@dataclass
-class GuardrailFunctionOutput:
-    """What a guardrail function returns: ``tripwire_triggered`` stops the
-    response; ``output_info`` is free-form data shown in the tripped event."""
-
-    output_info: Any
-    tripwire_triggered: bool
 
 
 GuardrailFunction = Callable[

@@ -31,6 +31,9 @@ Rules it owns:
   ``debounce_text_length`` characters, and once more when the response ends;
   the first trip of a response emits ``guardrail_tripped``, interrupts and
   sends the model a feedback message; later trips of that response are ignored.
+  The response's ``agent_end`` waits for its final check (answered by
+  ``guardrails_completed(..., final=True)``, also when the check failed), so
+  the final verdict comes before ``agent_end``, as in the SDK.
 - After an ``audio_interrupted`` for an item, late audio of that item is dropped.
 - Model connection loss (:meth:`SessionCore.model_connection_lost`): a
   response cut by it ends visibly (an ``error`` with code
@@ -128,6 +131,7 @@ _SEEN_CALLS_KEPT = 4096
 _INTERRUPTED_ITEMS_KEPT = 64
 _PENDING_TRANSCRIPTS_KEPT = 64
 _GUARDED_RESPONSES_KEPT = 256
+_SAME: Any = object()  # tool_completed: tool_end shows the output text
 
 
 def check_user_message(message: Any, limit: int | None = None) -> str | dict[str, Any]:
@@ -308,6 +312,8 @@ class SessionCore:
         self._pending_transcripts: OrderedDict[str, str] = OrderedDict()
         self._guards: OrderedDict[str, _GuardState] = OrderedDict()
         self._tripped_responses: OrderedDict[str, None] = OrderedDict()
+        # agent_end of responses whose final guardrail check is running.
+        self._held_ends: OrderedDict[str, str] = OrderedDict()
         self._repaired_calls: OrderedDict[str, None] = OrderedDict()
         self._closed = False
         # Recovery: the response in progress (a connection loss cuts it) and
@@ -565,10 +571,13 @@ class SessionCore:
 
     # ------------------------------------------------------- work answered
 
-    def tool_completed(self, call_id: str, output: str, error: str | None = None) -> bool:
+    def tool_completed(
+        self, call_id: str, output: str, error: str | None = None, *, value: Any = _SAME
+    ) -> bool:
         """A tool call finished; ``error`` set means it failed and ``output``
-        is the error text the model should see. False if the call was not
-        pending (already answered)."""
+        is the error text the model should see; ``value`` is what
+        ``tool_end.output`` shows (default: ``output``). False if the call
+        was not pending (already answered)."""
         entry = self._pending_tools.pop(call_id, None)
         if entry is None:
             return False
@@ -581,7 +590,11 @@ class SessionCore:
             )
         self._emit(
             RealtimeToolEnd(
-                AgentRef(agent_name), ToolRef(call.name), output, call.arguments, call_id
+                AgentRef(agent_name),
+                ToolRef(call.name),
+                output if value is _SAME else value,
+                call.arguments,
+                call_id,
             )
         )
         self._answer_call(call, output)
@@ -610,8 +623,20 @@ class SessionCore:
         self._answer_call(call, f"Handoff failed: {message}")
         return True
 
-    def guardrails_completed(self, response_id: str, results: list[OutputGuardrailResult]) -> None:
-        """Results of a :class:`RunGuardrails`; the first trip of a response acts."""
+    def guardrails_completed(
+        self, response_id: str, results: list[OutputGuardrailResult], *, final: bool = False
+    ) -> None:
+        """Results of a :class:`RunGuardrails`; the first trip of a response acts.
+        ``final``: the answer to the check at the end of the response (pass it
+        also when that check failed, with no results), which releases the
+        response's ``agent_end``."""
+        self._guardrail_verdict(response_id, results)
+        if final:
+            agent_name = self._held_ends.pop(response_id, None)
+            if agent_name is not None:
+                self._emit(RealtimeAgentEndEvent(AgentRef(agent_name)))
+
+    def _guardrail_verdict(self, response_id: str, results: list[OutputGuardrailResult]) -> None:
         tripped = [r for r in results if r.tripwire_triggered]
         if not tripped or response_id in self._tripped_responses:
             return
@@ -750,9 +775,13 @@ class SessionCore:
     def _guardrails_active(self) -> bool:
         return bool(self._run_guardrails or self._agent.guardrail_names)
 
-    def _maybe_guard(self, response_id: str, item_id: str, text: str, *, final: bool) -> None:
+    def _maybe_guard(self, response_id: str, item_id: str, text: str, *, final: bool) -> bool:
+        """Queue a guardrail check when one is due; whether one was queued.
+        The final check always runs on a non-empty text: a periodic check of
+        the same text may still be running, and its verdict must not come
+        after ``agent_end``."""
         if not self._guardrails_active() or response_id in self._tripped_responses:
-            return
+            return False
         state = self._guards.get(response_id)
         if state is None:
             state = _GuardState(item_id, self._limits["debounce_text_length"])
@@ -760,24 +789,33 @@ class SessionCore:
             while len(self._guards) > _GUARDED_RESPONSES_KEPT:
                 self._guards.popitem(last=False)
         state.item_id = item_id
-        due = len(text) >= state.next_threshold or (final and len(text) > state.checked_len)
+        due = final or len(text) >= state.next_threshold
         if not due or not text:
-            return
+            return False
         step = self._limits["debounce_text_length"]
         state.next_threshold = (len(text) // step + 1) * step
         state.checked_len = len(text)
         self._out.append(RunGuardrails(response_id, item_id, text, self._agent.name, final))
+        return True
 
     def _on_turn_ended(self, event: me.RealtimeModelTurnEndedEvent) -> None:
         state = self._guards.pop(event.response_id, None)
+        held = False
         if state is not None:
             index = hist.find_index(self._history, state.item_id)
             if index >= 0:
                 text = hist.transcript_of(self._history[index])
                 self._guards[event.response_id] = state
-                self._maybe_guard(event.response_id, state.item_id, text, final=True)
+                held = self._maybe_guard(event.response_id, state.item_id, text, final=True)
                 self._guards.pop(event.response_id, None)
-        self._emit(RealtimeAgentEndEvent(AgentRef(self._agent.name)))
+        if not held:
+            self._emit(RealtimeAgentEndEvent(AgentRef(self._agent.name)))
+            return
+        self._held_ends[event.response_id] = self._agent.name
+        while len(self._held_ends) > _GUARDED_RESPONSES_KEPT:
+            # Never reached while checks are bounded by their timeout; a bound all the same.
+            _, name = self._held_ends.popitem(last=False)
+            self._emit(RealtimeAgentEndEvent(AgentRef(name)))
 
     def _on_tool_call(self, call: me.RealtimeModelToolCallEvent) -> None:
         if call.call_id in self._seen_calls:

@@ -588,6 +588,12 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
     async def _send_raw(self, message: Mapping[str, Any]) -> None:
         if not isinstance(message, Mapping) or not isinstance(message.get("type"), str):
             raise UserError("a raw client message must be a dict with a string 'type'")
+        if "other_data" in message:
+            # The SDK's shape: {"type": ..., "other_data": {...}}, merged into the body.
+            other = message["other_data"]
+            if not isinstance(other, Mapping):
+                raise UserError("'other_data' of a raw client message must be a dict")
+            message = {**{k: v for k, v in message.items() if k != "other_data"}, **other}
         if message["type"] == "response.create" and not self._response_busy():
             # Sent as is, but remembered so our own requests wait for it.
             event_id = message.get("event_id")

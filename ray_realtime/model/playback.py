@@ -13,16 +13,25 @@ Two trackers give that position:
   call :meth:`~RealtimePlaybackTracker.on_play_bytes` (or ``on_play_ms``) as
   they play and pass the tracker in the model config (``playback_tracker``).
 * :class:`ReceivedAudioTracker`, the model layer's own bookkeeping of the audio
-  *received* per item. With no application tracker it is the default and
-  assumes audio is heard as soon as it arrives; with one it is still used to
-  clamp the truncation point, because truncating past the end of the audio is
-  a protocol error ("If the audio_end_ms is greater than the actual audio
+  *received* per item. With no application tracker it is the default and,
+  as the SDK does, assumes the audio plays in real time from its first chunk
+  (never past what was received); with one it is still used to clamp the
+  truncation point, because truncating past the end of the audio is a
+  protocol error ("If the audio_end_ms is greater than the actual audio
   duration, the server will respond with an error").
+
+A session in an actor cannot read the application's tracker, which stays in
+the application's process: the session handle sends its state over
+(:func:`playback_snapshot`, coalesced: one small report per interval while it
+changes, and one before each ``interrupt``), and the actor's model reads a
+:class:`ReportedPlaybackTracker` holding the last report.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
@@ -30,7 +39,18 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 from ray_realtime.exceptions import UserError
 from ray_realtime.model.conversion import audio_bytes_per_ms
 
-__all__ = ["RealtimePlaybackState", "RealtimePlaybackTracker", "ReceivedAudioTracker"]
+__all__ = [
+    "PlaybackSnapshot",
+    "RealtimePlaybackState",
+    "RealtimePlaybackTracker",
+    "ReceivedAudioTracker",
+    "ReportedPlaybackTracker",
+    "check_playback_snapshot",
+    "playback_snapshot",
+]
+
+PlaybackSnapshot = tuple[str | None, int | None, float | None]
+"""``(item_id, content_index, elapsed_ms)``: a tracker's state as it travels."""
 
 
 class RealtimePlaybackState(TypedDict):
@@ -60,7 +80,23 @@ class RealtimePlaybackTracker:
 
     def __init__(self) -> None:
         self._bytes_per_ms = audio_bytes_per_ms("pcm16")
-        self._state = _NOTHING_PLAYING
+        self._state: PlaybackSnapshot = _NOTHING_PLAYING
+        # Told of every change (any thread) when a session handle reports the
+        # state to a session in another process; None in-process.
+        self._on_change: Callable[[], None] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The listener belongs to this process's handle: a copy never has one.
+        return {"_bytes_per_ms": self._bytes_per_ms, "_state": self._state, "_on_change": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def _changed(self) -> None:
+        listener = self._on_change
+        if listener is not None:
+            listener()
 
     def set_audio_format(self, format: Any) -> None:
         """Set the format of the audio played (``"pcm16"``, ``"g711_ulaw"``,
@@ -83,10 +119,12 @@ class RealtimePlaybackTracker:
             self._state = (item_id, item_content_index, elapsed + ms)
         else:
             self._state = (item_id, item_content_index, float(ms))
+        self._changed()
 
     def on_interrupted(self) -> None:
         """Playback was cut off: nothing is playing any more."""
         self._state = _NOTHING_PLAYING
+        self._changed()
 
     def get_state(self) -> RealtimePlaybackState:
         """The current playback position."""
@@ -105,23 +143,65 @@ class RealtimePlaybackTracker:
         )
 
 
+def playback_snapshot(tracker: RealtimePlaybackTracker) -> PlaybackSnapshot:
+    """The tracker's state as plain data (what a handle reports)."""
+    state = tracker.get_state()
+    return (
+        state["current_item_id"],
+        state["current_item_content_index"],
+        state["elapsed_ms"],
+    )
+
+
+def check_playback_snapshot(value: Any) -> PlaybackSnapshot:
+    """``value`` as a :data:`PlaybackSnapshot`; :class:`UserError` if it is not one."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise UserError("a playback report is [item_id, content_index, elapsed_ms]")
+    item_id, content_index, elapsed = value
+    if item_id is None and content_index is None and elapsed is None:
+        return _NOTHING_PLAYING
+    if (
+        not isinstance(item_id, str)
+        or type(content_index) is not int
+        or content_index < 0
+        or isinstance(elapsed, bool)
+        or not isinstance(elapsed, (int, float))
+        or not 0 <= elapsed < float("inf")
+    ):
+        raise UserError("a playback report is [item_id, content_index >= 0, elapsed_ms >= 0]")
+    return (item_id, content_index, float(elapsed))
+
+
+class ReportedPlaybackTracker(RealtimePlaybackTracker):
+    """The application's tracker as last reported by the session handle
+    (actor mode): the model reads it as it would read the tracker itself."""
+
+    def report(self, snapshot: PlaybackSnapshot) -> None:
+        """Take the handle's latest report (checked by :func:`check_playback_snapshot`)."""
+        self._state = snapshot
+
+
 class ReceivedAudioTracker:
     """Milliseconds of output audio received per item (internal).
 
-    Used as the default playback tracker ("heard as soon as it arrives": the
-    elapsed time of the current item is what has been received of it) and to
-    clamp any truncation point to the audio the server actually sent.
+    Used as the default playback tracker (as the SDK assumes: the audio plays
+    in real time from its first chunk, so the elapsed time of the current
+    item is the time since its first chunk arrived, at most what was
+    received of it) and to clamp any truncation point to the audio the
+    server actually sent. ``clock`` gives seconds (monotonic).
 
     Only the last ``max_items`` items are remembered, so a long call does not
     grow this without bound; an interruption only ever concerns recent audio.
     """
 
-    def __init__(self, max_items: int = 16) -> None:
+    def __init__(self, max_items: int = 16, clock: Callable[[], float] = time.monotonic) -> None:
         if max_items < 1:
             raise UserError(f"max_items must be at least 1, got {max_items}")
         self._max_items = max_items
+        self._clock = clock
         self._bytes_per_ms = audio_bytes_per_ms("pcm16")
         self._received: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._started: dict[tuple[str, int], float] = {}
         self._current: tuple[str, int] | None = None
 
     def set_audio_format(self, format: Any) -> None:
@@ -135,8 +215,10 @@ class ReceivedAudioTracker:
         received = self._received.get(key)
         if received is None:
             self._received[key] = ms
+            self._started[key] = self._clock()
             if len(self._received) > self._max_items:
-                self._received.popitem(last=False)
+                old, _ = self._received.popitem(last=False)
+                self._started.pop(old, None)
         else:
             self._received[key] = received + ms
             self._received.move_to_end(key)
@@ -153,15 +235,19 @@ class ReceivedAudioTracker:
     def reset(self) -> None:
         """Forget everything (a new connection)."""
         self._received.clear()
+        self._started.clear()
         self._current = None
 
     def get_state(self) -> RealtimePlaybackState:
-        """Playback state assuming audio is heard as soon as it arrives."""
+        """Playback state assuming the audio plays in real time from its first chunk."""
         if self._current is None:
             return {"current_item_id": None, "current_item_content_index": None, "elapsed_ms": None}
         item_id, content_index = self._current
+        received = self._received.get(self._current, 0.0)
+        started = self._started.get(self._current)
+        played = received if started is None else (self._clock() - started) * 1000.0
         return {
             "current_item_id": item_id,
             "current_item_content_index": content_index,
-            "elapsed_ms": self._received.get(self._current, 0.0),
+            "elapsed_ms": max(0.0, min(received, played)),
         }

@@ -82,7 +82,10 @@ class RealtimeRunner:
         else:
             from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 
-            model = OpenAIRealtimeWebSocketModel()
+            # emit_raw_model_events: raw server events too, as the SDK's model sends them.
+            model = OpenAIRealtimeWebSocketModel(
+                emit_raw_server_events=bool(self._config.get("emit_raw_model_events"))
+            )
         driver = SessionDriver(
             agent=self._starting_agent,
             model=model,

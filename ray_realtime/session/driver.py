@@ -41,6 +41,7 @@ from ray_realtime.core.session_core import SessionCore, check_call_id, check_rej
 from ray_realtime.core.specs import AgentSpec, HandoffSpec, ToolSpec
 from ray_realtime.exceptions import ModelConnectionError, SessionClosedError, UserError
 from ray_realtime.model.interface import RealtimeModel
+from ray_realtime.model.playback import ReportedPlaybackTracker, check_playback_snapshot
 from ray_realtime.session.callbacks import (
     agent_prompt,
     call_hook,
@@ -468,6 +469,17 @@ class SessionDriver(ModelRecovery):
         self._require_open().interrupt()
         await self._process()
 
+    def report_playback(self, snapshot: Any) -> None:
+        """Where the user's playback is, as the session handle's tracker last
+        reported it (actor mode; see :mod:`ray_realtime.model.playback`).
+        A :class:`UserError` for a malformed report; ignored by a session
+        opened without a tracker."""
+        checked = check_playback_snapshot(snapshot)
+        self._require_open()
+        tracker = self._model_config.get("playback_tracker")
+        if isinstance(tracker, ReportedPlaybackTracker):
+            tracker.report(checked)
+
     async def update_agent(self, agent: RealtimeAgent[Any]) -> None:
         """Switch to ``agent`` without a handoff; a :class:`UserError` when it
         is not an agent or its instructions / tools cannot be resolved."""
@@ -730,11 +742,12 @@ class SessionDriver(ModelRecovery):
 
     def _guardrails_failed(self, out: RunGuardrails) -> Callable[[str], bool]:
         def repair(message: str) -> bool:
-            # Guardrails never hold a turn up: reporting is all there is to do.
+            # Guardrails never hold a turn up: report, and release a held agent_end.
             assert self._core is not None
             self._core.report_error(
                 {"message": f"output guardrails failed: {message}", "type": "guardrail_error"}
             )
+            self._core.guardrails_completed(out.response_id, [], final=out.final)
             return True
 
         return repair
@@ -783,7 +796,9 @@ class SessionDriver(ModelRecovery):
             await self._process()
             self._spawn(self.close())
             return
-        self._core.tool_completed(out.call.call_id, outcome.output, outcome.error)
+        self._core.tool_completed(
+            out.call.call_id, outcome.output, outcome.error, value=outcome.event_output
+        )
         await self._process()
 
     async def _hook(self, agent: RealtimeAgent[Any], name: str, out: RunTool, *args: Any) -> None:
@@ -858,7 +873,7 @@ class SessionDriver(ModelRecovery):
             return
         for error in result.errors:
             self._core.report_error({"message": error, "type": "guardrail_error"})
-        self._core.guardrails_completed(out.response_id, result.results)
+        self._core.guardrails_completed(out.response_id, result.results, final=out.final)
         await self._process()
 
     async def _agent_spec(self, agent: RealtimeAgent[Any]) -> tuple[AgentSpec, list[str]]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ray_realtime import wire
 from ray_realtime.agents.context import RunContextWrapper, ToolContext, wrap_context
 from ray_realtime.agents.guardrails import OutputGuardrail
 from ray_realtime.agents.tools import (
@@ -22,10 +23,17 @@ from ray_realtime.agents.tools import (
     default_tool_timeout_error_message,
     tool_output_to_text,
 )
-from ray_realtime.exceptions import ToolTimeoutError
+from ray_realtime.exceptions import SerializationError, ToolTimeoutError
 from ray_realtime.types.events import AgentRef, GuardrailRef, OutputGuardrailResult
 
-__all__ = ["GuardrailRound", "ToolOutcome", "plain_data", "run_guardrails", "run_tool_call"]
+__all__ = [
+    "GuardrailRound",
+    "ToolOutcome",
+    "event_value",
+    "plain_data",
+    "run_guardrails",
+    "run_tool_call",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +44,31 @@ class ToolOutcome:
     the call failed (``output`` then explains the failure to the model);
     ``raised``: the failure is to be raised, not told to the model (the
     tool's ``failure_error_function`` is ``None``, or a timeout with
-    ``timeout_behavior="raise_exception"``)."""
+    ``timeout_behavior="raise_exception"``); ``value``: what ``tool_end``
+    shows for a call that succeeded (see :func:`event_value`)."""
 
     output: str
     error: str | None = None
     raised: bool = False
+    value: Any = None
+
+    @property
+    def event_output(self) -> Any:
+        """``tool_end.output``: the return value of a call that succeeded,
+        else the text the model was given."""
+        return self.value if self.error is None and not self.raised else self.output
+
+
+def event_value(result: Any, text: str) -> Any:
+    """The tool's return value ``result`` if the wire codec can carry it
+    (plain data: str, numbers, bytes, lists, dicts with str keys, our event
+    types), else ``text``, the text the model was given. The same rule in
+    both modes, so ``tool_end.output`` does not depend on where a session runs."""
+    try:
+        wire.encode(result)
+    except SerializationError:
+        return text
+    return result
 
 
 async def _error_text(
@@ -103,7 +131,8 @@ async def run_tool_call(
         output = await _error_text(tool.failure_error_function, tool_ctx, exc, message)
         return ToolOutcome(output, message)
     try:
-        return ToolOutcome(tool_output_to_text(result))
+        text = tool_output_to_text(result)
+        return ToolOutcome(text, value=event_value(result, text))
     except Exception as exc:
         message = f"Tool {tool.name!r} returned a value that cannot be made text: {exc}"
         return ToolOutcome(f"Error: {message}", message)

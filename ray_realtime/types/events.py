@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ray_realtime.types.guardrails import GuardrailFunctionOutput
 from ray_realtime.types.items import RealtimeItem
 from ray_realtime.types.model_events import RealtimeModelAudioEvent, RealtimeModelEvent
 
@@ -66,10 +67,14 @@ class GuardrailRef:
 
 @dataclass(frozen=True, slots=True)
 class OutputGuardrailResult:
-    """The outcome of one output guardrail check.
+    """The outcome of one output guardrail check, with the SDK's fields:
+    ``guardrail`` (by name), ``agent`` (by name), ``agent_output`` (the text
+    checked) and ``output`` (the guardrail function's
+    :class:`GuardrailFunctionOutput`).
 
     ``output_info`` is the guardrail's own data; it is kept when it is plain
     data (str, numbers, lists, dicts) and replaced by its ``repr`` otherwise.
+    ``tripwire_triggered`` and ``output_info`` are also readable here directly.
     """
 
     guardrail: GuardrailRef
@@ -77,6 +82,11 @@ class OutputGuardrailResult:
     agent_output: str
     tripwire_triggered: bool
     output_info: Any = None
+
+    @property
+    def output(self) -> GuardrailFunctionOutput:
+        """The guardrail function's output, as the SDK's result carries it."""
+        return GuardrailFunctionOutput(self.output_info, self.tripwire_triggered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +127,13 @@ class RealtimeToolStart:
 
 @dataclass(frozen=True, slots=True)
 class RealtimeToolEnd:
-    """A tool call ended; ``output`` is what the model was given."""
+    """A tool call ended. ``output`` is the tool's return value when the wire
+    codec can carry it (plain data), else the text the model was given (also
+    for a call that failed)."""
 
     agent: AgentRef
     tool: ToolRef
-    output: str
+    output: Any
     arguments: str = ""
     call_id: str = ""
     type: Literal["tool_end"] = "tool_end"

@@ -45,7 +45,9 @@ RealtimeModelUserInput = str | RealtimeModelUserInputMessage | dict[str, Any]
 "content": [RealtimeModelInputTextContent, ...]}``."""
 
 RealtimeModelRawClientMessage = dict[str, Any]
-"""A client event as the protocol spells it (``{"type": ..., ...}``)."""
+"""A client event: the SDK's shape ``{"type": ..., "other_data": {...}}``
+(``other_data`` is merged into the event's body), or the event as the
+protocol spells it (``{"type": ..., ...}``)."""
 
 
 @dataclass(frozen=True, slots=True)

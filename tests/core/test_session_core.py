@@ -788,9 +788,10 @@ def test_guardrails_run_with_full_text_each_debounce_step() -> None:
     assert [r.text for r in runs] == [text[:12], text[:21], text[:30]], "full text so far"
     assert all(r.response_id == "r1" and r.item_id == "a1" for r in runs)
     assert all(r.agent_name == "Alpha" for r in runs)
-    # already checked up to the end: the turn end adds nothing
+    # already checked up to the end: the turn end checks the same text once
+    # more, as the final check whose verdict agent_end waits for
     out = feed(core, me.RealtimeModelTurnEndedEvent("r1"))
-    assert runs_of(out) == []
+    assert [(r.text, r.final) for r in runs_of(out)] == [(text, True)]
 
 
 def test_one_big_delta_crossing_several_steps_runs_once() -> None:
@@ -804,8 +805,29 @@ def test_turn_end_runs_final_check_on_unchecked_text() -> None:
     core = guarded_core(10)
     assert runs_of(feed(core, delta("Hi "), delta("you"))) == []
     out = feed(core, me.RealtimeModelTurnEndedEvent("r1"))
-    assert kinds(out) == ["run_guardrails", "emit:agent_end"]
+    assert kinds(out) == ["run_guardrails"], "agent_end waits for the final verdict"
     assert runs_of(out)[0].text == "Hi you"
+    core.guardrails_completed("r1", [result(tripped=False)], final=True)
+    assert kinds(core.drain()) == ["emit:agent_end"]
+
+
+def test_final_trip_comes_before_agent_end() -> None:
+    core = guarded_core(10)
+    feed(core, delta("the secret"))  # a periodic check, still running
+    out = feed(core, me.RealtimeModelTurnEndedEvent("r1"))
+    assert [r.final for r in runs_of(out)] == [True]
+    assert "emit:agent_end" not in kinds(out)
+    core.guardrails_completed("r1", [result(tripped=False)])  # the periodic one
+    assert "emit:agent_end" not in kinds(core.drain())
+    core.guardrails_completed("r1", [result()], final=True)
+    out = core.drain()
+    assert kinds(out)[0] == "emit:guardrail_tripped"
+    assert kinds(out)[-1] == "emit:agent_end"
+    # a failed final check (no results) releases agent_end all the same
+    feed(core, me.RealtimeModelTurnStartedEvent(), delta("more text", "a2", "r2"))
+    feed(core, me.RealtimeModelTurnEndedEvent("r2"))
+    core.guardrails_completed("r2", [], final=True)
+    assert kinds(core.drain()) == ["emit:agent_end"]
 
 
 def test_turn_end_checks_tail_after_last_step() -> None:

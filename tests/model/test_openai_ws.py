@@ -416,11 +416,18 @@ async def _play_audio(peer: FakePeer, recorder: Recorder, chunks: int) -> None:
     await recorder.wait_count("audio", chunks)
 
 
+async def _played(ms: float) -> None:
+    """Let ``ms`` of audio play: with no app tracker the client assumes real-time
+    playback from the first chunk (as the SDK), never past what it received."""
+    await asyncio.sleep(ms / 1000 + 0.05)
+
+
 async def test_interrupt_cancels_and_truncates_at_received_audio(
     peer: FakePeer, connected: Connect
 ) -> None:
     model, recorder = await connected()
     await _play_audio(peer, recorder, 2)
+    await _played(200)
     await model.send_event(RealtimeModelSendInterrupt())
     (truncate,) = await peer.wait_count("conversation.item.truncate", 1)
     assert peer.of_type("response.cancel")
@@ -438,6 +445,20 @@ async def test_interrupt_cancels_and_truncates_at_received_audio(
     await peer.wait_count("input_audio_buffer.clear", 1)
     assert len(peer.of_type("conversation.item.truncate")) == 1
     assert len(peer.of_type("response.cancel")) == 1  # idle: nothing to cancel
+
+
+async def test_without_a_tracker_audio_plays_in_real_time_from_its_first_chunk(
+    peer: FakePeer, connected: Connect
+) -> None:
+    # Audio arrives far faster than it plays: an interrupt at once truncates
+    # near the start, not after everything received (the SDK's assumption).
+    model, recorder = await connected()
+    await peer.send(response_created("resp_1"))
+    await peer.send(*[audio_delta("item_a", HUNDRED_MS) for _ in range(50)])  # 5 s
+    await recorder.wait_count("audio", 50)
+    await model.send_event(RealtimeModelSendInterrupt())
+    (truncate,) = await peer.wait_count("conversation.item.truncate", 1)
+    assert 0 <= truncate["audio_end_ms"] < 2500
 
 
 async def test_interrupt_uses_the_app_playback_tracker(peer: FakePeer, connected: Connect) -> None:
@@ -467,6 +488,7 @@ async def test_g711_milliseconds(peer: FakePeer, connected: Connect) -> None:
     )
     await peer.send(response_created("resp_1"), audio_delta("item_a", b"\xff" * 800))
     await recorder.wait_count("audio")
+    await _played(100)
     await model.send_event(RealtimeModelSendInterrupt())
     (truncate,) = await peer.wait_count("conversation.item.truncate", 1)
     assert truncate["audio_end_ms"] == 100
@@ -481,6 +503,7 @@ async def test_session_update_changes_the_millisecond_count(
     assert update["session"]["audio"]["output"]["format"] == {"type": "audio/pcma"}
     await peer.send(response_created("resp_1"), audio_delta("item_a", b"\xd5" * 400))
     await recorder.wait_count("audio")
+    await _played(50)
     await model.send_event(RealtimeModelSendInterrupt())
     (truncate,) = await peer.wait_count("conversation.item.truncate", 1)
     assert truncate["audio_end_ms"] == 50
@@ -518,6 +541,7 @@ async def test_cancel_race_error_is_not_reported_as_error(
 async def test_speech_started_truncates_playing_audio(peer: FakePeer, connected: Connect) -> None:
     _, recorder = await connected()
     await _play_audio(peer, recorder, 3)
+    await _played(300)
     await peer.send(speech_started())
     (truncate,) = await peer.wait_count("conversation.item.truncate", 1)
     assert truncate["audio_end_ms"] == 300
@@ -690,6 +714,22 @@ async def test_raw_message_gets_an_event_id(peer: FakePeer, connected: Connect) 
     assert first["event_id"] and second["event_id"] == "mine"
     with pytest.raises(UserError):
         await model.send_event(RealtimeModelSendRawMessage({"no": "type"}))
+
+
+async def test_raw_message_in_the_sdk_shape(peer: FakePeer, connected: Connect) -> None:
+    model, _ = await connected()
+    # The SDK's RealtimeModelRawClientMessage: other_data merged into the body.
+    await model.send_event(
+        RealtimeModelSendRawMessage(
+            {"type": "conversation.item.retrieve", "other_data": {"item_id": "item_7"}}
+        )
+    )
+    (sent,) = await peer.wait_count("conversation.item.retrieve", 1)
+    assert sent["item_id"] == "item_7" and "other_data" not in sent
+    with pytest.raises(UserError):
+        await model.send_event(
+            RealtimeModelSendRawMessage({"type": "input_audio_buffer.clear", "other_data": 3})
+        )
 
 
 async def test_every_client_event_has_a_unique_event_id(peer: FakePeer, connected: Connect) -> None:

@@ -8,7 +8,12 @@ import pytest
 
 from ray_realtime.exceptions import ConfigError, UserError
 from ray_realtime.model import RealtimePlaybackState, RealtimePlaybackTracker
-from ray_realtime.model.playback import ReceivedAudioTracker
+from ray_realtime.model.playback import (
+    ReceivedAudioTracker,
+    ReportedPlaybackTracker,
+    check_playback_snapshot,
+    playback_snapshot,
+)
 
 NOTHING: RealtimePlaybackState = {
     "current_item_id": None,
@@ -99,11 +104,16 @@ def test_repr_shows_the_position() -> None:
     assert "item_a" in repr(tracker)
 
 
-def test_received_tracker_is_heard_on_arrival() -> None:
-    received = ReceivedAudioTracker()
+def test_received_tracker_plays_in_real_time_from_the_first_chunk() -> None:
+    now = [100.0]
+    received = ReceivedAudioTracker(clock=lambda: now[0])
     assert received.get_state() == NOTHING
     received.on_audio("item_a", 0, 4800)
     received.on_audio("item_a", 0, 4800)
+    assert received.get_state()["elapsed_ms"] == 0.0  # nothing played yet
+    now[0] += 0.15
+    assert received.get_state()["elapsed_ms"] == pytest.approx(150.0)
+    now[0] += 10.0  # never past what was received
     assert received.get_state() == {
         "current_item_id": "item_a",
         "current_item_content_index": 0,
@@ -136,3 +146,30 @@ def test_received_tracker_g711() -> None:
     received.set_audio_format("g711_ulaw")
     received.on_audio("item_a", 0, 80)
     assert received.received_ms("item_a", 0) == 10.0
+
+
+def test_playback_reports_are_checked_and_taken() -> None:
+    tracker = RealtimePlaybackTracker()
+    assert playback_snapshot(tracker) == (None, None, None)
+    tracker.on_play_ms("item_a", 1, 120)
+    snapshot = playback_snapshot(tracker)
+    assert snapshot == ("item_a", 1, 120.0)
+    reported = ReportedPlaybackTracker()
+    reported.report(check_playback_snapshot(list(snapshot)))
+    assert reported.get_state() == tracker.get_state()
+    reported.report(check_playback_snapshot([None, None, None]))
+    assert reported.get_state() == NOTHING
+    for bad in (
+        None,
+        [],
+        ["a", 0],
+        ["a", -1, 1.0],
+        ["a", 0, -1],
+        [1, 0, 1.0],
+        ["a", 0, True],
+        ["a", 0, float("nan")],
+        ["a", 0, float("inf")],
+        ["a", None, 1.0],
+    ):
+        with pytest.raises(UserError):
+            check_playback_snapshot(bad)
