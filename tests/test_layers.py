@@ -5,6 +5,7 @@ of a row marked shared form one layer and may import each other)::
 
     cli                            the console script
     demo · bench                   commands
+    gateway/                       phone and browser calls into sessions (opens them via runner)
     runner/                        RealtimeRunner, RealtimeSession, the backend seam
     actors/ · cluster/  (shared)   Ray shells; connect, deploy, placement
     session/                       the driver that runs one session, executors
@@ -55,6 +56,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("session",), False),
     (("actors", "cluster"), True),
     (("runner",), False),
+    (("gateway",), False),
     (("bench", "demo"), False),
     (("cli",), False),
     ((ROOT_UNIT,), False),
