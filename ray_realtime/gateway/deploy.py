@@ -75,6 +75,7 @@ class GatewayActor:
             audio_mode=audio_mode,
             twilio_auth_token=twilio_auth_token,
             public_url=public_url,
+            prefer_node_id=raylib.current_node_id(),
         )
 
     async def start(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.exceptions import NoCapacityError
 from ray_realtime.gateway.audio import AudioMode, CallAudio
 from ray_realtime.gateway.twilio import (
     AudioIn,
@@ -54,6 +55,8 @@ __all__ = ["Gateway"]
 
 logger = logging.getLogger("ray_realtime.gateway")
 
+NODE_ID_LABEL = "ray.io/node-id"
+"""The label Ray gives every node, its id: a placement on it pins a node."""
 MEDIA_PATH = "/twilio/media-stream"
 VOICE_PATH = "/twilio/voice"
 MAX_POST_BYTES = 6_000
@@ -143,6 +146,9 @@ class Gateway:
     enables the signature check of the voice webhook; ``public_url`` (e.g.
     ``https://voice.example.com``) is the address Twilio uses, for the
     signature and the stream URL (by default taken from the request's Host).
+    ``prefer_node_id``: actor sessions are placed on this node (the
+    gateway's own, so a call's audio does not cross nodes) while it has room,
+    elsewhere otherwise; ignored when the run config names a placement.
     """
 
     def __init__(
@@ -157,6 +163,7 @@ class Gateway:
         public_url: str | None = None,
         start_timeout: float = 10.0,
         barge_in_rms: float | None = 1_000.0,
+        prefer_node_id: str | None = None,
     ) -> None:
         self._agent = agent
         self._host = host
@@ -168,6 +175,7 @@ class Gateway:
         self._public_url = public_url.rstrip("/") if public_url else None
         self._start_timeout = start_timeout
         self._barge_in_rms = barge_in_rms
+        self._prefer_node_id = prefer_node_id
         self._server: Server | None = None
         self.active_calls = 0
         """Calls in progress."""
@@ -283,7 +291,7 @@ class Gateway:
         agent = self._agent if isinstance(self._agent, RealtimeAgent) else self._agent()
         t0 = time.perf_counter()
         try:
-            session = await RealtimeRunner(agent, config=config).run()
+            session = await self._open_session(agent, config)
             async with session:
                 self.open_sessions += 1
                 logger.info(
@@ -304,6 +312,20 @@ class Gateway:
             await ws.close(1011, "session failed")
             return
         await ws.close()
+
+    async def _open_session(self, agent: RealtimeAgent[Any], config: Any) -> RealtimeSession:
+        """A started session for a call, on the preferred node if it has room."""
+        preferred = self._prefer_node_id
+        if preferred and "placement" not in config and config.get("execution") != "in_process":
+            pinned: Any = {**config, "placement": {"labels": {NODE_ID_LABEL: preferred}}}
+            session = await RealtimeRunner(agent, config=pinned).run()
+            try:
+                return await session.enter()
+            except NoCapacityError:
+                logger.info("gateway: no room on this node; placing the call's session elsewhere")
+                await session.close()
+        session = await RealtimeRunner(agent, config=config).run()
+        return await session.enter()
 
     async def _wait_start(self, ws: ServerConnection, stream: TwilioStream) -> CallStarted | Hangup:
         async for message in ws:
