@@ -288,9 +288,9 @@ class Gateway:
         settings["input_audio_format"] = audio.model_format
         settings["output_audio_format"] = audio.model_format
         config["model_settings"] = settings
-        agent = self._agent if isinstance(self._agent, RealtimeAgent) else self._agent()
         t0 = time.perf_counter()
         try:
+            agent = self._agent if isinstance(self._agent, RealtimeAgent) else self._agent()
             session = await self._open_session(agent, config)
             async with session:
                 self.open_sessions += 1

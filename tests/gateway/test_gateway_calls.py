@@ -178,3 +178,42 @@ async def test_voice_webhook_checks_the_signature(gateway: Gateway) -> None:
     assert status == 400
     async with connect(f"ws://127.0.0.1:{gateway.port}/twilio/media-stream") as ws:
         await ws.send(json.dumps({"event": "connected"}))
+
+
+@pytest.mark.asyncio
+async def test_stopping_the_gateway_ends_calls_and_closes_their_sessions() -> None:
+    gw = Gateway(build_demo_agent(), run_config={"execution": "in_process"})
+    await gw.start()
+    try:
+        async with TwilioCaller(_url(gw)) as caller:
+            await caller.start()
+            await _until(lambda: gw.open_sessions == 1, 10, "the session")
+            await asyncio.wait_for(gw.stop(), 10)
+            await asyncio.wait_for(caller.closed.wait(), 10)
+    finally:
+        await gw.stop()
+    assert gw.open_sessions == 0 and gw.active_calls == 0
+
+
+@pytest.mark.asyncio
+async def test_a_call_whose_session_fails_is_closed_and_the_next_is_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "ray_realtime.gateway")
+    calls = 0
+
+    def flaky_agent() -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("agent factory broke")
+        return build_demo_agent()
+
+    async with Gateway(flaky_agent, run_config={"execution": "in_process"}) as gw:
+        async with TwilioCaller(_url(gw)) as caller:
+            await caller.start()
+            await asyncio.wait_for(caller.closed.wait(), 10)
+            assert caller.ws is not None and caller.ws.close_code == 1011
+        assert any("agent factory broke" in r.getMessage() for r in caplog.records)
+        async with TwilioCaller(_url(gw)) as caller:
+            await _speak_and_hear(caller)
