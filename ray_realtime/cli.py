@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 
 from ray_realtime.ops import add_commands, format_status, interruptible
 
@@ -88,6 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
         deployed_here = raylib.get_named_actor(raylib.ROUTER_NAME) is None
         await ensure_service(config)
         print(format_status(await service_status()), flush=True)
+        gateways = await _start_gateways(args) if args.gateway_port is not None else []
         print(_join_lines(address), flush=True)
         if args.metrics_export_port is not None:
             print(f"metrics: http://127.0.0.1:{args.metrics_export_port}/metrics", flush=True)
@@ -96,6 +98,10 @@ def _serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if gateways:
+            from ray_realtime.gateway.deploy import stop_gateways
+
+            await stop_gateways(gateways)
         if deployed_here:
             print("stopping the service...", flush=True)
             await shutdown_service()
@@ -104,11 +110,34 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
+    except RayRealtimeError as exc:  # a gateway that could not start
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if published:
             forget_local_address(address)
         disconnect(started)
     return 0
+
+
+async def _start_gateways(args: argparse.Namespace) -> list[Any]:
+    from ray_realtime.gateway.deploy import deploy_gateways
+
+    # The auth token comes from the environment, not a flag: flags show in `ps`.
+    started = await deploy_gateways(
+        port=args.gateway_port,
+        host=args.gateway_host,
+        agent=args.agent,
+        twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
+        public_url=args.gateway_public_url,
+    )
+    for _, where in started:
+        print(
+            f"gateway on node {where['node_id'][:12]}: "
+            f"ws://{args.gateway_host}:{where['port']}/twilio/media-stream",
+            flush=True,
+        )
+    return [actor for actor, _ in started]
 
 
 def _local_model(args: argparse.Namespace) -> int:
@@ -174,6 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="format of the service's log lines, which name the session and agent "
         "(default: text; they go to Ray's log files, logs/worker-*.err)",
+    )
+    serve.add_argument(
+        "--gateway-port",
+        type=int,
+        default=None,
+        help="also run the voice gateway (Twilio Media Streams) on this port on every node",
+    )
+    serve.add_argument("--gateway-host", default="127.0.0.1", help="address the gateway binds")
+    serve.add_argument(
+        "--gateway-public-url",
+        default=None,
+        help="the gateway's public https URL (for Twilio's signature and stream URL)",
+    )
+    serve.add_argument(
+        "--agent",
+        default="ray_realtime.demo:build_demo_agent",
+        help="the agent answering calls, as module:attribute (an agent or a factory)",
     )
     serve.set_defaults(func=_serve)
 

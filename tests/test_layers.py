@@ -6,6 +6,7 @@ of a row marked shared form one layer and may import each other)::
     cli                            the console script
     mcp                            re-exports agents/mcp under the SDK's path
     demo · bench · ops             commands
+    gateway/                       phone and browser calls into sessions (opens them via runner)
     runner/                        RealtimeRunner, RealtimeSession, the backend seam
     actors/ · cluster/  (shared)   Ray shells; connect, deploy, placement
     session/                       the driver that runs one session, executors
@@ -56,6 +57,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("session",), False),
     (("actors", "cluster"), True),
     (("runner",), False),
+    (("gateway",), False),
     (("bench", "demo", "ops"), False),
     (("cli",), False),
     (("mcp",), False),

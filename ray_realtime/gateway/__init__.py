@@ -1,0 +1,1 @@
+"""The voice gateway: phone calls (Twilio Media Streams) into cluster sessions."""
