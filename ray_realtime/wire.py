@@ -163,6 +163,7 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _session_events.RealtimeGuardrailTripped,
     _session_events.RealtimeInputAudioTimeoutTriggered,
     _session_events.RealtimeEventsLost,
+    _session_events.RealtimeSessionRecovered,
     # types/model_events.py: model events
     _model_events.RealtimeModelErrorEvent,
     _model_events.RealtimeModelToolCallEvent,

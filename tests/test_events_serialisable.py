@@ -56,6 +56,7 @@ SAMPLES: dict[type, Any] = {
     ev.RealtimeGuardrailTripped: ev.RealtimeGuardrailTripped([GUARDRAIL_RESULT], "the secret"),
     ev.RealtimeInputAudioTimeoutTriggered: ev.RealtimeInputAudioTimeoutTriggered("u1", 10, 20),
     ev.RealtimeEventsLost: ev.RealtimeEventsLost(3),
+    ev.RealtimeSessionRecovered: ev.RealtimeSessionRecovered("node_lost", 2, 5),
 }
 
 PLAIN = (str, int, float, bool, type(None), bytes)

@@ -71,6 +71,7 @@ EXPECTED_ALL = [
     "RealtimeSession",
     "RealtimeSessionEvent",
     "RealtimeSessionModelSettings",
+    "RealtimeSessionRecovered",
     "RealtimeToolApprovalRequired",
     "RealtimeToolCallItem",
     "RealtimeToolEnd",

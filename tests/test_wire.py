@@ -36,6 +36,7 @@ from ray_realtime.types.events import (
     RealtimeHistoryUpdated,
     RealtimeInputAudioTimeoutTriggered,
     RealtimeRawModelEvent,
+    RealtimeSessionRecovered,
     RealtimeToolApprovalRequired,
     RealtimeToolEnd,
     RealtimeToolStart,
@@ -198,6 +199,7 @@ SESSION_EVENTS: list[Any] = [
     RealtimeGuardrailTripped(guardrail_results=[GUARDRAIL_RESULT], message="darn it"),
     RealtimeInputAudioTimeoutTriggered(item_id="item_5", audio_start_ms=0, audio_end_ms=9000),
     RealtimeEventsLost(missed=17),
+    RealtimeSessionRecovered("actor_died", items_restored=4, events_lost=12),
 ]
 
 SESSION_SETTINGS: dict[str, Any] = {
@@ -281,7 +283,7 @@ def ext(code: int, payload: Any) -> bytes:
 
 def test_every_exported_dataclass_is_registered() -> None:
     classes = exported_dataclasses()
-    assert len(classes) == 42  # 20 session, 16 model events, 6 model inputs
+    assert len(classes) == 43  # 21 session, 16 model events, 6 model inputs
     missing = [cls.__qualname__ for cls in classes if wire.REGISTRY.get(cls.__name__) is not cls]
     assert missing == [], f"add these to ray_realtime.wire._DATACLASSES: {missing}"
     assert set(wire.REGISTRY.values()) == set(classes)

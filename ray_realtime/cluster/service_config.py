@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ray_realtime.exceptions import ConfigError
+from ray_realtime.store.config import parse_store_config
 
 __all__ = ["ServiceConfig"]
 
@@ -21,6 +22,11 @@ class ServiceConfig:
     ``open_attach``: let any process of the cluster attach to a session by
     its id alone (default off: ``attach`` needs the session's ticket; see
     ``docs/security.md``). It applies to sessions opened while it is on.
+    ``store``: where session actors write sessions' durable state, so a
+    session whose actor dies is recovered on another (``"embedded"``, the
+    default: the store actor on the head node; ``"redis://..."``; any value
+    :func:`~ray_realtime.store.config.parse_store_config` takes; ``"off"``:
+    no store, no recovery). See ``docs/reliability.md``.
     """
 
     warm_pool_size: int = 1
@@ -34,6 +40,7 @@ class ServiceConfig:
     actor_start_timeout_seconds: float = 60.0
     refill_delay_seconds: float = 1.0
     open_attach: bool = False
+    store: Any = "embedded"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -41,6 +48,10 @@ class ServiceConfig:
             if f.name == "local_model":
                 if value is not None and not isinstance(value, bool):
                     raise ConfigError("local_model must be true, false or unset")
+                continue
+            if f.name == "store":
+                if value != "off":
+                    parse_store_config(value)
                 continue
             if f.name == "open_attach":
                 if not isinstance(value, bool):
@@ -63,6 +74,11 @@ class ServiceConfig:
         if self.local_model is not None:
             return self.local_model
         return not os.environ.get("OPENAI_API_KEY")
+
+    @property
+    def stores_sessions(self) -> bool:
+        """Whether sessions' state goes to a session store (and is recovered)."""
+        return bool(self.store != "off")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (crosses to the router actor)."""

@@ -128,6 +128,9 @@ class RealtimeRunConfig(TypedDict, total=False):
     data_plane: bool
     """Actor sessions: carry audio and events over a direct WebSocket between
     the handle and the session actor (default True); False uses Ray calls only."""
+    recovery_timeout_seconds: float
+    """Actor sessions: how long a call waits for the session's recovery after
+    its actor died before raising ``SessionLostError`` (default 10)."""
 
 
 class RealtimeModelConfig(TypedDict, total=False):
@@ -164,7 +167,7 @@ DEFAULT_LIMITS: SessionLimits = {
     "debounce_text_length": 100,
 }
 
-_POSITIVE_FLOATS = ("tool_timeout_seconds", "guardrail_timeout_seconds")
+_POSITIVE_FLOATS = ("tool_timeout_seconds", "guardrail_timeout_seconds", "recovery_timeout_seconds")
 _POSITIVE_INTS = (
     "max_audio_chunk_bytes",
     "max_message_chars",

@@ -32,6 +32,7 @@ __all__ = [
     "RealtimeInputAudioTimeoutTriggered",
     "RealtimeRawModelEvent",
     "RealtimeSessionEvent",
+    "RealtimeSessionRecovered",
     "RealtimeToolApprovalRequired",
     "RealtimeToolEnd",
     "RealtimeToolStart",
@@ -227,6 +228,24 @@ class RealtimeEventsLost:
     type: Literal["events_lost"] = "events_lost"
 
 
+@dataclass(frozen=True, slots=True)
+class RealtimeSessionRecovered:
+    """The session was restored after a fault (ray-realtime addition).
+
+    ``reason``: ``"actor_died"`` (its actor's process died), ``"node_lost"``
+    (its node left the cluster) or ``"model_reconnect"`` (the model connection
+    was re-established). ``items_restored``: history items brought back from
+    the session store. ``events_lost``: the events this reader will never
+    receive - the gap between the last sequence number it read and this
+    event's.
+    """
+
+    reason: Literal["actor_died", "node_lost", "model_reconnect"]
+    items_restored: int = 0
+    events_lost: int = 0
+    type: Literal["session_recovered"] = "session_recovered"
+
+
 RealtimeSessionEvent = (
     RealtimeAgentStartEvent
     | RealtimeAgentEndEvent
@@ -244,5 +263,6 @@ RealtimeSessionEvent = (
     | RealtimeGuardrailTripped
     | RealtimeInputAudioTimeoutTriggered
     | RealtimeEventsLost
+    | RealtimeSessionRecovered
 )
 """Every event a session yields."""
