@@ -322,11 +322,15 @@ class Router:
         restores it from the store; its placement. The session counts as lost
         when every try failed."""
         last: BaseException | None = None
-        for _ in range(_RECOVERY_TRIES):
+        for attempt in range(_RECOVERY_TRIES):
             try:
                 await self._refresh_nodes()
             except Exception as exc:
                 logger.warning("router could not list the nodes during a recovery: %r", exc)
+            if attempt and not self._nodes.is_dead(node_id):
+                # The last try found the dead actor's node unusable: it is
+                # probably leaving; wait (bounded) until Ray says so.
+                await self._wait_node_dead(node_id)
             reason = "node_lost" if self._nodes.is_dead(node_id) else "actor_died"
             try:
                 target = self._placer.choose_node(PlacementRequirement(), capacity)
@@ -367,6 +371,16 @@ class Router:
         self._sessions.lose([session_id], f"its actor died and recovery failed: {last!r}")
         self._agents.forget_sessions([session_id])
         raise SessionLostError(f"session {session_id} could not be recovered: {last!r}", session_id)
+
+    async def _wait_node_dead(self, node_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.health_timeout_seconds
+        while not self._nodes.is_dead(node_id) and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+            try:
+                await self._refresh_nodes()
+            except Exception as exc:
+                logger.warning("router could not list the nodes during a recovery: %r", exc)
 
     async def recover_session(self, session_id: str) -> dict[str, Any]:
         """Where a session lives now, after a handle found its actor gone:
