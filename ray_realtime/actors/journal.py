@@ -19,7 +19,9 @@ store writes:
   so its numbers never go back below any a reader already received;
 * the turn in progress (the agent that started it), so a restored session
   ends a turn the fault cut visibly;
-* readers' positions, written with the session's other writes.
+* readers' positions, when the host reports them (:meth:`SessionJournal.reader_at`;
+  written with the session's next write) - not wired to the data plane yet:
+  recovery does not need them, the sequence reservation keeps numbers safe.
 
 Every write is queued in O(1); a turn waits on the store only for the flush of
 ``history_added`` (shared by everything queued meanwhile) and once every

@@ -53,6 +53,7 @@ from ray_realtime.exceptions import (
     SessionLostError,
     SessionNotFoundError,
     StoreError,
+    StoreUnavailableError,
 )
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 from ray_realtime.session.driver import SessionDriver
@@ -82,6 +83,7 @@ _HELLO_WAIT_SECONDS = 10.0
 _MIN_SECRET_CHARS = 16
 _ROUTER_CALL_SECONDS = 10.0
 _CLOSED_KEEP_SECONDS = 120.0
+_STORE_OPEN_SECONDS = 15.0
 
 
 class RouterAgentResolver:
@@ -132,6 +134,7 @@ class SessionHost:
         self._store: WriteBehindStore | None = None
         self._store_lock = asyncio.Lock()
         self._store_checked = False
+        self._store_error = ""
         self._journals: dict[str, SessionJournal] = {}
         self._secret_hashes: dict[str, str] = {}
 
@@ -294,6 +297,17 @@ class SessionHost:
             if self._journals.pop(session_id, None) is not None:
                 journal.closed()  # type: ignore[union-attr]
             raise
+        if journal is None and self._store_error:
+            driver.emit(
+                RealtimeError(
+                    {
+                        "message": "the session store is unavailable; this session will not "
+                        f"be recovered if its actor dies ({self._store_error})",
+                        "type": "store_unavailable",
+                        "code": "store_unavailable",
+                    }
+                )
+            )
         return await self.data_plane(session_id, secret)
 
     # ------------------------------------------------------------ recovery
@@ -311,10 +325,15 @@ class SessionHost:
             except Exception as exc:
                 logger.warning("could not ask the router for the session store: %r", exc)
                 return None
-            if value is not None and value != "off":
-                backend = await open_store(value)
-                self._store = WriteBehindStore(backend)
             self._store_checked = True
+            if value is not None and value != "off":
+                try:
+                    backend = await asyncio.wait_for(open_store(value), _STORE_OPEN_SECONDS)
+                except asyncio.TimeoutError:
+                    raise StoreUnavailableError(
+                        f"the session store did not answer within {_STORE_OPEN_SECONDS:g} s"
+                    ) from None
+                self._store = WriteBehindStore(backend)
             return self._store
 
     async def _new_journal(
@@ -323,9 +342,11 @@ class SessionHost:
         try:
             store = await self._store_writer()
         except StoreError as exc:
-            # The session runs; only its recovery is off. Said once, in the log
-            # and to its readers (below, once the driver exists).
+            # The session runs; only its recovery is off (this actor does not
+            # try the store again). Said in the log and, by open_session, to
+            # the session's readers.
             logger.warning("session %s runs without the session store: %s", session_id, exc)
+            self._store_error = f"{type(exc).__name__}: {exc}"
             return None
         if store is None:
             return None
