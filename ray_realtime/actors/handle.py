@@ -407,7 +407,20 @@ class ActorBackend:
             return
         self._closed = True
         await self._close_plane()
+        actor = self._actor
         try:
+            await actor.close_session.remote(self.session_id, self._secret)
+            return
+        except BaseException as exc:
+            translated = self._translate(exc)
+            if not isinstance(translated, SessionLostError):
+                raise translated from None
+        # Its actor died: the router is recovering it, so close the recovered
+        # session (else it would outlive its last handle); bounded, and a
+        # session that cannot be recovered is closed already.
+        try:
+            await self._recovered(actor)
+            await self._close_plane()
             await self._actor.close_session.remote(self.session_id, self._secret)
         except BaseException as exc:
             translated = self._translate(exc)

@@ -22,8 +22,11 @@ from ray_realtime import (
     RealtimeError,
     RealtimeRunner,
     RealtimeSessionRecovered,
+    SessionLostError,
+    SessionNotFoundError,
 )
 from ray_realtime.local.server import LocalModelServer
+from tests.actors.util import wait_until
 from tests.conftest import UNIT, RayTestCluster
 from tests.faults.util import Reader, kill_session_actor, session_actor
 
@@ -86,3 +89,27 @@ async def test_sigkill_mid_reply_recovers_on_the_same_handle(
             ids = {item.item_id for item in history}
             assert completed <= ids, f"lost completed items: {completed - ids}"
             assert len(reader.of_type(RealtimeSessionRecovered)) == 1
+
+
+async def test_closing_right_after_the_kill_closes_the_recovered_session(
+    ray_cluster: RayTestCluster,
+) -> None:
+    router = ray_cluster.router
+    session = await RealtimeRunner(_agent(), config={"execution": "actor"}).run()
+    async with session:
+        reader = Reader(session)
+        await session.send_message("say soon gone")
+        await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
+        await kill_session_actor(router, session.session_id)
+    # Leaving the block closed the session while the router recovered it: the
+    # recovered session must not outlive its only handle.
+
+    async def gone() -> bool:
+        # lookup waits for a recovery in progress, then says where it lives.
+        try:
+            await asyncio.wait_for(router.lookup.remote(session.session_id), 20 * UNIT)
+        except (SessionNotFoundError, SessionLostError):
+            return True
+        return False
+
+    await wait_until(gone, 20 * UNIT, "the recovered session to be closed")
