@@ -113,3 +113,34 @@ async def test_closing_right_after_the_kill_closes_the_recovered_session(
         return False
 
     await wait_until(gone, 20 * UNIT, "the recovered session to be closed")
+
+
+async def test_a_call_during_recovery_waits_at_most_recovery_timeout(
+    ray_cluster: RayTestCluster,
+) -> None:
+    router = ray_cluster.router
+    # A recovery takes at least a router round trip and a model connection:
+    # far more than 1 ms, so this call gives up on it.
+    config = {"execution": "actor", "recovery_timeout_seconds": 0.001}
+    session = await RealtimeRunner(_agent(), config=config).run()  # type: ignore[arg-type]
+    async with session:
+        reader = Reader(session)
+        await session.send_message("say before")
+        await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
+        await kill_session_actor(router, session.session_id)
+        with pytest.raises(SessionLostError, match="recovery_timeout_seconds"):
+            await asyncio.wait_for(session.send_message("say during"), 10 * UNIT)
+
+        # The recovery went on meanwhile (reads gave up on it too): once it is
+        # done the same handle works again.
+        async def back() -> bool:
+            try:
+                await asyncio.wait_for(session.get_history(), 5 * UNIT)
+            except SessionLostError:
+                return False
+            return True
+
+        await wait_until(back, 20 * UNIT, "the handle's recovery to finish")
+        await reader.until(lambda e: isinstance(e, RealtimeSessionRecovered), 20 * UNIT)
+        await session.send_message("say after")
+        await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
