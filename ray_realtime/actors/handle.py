@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import logging
 import os
 import secrets
@@ -50,6 +51,7 @@ from ray_realtime.model.playback import (
 from ray_realtime.session.driver import EventBatch
 from ray_realtime.session.start import new_session_id
 from ray_realtime.types.config import RealtimeModelConfig, RealtimeRunConfig
+from ray_realtime.types.events import RealtimeSessionRecovered
 from ray_realtime.types.items import RealtimeItem, item_from_dict
 
 __all__ = ["ActorBackend", "actor_backend", "attach_backend", "make_ticket", "parse_ticket"]
@@ -59,6 +61,7 @@ logger = logging.getLogger(__name__)
 PLAYBACK_REPORT_SECONDS = 0.05
 """Longest a change of the playback tracker waits before it is reported."""
 
+_DEFAULT_RECOVERY_TIMEOUT = 10.0
 _TICKET_PREFIX = "rrt1."
 _MAX_TICKET_CHARS = 512
 
@@ -133,6 +136,13 @@ class ActorBackend:
         self._report_due = False
         self._report_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Recovery: when the session's actor dies, one task re-finds the
+        # session through the router; every call waits for it, bounded.
+        self._recovery_timeout = float(
+            self._run_config.get("recovery_timeout_seconds", _DEFAULT_RECOVERY_TIMEOUT)
+        )
+        self._recovery: asyncio.Task[None] | None = None
+        self._read_seq = 0
 
     @property
     def node_id(self) -> str:
@@ -303,10 +313,72 @@ class ActorBackend:
     async def _call(self, method: str, *args: Any) -> Any:
         if self._actor is None:
             raise SessionClosedError(f"session {self.session_id} is not started", self.session_id)
+        actor = self._actor
+        try:
+            return await getattr(actor, method).remote(self.session_id, self._secret, *args)
+        except BaseException as exc:
+            translated = self._translate(exc)
+            if not isinstance(translated, SessionLostError) or self._closed:
+                raise translated from None
+        # The actor died: wait (bounded) for the session's recovery, then once more.
+        await self._recovered(actor)
         try:
             return await getattr(self._actor, method).remote(self.session_id, self._secret, *args)
         except BaseException as exc:
             raise self._translate(exc) from None
+
+    async def _recovered(self, dead_actor: Any) -> None:
+        """Wait until the session runs on a live actor again (sharing one
+        recovery among all calls), at most ``recovery_timeout_seconds``;
+        :class:`SessionLostError` past that or when it cannot be recovered."""
+        if self._actor is not dead_actor:
+            return  # another call already recovered it
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.ensure_future(self._recover())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._recovery), self._recovery_timeout)
+        except TimeoutError:
+            raise SessionLostError(
+                f"session {self.session_id} was not recovered within "
+                f"{self._recovery_timeout:g} s (recovery_timeout_seconds)",
+                self.session_id,
+            ) from None
+        except SessionLostError:
+            raise
+        except BaseException as exc:
+            raise SessionLostError(
+                f"the actor of session {self.session_id} died and recovery failed: "
+                f"{type(exc).__name__}: {exc}",
+                self.session_id,
+            ) from None
+
+    async def _recover(self) -> None:
+        """Re-find the session through the router, re-authenticate with the
+        secret on its new actor and reopen the data plane from where this
+        handle has read."""
+        from ray_realtime.cluster.service import get_router
+
+        await self._close_plane()
+        router = await asyncio.to_thread(get_router)
+        try:
+            placement = await router.recover_session.remote(self.session_id)
+            info = await placement["actor"].data_plane.remote(self.session_id, self._secret)
+        except BaseException as exc:
+            raise raylib.unwrap_task_error(exc) from None
+        self._placement = placement
+        self._actor = placement["actor"]
+        await self._open_data_plane(info, after_seq=self._read_seq)
+
+    def _fold_recovery(self, batch: EventBatch, after_seq: int) -> EventBatch:
+        """A batch that starts with ``session_recovered``: the events this
+        reader missed are the numbers between its position and that event
+        (reported there, not again as a separate loss)."""
+        self._read_seq = max(self._read_seq, batch.last_seq)
+        if not batch.events or not isinstance(batch.events[0], RealtimeSessionRecovered):
+            return batch
+        first_seq = batch.last_seq - len(batch.events) + 1
+        event = dataclasses.replace(batch.events[0], events_lost=max(0, first_seq - after_seq - 1))
+        return EventBatch([event, *batch.events[1:]], batch.last_seq, 0, batch.closed)
 
     async def send_message(self, message: Any) -> None:
         """Send a user message: checked here and sent over the data plane when
@@ -412,6 +484,7 @@ class ActorBackend:
         self, after_seq: int, max_events: int, timeout: float | None
     ) -> EventBatch:
         """One long-poll for a batch of events."""
+        self._read_seq = max(self._read_seq, after_seq)
         plane = self._plane
         batch: EventBatch | None = None
         if plane is not None and plane.can_serve(after_seq):
@@ -423,6 +496,7 @@ class ActorBackend:
             data = await self._call("read_events", after_seq, max_events, timeout)
             events, last_seq, missed, closed = wire.decode_batch(data)
             batch = EventBatch(events, last_seq, missed, closed)
+        batch = self._fold_recovery(batch, after_seq)
         if self._tracker is not None:
             if any(event.type == "audio_interrupted" for event in batch.events):
                 # In-process the model resets the application's tracker.
@@ -446,7 +520,20 @@ class ActorBackend:
         self._stop_playback()
         await self._stop_lease()
         await self._close_plane()
+        actor = self._actor
         try:
+            await actor.close_session.remote(self.session_id, self._secret)
+            return
+        except BaseException as exc:
+            translated = self._translate(exc)
+            if not isinstance(translated, SessionLostError):
+                raise translated from None
+        # Its actor died: the router is recovering it, so close the recovered
+        # session (else it would outlive its last handle); bounded, and a
+        # session that cannot be recovered is closed already.
+        try:
+            await self._recovered(actor)
+            await self._close_plane()
             await self._actor.close_session.remote(self.session_id, self._secret)
         except BaseException as exc:
             translated = self._translate(exc)

@@ -86,8 +86,12 @@ _SHUTDOWN_CLOSE_SECONDS = 5.0
 _PUSH_WORKERS_SECONDS = 10.0
 # A worker's watch call returns this often when nothing happens (each round
 # also hands the worker the service's stuck-thread limit again).
-_WATCH_SECONDS = 60.0
+_WORKER_WATCH_SECONDS = 60.0
 _WORKER_KINDS = (ActorKind.TOOL, ActorKind.GUARDRAIL)
+# A session actor's watch call returns after this long and is made again; its
+# error is how the router learns at once that the actor died.
+_SESSION_WATCH_SECONDS = 600.0
+_RECOVERY_TRIES = 3
 
 
 class Router:
@@ -113,6 +117,10 @@ class Router:
         # Kills in flight; shutdown waits for them rather than cancelling them.
         self._kills: set[asyncio.Task[Any]] = set()
         self._starts: set[asyncio.Task[Any]] = set()
+        # Recovery: one watch call in flight per session actor with sessions,
+        # and one recovery task per session being re-placed.
+        self._watched: dict[str, asyncio.Task[None]] = {}
+        self._recoveries: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     # ----------------------------------------------------------- lifecycle
 
@@ -161,7 +169,7 @@ class Router:
         """Stop every actor of the service (the router itself is killed by the caller)."""
         if self._loop_task is not None:
             self._loop_task.cancel()
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._watched.values(), *self._recoveries.values()]:
             task.cancel()
         records = self._fleet.clear()
         self._sessions.clear()
@@ -199,6 +207,9 @@ class Router:
                 self._spawn(self._watch_worker(record))
             for session_id in record.sessions:
                 self._sessions.adopt(session_id, name, record.node_id)
+            if record.kind is ActorKind.SESSION and record.sessions:
+                if self._config.stores_sessions:
+                    self._watch_actor(record)
         if found:
             logger.info(
                 "router rebuilt %d actors, %d sessions", len(self._fleet), len(self._sessions)
@@ -264,17 +275,169 @@ class Router:
                 self._actor_dead(record, "its node died" if node_dead else "its actor died")
 
     def _actor_dead(self, record: ActorRecord, reason: str) -> None:
+        if self._fleet.get(record.name) is not record:
+            return  # already handled (the watch and the health check both see it)
         self._fleet.remove(record.name)
         self._kill(record.handle)
         if record.kind in _WORKER_KINDS:
             # Sessions stop sending to it now, not when the replacement is up.
             self._spawn(self._push_workers(record.kind))
+        watch = self._watched.pop(record.name, None)
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
+        if record.kind is ActorKind.SESSION and record.sessions and self._config.stores_sessions:
+            # The sessions' state is in the store: re-place each on another actor.
+            for session_id in record.sessions:
+                self._sessions.remove(session_id)
+                if session_id not in self._recoveries:
+                    task = asyncio.get_running_loop().create_task(
+                        self._recover(session_id, record.node_id, record.capacity)
+                    )
+                    task.add_done_callback(self._recovery_done)
+                    self._recoveries[session_id] = task
+            logger.warning(
+                "session actor %s died (%s): recovering %d sessions",
+                record.name,
+                reason,
+                len(record.sessions),
+            )
+            return
         self._sessions.lose(record.sessions, reason)
         self._agents.forget_sessions(record.sessions)
         if record.sessions:
             logger.warning(
                 "session actor %s lost %d sessions: %s", record.name, len(record.sessions), reason
             )
+
+    # ------------------------------------------------------------ recovery
+
+    def _watch_actor(self, record: ActorRecord) -> None:
+        """Keep a watch call in flight to a session actor that hosts sessions."""
+        task = self._watched.get(record.name)
+        if task is None or task.done():
+            self._watched[record.name] = asyncio.get_running_loop().create_task(self._watch(record))
+
+    async def _watch(self, record: ActorRecord) -> None:
+        timeout = _SESSION_WATCH_SECONDS + self._config.health_timeout_seconds
+        while self._fleet.get(record.name) is record and record.sessions:
+            try:
+                await self._ops.call(
+                    record.handle, "watch", _SESSION_WATCH_SECONDS, timeout=timeout
+                )
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                continue
+            except Exception as exc:
+                if self._ops.is_gone(exc):
+                    self._actor_dead(record, "its actor died")
+                # Anything else: the periodic health check still covers it.
+                break
+        if self._watched.get(record.name) is asyncio.current_task():
+            del self._watched[record.name]
+
+    def _recovery_done(self, task: asyncio.Task[dict[str, Any]]) -> None:
+        for session_id, running in list(self._recoveries.items()):
+            if running is task:
+                del self._recoveries[session_id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("session recovery failed: %r", task.exception())
+
+    async def _recover(self, session_id: str, node_id: str, capacity: int) -> dict[str, Any]:
+        """Re-place a session whose actor died on another (warm) actor, which
+        restores it from the store; its placement. The session counts as lost
+        when every try failed."""
+        last: BaseException | None = None
+        for attempt in range(_RECOVERY_TRIES):
+            try:
+                await self._refresh_nodes()
+            except Exception as exc:
+                logger.warning("router could not list the nodes during a recovery: %r", exc)
+            if attempt and not self._nodes.is_dead(node_id):
+                # The last try found the dead actor's node unusable: it is
+                # probably leaving; wait (bounded) until Ray says so.
+                await self._wait_node_dead(node_id)
+            reason = "node_lost" if self._nodes.is_dead(node_id) else "actor_died"
+            try:
+                target = self._placer.choose_node(PlacementRequirement(), capacity)
+                actor = self._fleet.free_session_actor(target, capacity)
+                if actor is None:
+                    actor = await self._start_for_placement(session_id, target, capacity)
+                actor.sessions.add(session_id)
+                options = {
+                    "reason": reason,
+                    "model_url": self._fleet.model_url(actor.node_id),
+                    "tool_workers": self._fleet.workers(ActorKind.TOOL),
+                    "guardrail_workers": self._fleet.workers(ActorKind.GUARDRAIL),
+                }
+                try:
+                    await self._ops.call(
+                        actor.handle,
+                        "restore_session",
+                        session_id,
+                        options,
+                        timeout=self._config.actor_start_timeout_seconds,
+                    )
+                except BaseException as exc:
+                    actor.sessions.discard(session_id)
+                    if self._ops.is_gone(exc):
+                        self._actor_dead(actor, "its actor died")
+                    raise
+                record = self._sessions.place(session_id, actor.name, actor.node_id)
+                self._watch_actor(actor)
+                self._spawn(self._refill(actor.node_id))
+                return self._placement(record)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                last = exc
+                if isinstance(exc, SessionLostError):
+                    break  # the store cannot give it back: no point trying elsewhere
+                logger.warning("recovering session %s failed, trying again: %r", session_id, exc)
+        self._sessions.lose([session_id], f"its actor died and recovery failed: {last!r}")
+        self._agents.forget_sessions([session_id])
+        raise SessionLostError(f"session {session_id} could not be recovered: {last!r}", session_id)
+
+    async def _wait_node_dead(self, node_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.health_timeout_seconds
+        while not self._nodes.is_dead(node_id) and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+            try:
+                await self._refresh_nodes()
+            except Exception as exc:
+                logger.warning("router could not list the nodes during a recovery: %r", exc)
+
+    async def recover_session(self, session_id: str) -> dict[str, Any]:
+        """Where a session lives now, after a handle found its actor gone:
+        waits for its recovery (started here if the router had not noticed
+        the death yet). :class:`SessionLostError` when it cannot be recovered,
+        :class:`SessionNotFoundError` for an unknown id. Bounded by the
+        recovery's own steps; callers bound it further."""
+        await self._wait_started()
+        record = self._sessions.get(session_id)
+        actor = self._fleet.get(record.actor_name) if record is not None else None
+        if actor is not None:
+            try:
+                await self._ops.call(
+                    actor.handle, "ping", timeout=self._config.health_timeout_seconds
+                )
+            except Exception as exc:
+                if not self._ops.is_gone(exc):
+                    raise ServiceNotRunningError(
+                        f"the actor of session {session_id} does not answer: {exc!r}"
+                    ) from None
+                self._actor_dead(actor, "its actor died")
+            else:
+                return self._placement(record)  # type: ignore[arg-type]
+        task = self._recoveries.get(session_id)
+        if task is None:
+            return await self.lookup(session_id)
+        return await asyncio.shield(task)
+
+    async def store_config(self) -> Any:
+        """The session store session actors write to (None when off)."""
+        return self._config.store if self._config.stores_sessions else None
 
     def _top_up(self, node: NodeRecord) -> list[asyncio.Task[ActorRecord | None]]:
         starts = [
@@ -331,8 +494,8 @@ class Router:
                     record.handle,
                     "wait_retire",
                     cfg.worker_stuck_threads,
-                    _WATCH_SECONDS,
-                    timeout=_WATCH_SECONDS + cfg.health_timeout_seconds,
+                    _WORKER_WATCH_SECONDS,
+                    timeout=_WORKER_WATCH_SECONDS + cfg.health_timeout_seconds,
                 )
             except Exception as exc:
                 if self._fleet.get(record.name) is not record:
@@ -455,6 +618,8 @@ class Router:
             if record is None:
                 actor.sessions.add(session_id)
                 record = self._sessions.place(session_id, actor.name, actor.node_id)
+            if self._config.stores_sessions:
+                self._watch_actor(actor)
             self._spawn(self._refill(actor.node_id))
         return self._placement(record)
 
@@ -526,6 +691,9 @@ class Router:
         record = self._sessions.get(session_id)
         if record is not None and record.actor_name in self._fleet:
             return self._placement(record)
+        recovering = self._recoveries.get(session_id)
+        if recovering is not None:
+            return await asyncio.shield(recovering)
         reason = self._sessions.lost_reason(session_id)
         if reason is not None:
             raise SessionLostError(f"session {session_id} was lost: {reason}", session_id)

@@ -26,11 +26,17 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Literal
 
 from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneServer, encode_event_batch, server_ssl_context
+from ray_realtime.actors.journal import (
+    SECRET_HASH_KEY,
+    SessionJournal,
+    public_model_config,
+    secret_matches,
+)
 from ray_realtime.actors.leases import DEFAULT_ORPHAN_TIMEOUT_SECONDS, Leases, check_keep_alive
 from ray_realtime.actors.logs import bind_session, configure_actor_logging
 from ray_realtime.actors.metrics import (
@@ -47,18 +53,31 @@ from ray_realtime.actors.pool import (
 )
 from ray_realtime.actors.turn_stats import TurnObserver, TurnWindow
 from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.agents.handoffs import Handoff
 from ray_realtime.exceptions import (
     ConfigError,
     NoCapacityError,
     SessionAccessError,
     SessionClosedError,
+    SessionLostError,
     SessionNotFoundError,
+    StoreError,
+    StoreUnavailableError,
 )
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 from ray_realtime.model.playback import ReportedPlaybackTracker
 from ray_realtime.session.driver import SessionDriver
 from ray_realtime.session.start import resolve_model_config
-from ray_realtime.types.items import item_to_dict
+from ray_realtime.store.config import open_store
+from ray_realtime.store.records import AgentRecord
+from ray_realtime.store.writer import WriteBehindStore
+from ray_realtime.types.events import (
+    AgentRef,
+    RealtimeAgentEndEvent,
+    RealtimeError,
+    RealtimeSessionRecovered,
+)
+from ray_realtime.types.items import item_from_dict, item_to_dict
 
 __all__ = ["SessionHost"]
 
@@ -74,6 +93,7 @@ _HELLO_WAIT_SECONDS = 10.0
 _MIN_SECRET_CHARS = 16
 _ROUTER_CALL_SECONDS = 10.0
 _CLOSED_KEEP_SECONDS = 120.0
+_STORE_OPEN_SECONDS = 15.0
 
 
 class RouterAgentResolver:
@@ -123,6 +143,15 @@ class SessionHost:
         # Who holds each session; sessions nobody holds are closed (leases.py).
         self._leases = Leases()
         self._lease_task: asyncio.Task[None] | None = None
+        # The session store (None: off, or not deployed by a router) and each
+        # session's journal; a restored session's secret is known only as its
+        # hash until a caller proves it.
+        self._store: WriteBehindStore | None = None
+        self._store_lock = asyncio.Lock()
+        self._store_checked = False
+        self._store_error = ""
+        self._journals: dict[str, SessionJournal] = {}
+        self._secret_hashes: dict[str, str] = {}
 
     # -------------------------------------------------------------- status
 
@@ -191,6 +220,14 @@ class SessionHost:
     def _authorize(self, session_id: str, secret: Any) -> None:
         """Raise unless ``secret`` is the session's secret (constant time)."""
         expected = self._secrets.get(session_id)
+        if expected is None and session_id in self._secret_hashes:
+            # A restored session: the store holds only the secret's hash.
+            if not secret_matches(secret, self._secret_hashes[session_id]):
+                raise SessionAccessError(
+                    f"the caller does not hold the secret of session {session_id}", session_id
+                )
+            self._secrets[session_id] = secret
+            return
         if expected is None:
             raise SessionNotFoundError(f"no session {session_id} on this actor", session_id)
         offered = secret if isinstance(secret, str) else ""
@@ -238,6 +275,17 @@ class SessionHost:
                 self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}
             )
         )
+        journal = await self._new_journal(
+            session_id,
+            {
+                "recipe": raylib.dumps(
+                    (agent_bytes, context_bytes, run_config, public_model_config(model_config)),
+                    "session",
+                ),
+                "open_attach": options.get("open_attach") is True,
+                "turn": "",
+            },
+        )
         driver = SessionDriver(
             agent=agent,
             model=model,
@@ -254,6 +302,7 @@ class SessionHost:
             agent_resolver=RouterAgentResolver(self),
             session_id=session_id,
             on_closed=self._on_driver_closed,
+            before_emit=journal.before_emit if journal is not None else None,
         )
         model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
         self._sessions[session_id] = driver
@@ -270,6 +319,9 @@ class SessionHost:
         self._secrets[session_id] = secret
         if options.get("open_attach") is True:
             self._open_attach.add(session_id)
+        if journal is not None:
+            journal.open(AgentRecord(agent.name), secret)
+            self._attach_journal(driver, journal)
         self._registered.set()
         self._registered = asyncio.Event()
         t0 = time.monotonic()
@@ -280,10 +332,204 @@ class SessionHost:
             self._leases.forget(session_id)
             self._secrets.pop(session_id, None)
             self._open_attach.discard(session_id)
+            if self._journals.pop(session_id, None) is not None:
+                journal.closed()  # type: ignore[union-attr]
             raise
         record("connect_seconds", time.monotonic() - t0, node=self.node_id)
         record("active", float(len(self._sessions)), node=self.node_id)
+        if journal is None and self._store_error:
+            driver.emit(
+                RealtimeError(
+                    {
+                        "message": "the session store is unavailable; this session will not "
+                        f"be recovered if its actor dies ({self._store_error})",
+                        "type": "store_unavailable",
+                        "code": "store_unavailable",
+                    }
+                )
+            )
         return await self.data_plane(session_id, secret)
+
+    # ------------------------------------------------------------ recovery
+
+    async def _store_writer(self) -> WriteBehindStore | None:
+        """The session store this actor writes to, opened on first use from
+        the router's ``store_config`` (None: no router, or the store is off)."""
+        if self._store_checked:
+            return self._store
+        async with self._store_lock:
+            if self._store_checked:
+                return self._store
+            try:
+                value = await self.call_router("store_config")
+            except Exception as exc:
+                logger.warning("could not ask the router for the session store: %r", exc)
+                return None
+            self._store_checked = True
+            if value is not None and value != "off":
+                try:
+                    backend = await asyncio.wait_for(open_store(value), _STORE_OPEN_SECONDS)
+                except TimeoutError:
+                    raise StoreUnavailableError(
+                        f"the session store did not answer within {_STORE_OPEN_SECONDS:g} s"
+                    ) from None
+                self._store = WriteBehindStore(backend)
+            return self._store
+
+    async def _new_journal(
+        self, session_id: str, settings: dict[str, Any]
+    ) -> SessionJournal | None:
+        try:
+            store = await self._store_writer()
+        except StoreError as exc:
+            # The session runs; only its recovery is off (this actor does not
+            # try the store again). Said in the log and, by open_session, to
+            # the session's readers.
+            logger.warning("session %s runs without the session store: %s", session_id, exc)
+            self._store_error = f"{type(exc).__name__}: {exc}"
+            return None
+        if store is None:
+            return None
+        return SessionJournal(store, session_id, settings)
+
+    def _attach_journal(self, driver: SessionDriver, journal: SessionJournal) -> None:
+        journal._report = driver.emit
+        self._journals[driver.session_id] = journal
+
+    async def restore_session(self, session_id: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Rebuild a session whose actor died from the session store: its
+        history, current agent, event numbering and the hash of its secret;
+        reconnect the model; emit ``session_recovered`` (and, when a turn was
+        cut, an ``error`` and that turn's ``agent_end``). Idempotent.
+
+        ``options``: ``model_url``, the worker lists as for
+        :meth:`open_session`, and ``reason`` (``actor_died`` / ``node_lost``).
+        Raises :class:`SessionLostError` when the store cannot give it back.
+        """
+        if session_id in self._sessions:
+            return {"node_id": self.node_id, "restored": False}
+        if len(self._sessions) >= self.capacity:
+            raise NoCapacityError(
+                f"session actor {self.name or self.node_id} is full ({self.capacity} sessions)"
+            )
+        store = await self._store_writer()
+        if store is None:
+            raise SessionLostError(f"session {session_id}: no session store to restore from")
+        try:
+            state = await store.load(session_id)
+            recipe = state.settings["recipe"]
+            agent_bytes, context_bytes, run_config, model_config = raylib.loads(recipe)
+        except (StoreError, KeyError, SessionNotFoundError) as exc:
+            raise SessionLostError(
+                f"session {session_id} cannot be restored: {type(exc).__name__}: {exc}", session_id
+            ) from None
+        reason: Literal["actor_died", "node_lost"] = (
+            "node_lost" if options.get("reason") == "node_lost" else "actor_died"
+        )
+        starting = self._agent(agent_bytes)
+        agent = await self._restored_agent(state.agent, starting, state.settings)
+        items = [item_from_dict(stored.to_dict()) for stored in state.items]
+        settings = dict(state.settings)
+        turn = str(settings.get("turn") or "")
+        settings["turn"] = ""
+        journal = SessionJournal(store, session_id, settings, reserved_seq=state.seq, history=items)
+        context = raylib.loads(context_bytes)
+        objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
+        tools_pool = self._pool("tool", options.get("tool_workers") or [])
+        guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
+        model = OpenAIRealtimeWebSocketModel(
+            emit_raw_server_events=bool(run_config.get("emit_raw_model_events"))
+        )
+        model.add_listener(
+            TurnObserver(
+                self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}
+            )
+        )
+        driver = SessionDriver(
+            agent=agent,
+            model=model,
+            context=context,
+            run_config=run_config,
+            model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
+            tool_executor=MeteredToolExecutor(PoolExecutor(tools_pool, objects), self.node_id),
+            guardrail_executor=MeteredGuardrailExecutor(
+                PoolExecutor(guards_pool, objects), self.node_id
+            ),
+            agent_resolver=RouterAgentResolver(self),
+            session_id=session_id,
+            on_closed=self._on_driver_closed,
+            history=items,
+            start_seq=state.seq,
+            before_emit=journal.before_emit,
+        )
+        model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
+        self._sessions[session_id] = driver
+        self._start_lease(session_id, run_config)
+        _bind(driver)
+        self._secret_hashes[session_id] = state.secrets.get(SECRET_HASH_KEY, "")
+        self._attach_journal(driver, journal)
+        # The events below get numbers past the stored mark: move the mark
+        # first (durably), so a second fault cannot reuse them.
+        await journal.reserve(state.seq + 3)
+        try:
+            await driver.start()
+        except BaseException:
+            self._sessions.pop(session_id, None)
+            self._leases.forget(session_id)
+            self._secret_hashes.pop(session_id, None)
+            self._journals.pop(session_id, None)
+            raise
+        record("active", float(len(self._sessions)), node=self.node_id)
+        driver.emit(RealtimeSessionRecovered(reason, len(items), 0))
+        if turn:
+            driver.emit(
+                RealtimeError(
+                    {
+                        "message": "the response in progress was cut by the session's "
+                        f"recovery ({reason}); send the request again",
+                        "type": "session_recovered",
+                        "code": "response_cut_by_recovery",
+                    }
+                )
+            )
+            driver.emit(RealtimeAgentEndEvent(AgentRef(turn)))
+            journal.agent_changed(AgentRecord(agent.name))
+        self._registered.set()
+        self._registered = asyncio.Event()
+        logger.info(
+            "session %s restored (%s): %d items, events from %d",
+            session_id,
+            reason,
+            len(items),
+            state.seq + 1,
+        )
+        return {"node_id": self.node_id, "restored": True, "items": len(items)}
+
+    async def _restored_agent(
+        self, record: AgentRecord | None, starting: RealtimeAgent[Any], settings: Any
+    ) -> RealtimeAgent[Any]:
+        """The agent a restored session runs: the registry's newest of the
+        stored name, else the agent ``update_agent`` gave it, else one of that
+        name reachable by handoffs from the starting agent, else the starting
+        agent."""
+        if record is None or record.name == starting.name:
+            return starting
+        registered = await RouterAgentResolver(self).resolve(record.name, starting)
+        if registered is not starting:
+            return registered
+        payload = settings.get("agent_payload")
+        if isinstance(payload, bytes):
+            candidate = raylib.loads(payload)
+            if isinstance(candidate, RealtimeAgent) and candidate.name == record.name:
+                return candidate
+        return _reachable(starting, record.name) or starting
+
+    async def watch(self, seconds: float) -> str:
+        """Returns after ``seconds``: the router keeps one call in flight to
+        each session actor, so an actor's death reaches it as this call's
+        error at once (Ray fails pending calls of a dead actor)."""
+        await asyncio.sleep(max(0.0, min(seconds, 3600.0)))
+        return "ok"
 
     async def data_plane(self, session_id: str, secret: str | None) -> dict[str, Any]:
         """How a handle reaches this session directly: ``data_url`` and the
@@ -372,6 +618,9 @@ class SessionHost:
     def _on_driver_closed(self, driver: SessionDriver) -> None:
         self._sessions.pop(driver.session_id, None)
         self._leases.forget(driver.session_id)
+        journal = self._journals.pop(driver.session_id, None)
+        if journal is not None:
+            journal.closed()
         self._closed[driver.session_id] = driver
         record("active", float(len(self._sessions)), node=self.node_id)
         self._forget_old_closed()
@@ -385,6 +634,7 @@ class SessionHost:
             if len(self._closed) > _CLOSED_KEPT or too_old:
                 self._closed.pop(sid)
                 self._secrets.pop(sid, None)
+                self._secret_hashes.pop(sid, None)
                 self._open_attach.discard(sid)
             else:
                 break
@@ -504,7 +754,11 @@ class SessionHost:
     async def update_agent(self, session_id: str, secret: str, agent_payload: bytes) -> None:
         """Switch agent (pickled)."""
         driver = self._driver(session_id, secret)
-        await driver.update_agent(raylib.loads(agent_payload))
+        agent = raylib.loads(agent_payload)
+        await driver.update_agent(agent)
+        journal = self._journals.get(session_id)
+        if journal is not None:
+            journal.agent_changed(AgentRecord(agent.name), agent_payload)
 
     async def approve_tool_call(
         self, session_id: str, secret: str, call_id: str, always: bool = False
@@ -553,6 +807,24 @@ def _with_reported_playback(model_config: Any, reported: bool) -> Any:
     if reported:
         model_config = {**model_config, "playback_tracker": ReportedPlaybackTracker()}
     return model_config
+
+
+def _reachable(start: RealtimeAgent[Any], name: str) -> RealtimeAgent[Any] | None:
+    """The agent named ``name`` reachable by handoffs from ``start``, or None."""
+    seen: set[int] = set()
+    stack = [start]
+    while stack:
+        agent = stack.pop()
+        if id(agent) in seen:
+            continue
+        seen.add(id(agent))
+        if agent.name == name:
+            return agent
+        for item in agent.handoffs:
+            target = item.agent if isinstance(item, Handoff) else item
+            if isinstance(target, RealtimeAgent):
+                stack.append(target)
+    return None
 
 
 async def _await(ref: Any) -> Any:

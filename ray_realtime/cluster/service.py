@@ -57,6 +57,7 @@ async def ensure_service(
     from ray_realtime.actors.remote import RouterActor
 
     cfg = config if isinstance(config, ServiceConfig) else ServiceConfig.from_dict(config)
+    _deploy_store(cfg)
     options = raylib.actor_options(name=raylib.ROUTER_NAME)
     # Two processes deploying at once get the same router, not two.
     options["get_if_exists"] = True
@@ -65,6 +66,21 @@ async def ensure_service(
     await router.start.remote()
     _remember_router(router)
     return router
+
+
+def _deploy_store(cfg: ServiceConfig) -> None:
+    """Start the embedded session store actor beside the router (detached, on
+    the head node; a no-op when it runs or another store is configured)."""
+    if not cfg.stores_sessions:
+        return
+    from ray_realtime.store.actor import STORE_ACTOR_NAME, start_store_actor
+    from ray_realtime.store.config import parse_store_config
+
+    store = parse_store_config(cfg.store)
+    if store.backend == "embedded":
+        start_store_actor(
+            store.path, store.actor_name or STORE_ACTOR_NAME, synchronous=store.synchronous
+        )
 
 
 # The router's handle, per Ray runtime: looking it up by name is a round trip

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ray_realtime.exceptions import ConfigError
+from ray_realtime.store.config import parse_store_config
 
 __all__ = ["ServiceConfig"]
 
@@ -27,6 +28,11 @@ class ServiceConfig:
     timeout) retires and is replaced (at most half its thread pool).
     ``worker_retire_grace_seconds``: how long a retiring worker's calls in
     flight may take before its process is killed anyway.
+    ``store``: where session actors write sessions' durable state, so a
+    session whose actor dies is recovered on another (``"embedded"``, the
+    default: the store actor on the head node; ``"redis://..."``; any value
+    :func:`~ray_realtime.store.config.parse_store_config` takes; ``"off"``:
+    no store, no recovery). See ``docs/reliability.md``.
     """
 
     warm_pool_size: int = 1
@@ -42,6 +48,7 @@ class ServiceConfig:
     open_attach: bool = False
     worker_stuck_threads: int = 4
     worker_retire_grace_seconds: float = 30.0
+    store: Any = "embedded"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -49,6 +56,10 @@ class ServiceConfig:
             if f.name == "local_model":
                 if value is not None and not isinstance(value, bool):
                     raise ConfigError("local_model must be true, false or unset")
+                continue
+            if f.name == "store":
+                if value != "off":
+                    parse_store_config(value)
                 continue
             if f.name == "open_attach":
                 if not isinstance(value, bool):
@@ -71,6 +82,11 @@ class ServiceConfig:
         if self.local_model is not None:
             return self.local_model
         return not os.environ.get("OPENAI_API_KEY")
+
+    @property
+    def stores_sessions(self) -> bool:
+        """Whether sessions' state goes to a session store (and is recovered)."""
+        return bool(self.store != "off")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (crosses to the router actor)."""

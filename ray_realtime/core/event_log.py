@@ -27,14 +27,17 @@ class LogRead(Generic[T]):
 
 
 class EventLog(Generic[T]):
-    """Keeps the newest ``capacity`` events, numbered from 1."""
+    """Keeps the newest ``capacity`` events, numbered from ``start_seq + 1``
+    (a restored session's log continues the numbers of the one it replaces)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, start_seq: int = 0) -> None:
         if capacity <= 0:
             raise ValueError("capacity must be positive")
+        if start_seq < 0:
+            raise ValueError("start_seq must be >= 0")
         self._capacity = capacity
         self._events: deque[T] = deque(maxlen=capacity)
-        self._last_seq = 0
+        self._last_seq = start_seq
 
     @property
     def last_seq(self) -> int:

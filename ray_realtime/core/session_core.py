@@ -431,6 +431,11 @@ class SessionCore:
         """Queue an interrupt of the current response."""
         self._send(RealtimeModelSendInterrupt())
 
+    def restore_history(self, items: Iterable[RealtimeItem]) -> None:
+        """Start from ``items`` (a session restored from the store): no event
+        is emitted for them, readers already had them."""
+        self._history = list(items)
+
     def update_agent(self, agent: AgentSpec) -> None:
         """Switch the active agent (no handoff event) and update the session."""
         self._agent = agent

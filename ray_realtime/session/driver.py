@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,6 +71,7 @@ from ray_realtime.types.model_inputs import (
 
 __all__ = [
     "AgentResolver",
+    "BeforeEmit",
     "EventBatch",
     "GuardrailExecutor",
     "LocalAgentResolver",
@@ -87,6 +88,12 @@ logger = logging.getLogger(__name__)
 # Guardrail rounds in flight per session; more periodic ones are skipped (the
 # final check of a response always runs), so a slow guardrail cannot pile up tasks.
 _MAX_GUARDRAIL_ROUNDS = 8
+
+
+BeforeEmit = Callable[[RealtimeSessionEvent, int], Awaitable[None] | None]
+"""Called with each event the core emits and the sequence number it will get,
+before readers can see it; when it returns an awaitable, the event waits for it
+(the session actor makes completed history items durable this way)."""
 
 
 class ToolExecutor(Protocol):
@@ -288,6 +295,8 @@ class SessionDriver(ModelRecovery):
         clock: Callable[[], float] = time.monotonic,
         on_closed: Callable[[SessionDriver], None] | None = None,
         history: Sequence[RealtimeItem] | None = None,
+        start_seq: int = 0,
+        before_emit: BeforeEmit | None = None,
     ) -> None:
         self.session_id = session_id
         self._model = model
@@ -308,7 +317,14 @@ class SessionDriver(ModelRecovery):
             self._run_config.get("output_guardrails") or []
         )
         self._core: SessionCore | None = None
-        self._log: EventLog[RealtimeSessionEvent] = EventLog(self._limits["event_log_size"])
+        # A restored session (recovery): its history (``history``, replayed
+        # into the model at start) and where its event numbers continue;
+        # before_emit lets the host make an event's state durable before any
+        # reader can see the event.
+        self._before_emit = before_emit
+        self._log: EventLog[RealtimeSessionEvent] = EventLog(
+            self._limits["event_log_size"], start_seq
+        )
         self._wakeup = asyncio.Event()
         self._processing = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -562,6 +578,11 @@ class SessionDriver(ModelRecovery):
         self._wakeup.set()
         self._wakeup = asyncio.Event()
 
+    def emit(self, event: RealtimeSessionEvent) -> None:
+        """Append an event of the host's own (``session_recovered``, a store
+        failure) to the log, as the core's events are."""
+        self._append(event)
+
     def _append(self, event: RealtimeSessionEvent) -> None:
         self._log.append(event)
         self._wake()
@@ -611,6 +632,10 @@ class SessionDriver(ModelRecovery):
             while core.has_output():
                 for out in core.drain():
                     if isinstance(out, EmitEvent):
+                        if self._before_emit is not None:
+                            waiting = self._before_emit(out.event, self._log.last_seq + 1)
+                            if waiting is not None:
+                                await waiting
                         self._append(out.event)
                     elif isinstance(out, SendToModel):
                         if not self._closed:

@@ -357,6 +357,9 @@ class RealtimeRunConfig(TypedDict, total=False):
     orphan_timeout_seconds: float
     """Actor sessions: close a session none of whose handles is connected
     after this long (default 300); see ``RealtimeSession.detach``."""
+    recovery_timeout_seconds: float
+    """Actor sessions: how long a call waits for the session's recovery after
+    its actor died before raising ``SessionLostError`` (default 10)."""
 
 
 class RealtimeModelConfig(TypedDict, total=False):
@@ -400,6 +403,7 @@ _POSITIVE_FLOATS = (
     "tool_timeout_seconds",
     "guardrail_timeout_seconds",
     "orphan_timeout_seconds",
+    "recovery_timeout_seconds",
 )
 _POSITIVE_INTS = (
     "max_audio_chunk_bytes",

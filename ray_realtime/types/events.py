@@ -249,14 +249,16 @@ class RealtimeSessionRecovered:
     history was replayed into a new model session and it goes on.
 
     ``reason`` is ``"model_reconnect"`` (the model connection dropped, was
-    closed, or hit the service's session-length cap), ``"actor_died"`` or
-    ``"node_lost"`` (the session was restored on another actor);
-    ``items_restored`` history items were replayed into the model;
-    ``events_lost`` events this session emitted before the fault are gone.
+    closed, or hit the service's session-length cap), ``"actor_died"`` (its
+    actor's process died; restored on another actor from the session store)
+    or ``"node_lost"`` (its node left the cluster). ``items_restored``: history
+    items replayed into the model. ``events_lost``: the events this reader
+    will never receive (for a restored session, the gap between the last
+    sequence number it read and this event's).
     """
 
     reason: Literal["actor_died", "node_lost", "model_reconnect"]
-    items_restored: int
+    items_restored: int = 0
     events_lost: int = 0
     type: Literal["session_recovered"] = "session_recovered"
 

@@ -206,8 +206,9 @@ async def test_start_reaches_the_target_and_a_placement_takes_a_warm_actor() -> 
 
 
 async def test_a_dead_session_actor_loses_its_sessions() -> None:
+    # Without a session store there is nothing to recover from.
     ops = FakeOps([TWO_NODES])
-    router = Router(CONFIG, ops)
+    router = Router({**CONFIG, "store": "off"}, ops)
     await router.start()
     placement = await router.place_session("s1")
     ops.actors[placement["actor_name"]].alive = False

@@ -1,0 +1,119 @@
+"""The session journal over a real write-behind writer and the memory store:
+what reaches the store, when an event waits for it, and that the session's
+secret never does."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+
+from ray_realtime.actors.journal import SessionJournal, secret_matches
+from ray_realtime.exceptions import StoreUnavailableError
+from ray_realtime.store import MemoryStore, WriteBehindStore
+from ray_realtime.store.records import AgentRecord, StoreOp
+from ray_realtime.types.events import (
+    AgentRef,
+    RealtimeAgentEndEvent,
+    RealtimeAgentStartEvent,
+    RealtimeError,
+    RealtimeHistoryAdded,
+    RealtimeHistoryUpdated,
+    RealtimeSessionEvent,
+)
+from ray_realtime.types.items import (
+    AssistantAudio,
+    AssistantMessageItem,
+    InputText,
+    UserMessageItem,
+    item_from_dict,
+)
+
+SECRET = "s" * 32
+
+
+def _user(item_id: str, text: str) -> UserMessageItem:
+    return UserMessageItem(item_id=item_id, content=[InputText(text=text)])
+
+
+def _assistant(item_id: str, transcript: str, status: str) -> AssistantMessageItem:
+    return AssistantMessageItem(
+        item_id=item_id,
+        status=status,  # type: ignore[arg-type]
+        content=[AssistantAudio(transcript=transcript)],
+    )
+
+
+async def test_history_added_waits_for_the_store_and_the_secret_is_hashed() -> None:
+    backend = MemoryStore()
+    writer = WriteBehindStore(backend, flush_interval_seconds=5.0)  # only flushes write
+    journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""})
+    journal.open(AgentRecord("Agent"), SECRET)
+    waiting = journal.before_emit(RealtimeHistoryAdded(_user("u1", "hi")), 1)
+    assert waiting is not None
+    await asyncio.wait_for(waiting, 5)
+    state = await backend.load("sess")
+    assert [i.item_id for i in state.items] == ["u1"]
+    assert item_from_dict(state.items[0].to_dict()) == _user("u1", "hi")
+    assert state.secrets.reveal() == {"sha256": hashlib.sha256(SECRET.encode()).hexdigest()}
+    assert secret_matches(SECRET, state.secrets["sha256"])
+    assert not secret_matches("x" * 32, state.secrets["sha256"])
+    # The sequence mark moved ahead of the event's number, durably.
+    assert state.seq >= 1 and state.seq == journal.reserved_seq
+    await writer.aclose()
+
+
+async def test_transcripts_turns_and_close() -> None:
+    backend = MemoryStore()
+    writer = WriteBehindStore(backend, flush_interval_seconds=0.001)
+    journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""}, dirty_delay=0.01)
+    journal.open(AgentRecord("Agent"), SECRET)
+    start = RealtimeAgentStartEvent(AgentRef("Agent"))
+    reserving = journal.before_emit(start, 1)
+    assert reserving is not None  # the first number is reserved, durably
+    await reserving
+    placeholder = _assistant("a1", "", "in_progress")
+    waiting = journal.before_emit(RealtimeHistoryAdded(placeholder), 2)
+    assert waiting is not None
+    await waiting
+    assert (
+        journal.before_emit(RealtimeHistoryUpdated([_assistant("a1", "he", "in_progress")]), 3)
+        is None
+    )
+    done = _assistant("a1", "hello", "completed")
+    assert journal.before_emit(RealtimeHistoryUpdated([done]), 4) is None
+    assert (await backend.load("sess")).settings["turn"] == "Agent"
+    assert journal.before_emit(RealtimeAgentEndEvent(AgentRef("Agent")), 5) is None
+    await writer.flush()
+    state = await backend.load("sess")
+    assert item_from_dict(state.items[0].to_dict()) == done
+    assert state.settings["turn"] == ""
+    # A deleted item leaves the store; a closed session leaves it entirely.
+    journal.before_emit(RealtimeHistoryUpdated([]), 6)
+    await writer.flush()
+    assert (await backend.load("sess")).items == ()
+    journal.closed()
+    await writer.flush()
+    assert await backend.list_sessions() == []
+    await writer.aclose()
+
+
+class _Down(MemoryStore):
+    async def apply(self, ops: Sequence[StoreOp]) -> None:
+        raise OSError("store host unreachable")
+
+
+async def test_a_failing_store_reports_an_error_event_and_lets_the_event_through() -> None:
+    reported: list[RealtimeSessionEvent] = []
+    writer = WriteBehindStore(_Down(), write_timeout_seconds=0.2, retry_max_seconds=0.2)
+    journal = SessionJournal(writer, "sess", {"recipe": b"r"}, report=reported.append)
+    waiting = journal.before_emit(RealtimeHistoryAdded(_user("u1", "hi")), 1)
+    assert waiting is not None
+    await asyncio.wait_for(waiting, 5)  # does not raise: the session goes on
+    assert reported and isinstance(reported[0], RealtimeError)
+    assert reported[0].error["code"] == "store_unavailable"
+    assert "StoreUnavailableError" in reported[0].error["message"]
+    try:
+        await asyncio.wait_for(writer.aclose(), 5)
+    except StoreUnavailableError:
+        pass
