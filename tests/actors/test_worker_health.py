@@ -141,7 +141,7 @@ async def _stuck_worker_retires(worker_agent: _Ref) -> None:
     worker = ToolWorker()
     watch = asyncio.ensure_future(worker.wait_retire(2, 10 * UNIT))
     assert (await _run(worker, worker_agent, "quick_tool"))[0] == "quick"
-    _, error, _, _ = await _run(worker, worker_agent, "stuck_tool")
+    _, error, _, _, _ = await _run(worker, worker_agent, "stuck_tool")
     assert error is not None and "timed out" in error
     assert worker.statistics()["stuck_threads"] == 1 and not watch.done()
     # Live calls still get a thread.
@@ -213,8 +213,8 @@ class _Objects:
         return "agent"
 
 
-async def _answer(name: str) -> tuple[str, None, str, bool]:
-    return f"from {name}", None, "n1", False
+async def _answer(name: str) -> tuple[str, None, str, bool, None]:
+    return f"from {name}", None, "n1", False, None
 
 
 async def _refuse() -> Any:
