@@ -57,7 +57,10 @@ async def ensure_service(
     from ray_realtime.actors.remote import RouterActor
 
     cfg = config if isinstance(config, ServiceConfig) else ServiceConfig.from_dict(config)
-    _deploy_store(cfg)
+    store = await asyncio.to_thread(_deploy_store, cfg)
+    if store is not None:
+        # The first sessions' writes must not pay the store actor's start.
+        await raylib.result(store.statistics.remote(), _STORE_START_SECONDS)
     options = raylib.actor_options(name=raylib.ROUTER_NAME)
     # Two processes deploying at once get the same router, not two.
     options["get_if_exists"] = True
@@ -68,19 +71,24 @@ async def ensure_service(
     return router
 
 
-def _deploy_store(cfg: ServiceConfig) -> None:
+_STORE_START_SECONDS = 60.0
+
+
+def _deploy_store(cfg: ServiceConfig) -> Any:
     """Start the embedded session store actor beside the router (detached, on
-    the head node; a no-op when it runs or another store is configured)."""
+    the head node; a no-op when it runs or another store is configured);
+    its handle, or None when no embedded store is configured."""
     if not cfg.stores_sessions:
-        return
+        return None
     from ray_realtime.store.actor import STORE_ACTOR_NAME, start_store_actor
     from ray_realtime.store.config import parse_store_config
 
     store = parse_store_config(cfg.store)
-    if store.backend == "embedded":
-        start_store_actor(
-            store.path, store.actor_name or STORE_ACTOR_NAME, synchronous=store.synchronous
-        )
+    if store.backend != "embedded":
+        return None
+    return start_store_actor(
+        store.path, store.actor_name or STORE_ACTOR_NAME, synchronous=store.synchronous
+    )
 
 
 # The router's handle, per Ray runtime: looking it up by name is a round trip
