@@ -41,15 +41,22 @@ from ray_realtime.gateway.twilio import (
     Command,
     Digit,
     Hangup,
+    Heard,
     Send,
     TwilioStream,
     connect_twiml,
     valid_twilio_signature,
 )
+from ray_realtime.model.playback import RealtimePlaybackTracker
 from ray_realtime.runner.runner import RealtimeRunner
 from ray_realtime.runner.session import RealtimeSession
 from ray_realtime.types.config import RealtimeRunConfig
-from ray_realtime.types.events import RealtimeAudio, RealtimeAudioInterrupted, RealtimeError
+from ray_realtime.types.events import (
+    RealtimeAudio,
+    RealtimeAudioInterrupted,
+    RealtimeError,
+    RealtimeSessionEvent,
+)
 
 __all__ = ["Gateway"]
 
@@ -149,6 +156,12 @@ class Gateway:
     ``prefer_node_id``: actor sessions are placed on this node (the
     gateway's own, so a call's audio does not cross nodes) while it has room,
     elsewhere otherwise; ignored when the run config names a placement.
+    ``on_event`` sees every session event of every call, with the call's
+    sid (for logging or metrics; it must not block).
+
+    Each call's session gets a :class:`RealtimePlaybackTracker` (model config
+    ``playback_tracker``) fed from Twilio's echoed marks, so an interrupted
+    reply is truncated where the caller stopped hearing it.
     """
 
     def __init__(
@@ -164,6 +177,7 @@ class Gateway:
         start_timeout: float = 10.0,
         barge_in_rms: float | None = 1_000.0,
         prefer_node_id: str | None = None,
+        on_event: Callable[[str, RealtimeSessionEvent], None] | None = None,
     ) -> None:
         self._agent = agent
         self._host = host
@@ -176,6 +190,7 @@ class Gateway:
         self._start_timeout = start_timeout
         self._barge_in_rms = barge_in_rms
         self._prefer_node_id = prefer_node_id
+        self._on_event = on_event
         self._server: Server | None = None
         self.active_calls = 0
         """Calls in progress."""
@@ -291,7 +306,8 @@ class Gateway:
         t0 = time.perf_counter()
         try:
             agent = self._agent if isinstance(self._agent, RealtimeAgent) else self._agent()
-            session = await self._open_session(agent, config)
+            tracker = RealtimePlaybackTracker()
+            session = await self._open_session(agent, config, tracker)
             async with session:
                 self.open_sessions += 1
                 logger.info(
@@ -302,7 +318,7 @@ class Gateway:
                     (time.perf_counter() - t0) * 1000,
                 )
                 try:
-                    await self._converse(ws, stream, audio, session)
+                    await self._converse(ws, stream, audio, session, tracker)
                 finally:
                     self.open_sessions -= 1
         except Exception as exc:  # the call ends; the gateway serves on
@@ -313,18 +329,21 @@ class Gateway:
             return
         await ws.close()
 
-    async def _open_session(self, agent: RealtimeAgent[Any], config: Any) -> RealtimeSession:
+    async def _open_session(
+        self, agent: RealtimeAgent[Any], config: Any, tracker: RealtimePlaybackTracker
+    ) -> RealtimeSession:
         """A started session for a call, on the preferred node if it has room."""
         preferred = self._prefer_node_id
+        model_config: Any = {"playback_tracker": tracker}
         if preferred and "placement" not in config and config.get("execution") != "in_process":
             pinned: Any = {**config, "placement": {"labels": {NODE_ID_LABEL: preferred}}}
-            session = await RealtimeRunner(agent, config=pinned).run()
+            session = await RealtimeRunner(agent, config=pinned).run(model_config=model_config)
             try:
                 return await session.enter()
             except NoCapacityError:
                 logger.info("gateway: no room on this node; placing the call's session elsewhere")
                 await session.close()
-        session = await RealtimeRunner(agent, config=config).run()
+        session = await RealtimeRunner(agent, config=config).run(model_config=model_config)
         return await session.enter()
 
     async def _wait_start(self, ws: ServerConnection, stream: TwilioStream) -> CallStarted | Hangup:
@@ -343,7 +362,12 @@ class Gateway:
             await ws.close()
 
     async def _converse(
-        self, ws: ServerConnection, stream: TwilioStream, audio: CallAudio, session: RealtimeSession
+        self,
+        ws: ServerConnection,
+        stream: TwilioStream,
+        audio: CallAudio,
+        session: RealtimeSession,
+        tracker: RealtimePlaybackTracker,
     ) -> None:
         async def perform(commands: list[Command]) -> Hangup | None:
             for command in commands:
@@ -351,6 +375,9 @@ class Gateway:
                     await session.send_audio(audio.to_model(command.audio))
                 elif isinstance(command, Send):
                     await ws.send(command.text)
+                elif isinstance(command, Heard):
+                    # The session reads this when it truncates an interrupted reply.
+                    tracker.on_play_ms(command.item_id, command.content_index, command.ms)
                 elif isinstance(command, BargeIn):
                     logger.info(
                         "gateway: call %s barged in after %.0f ms heard",
@@ -373,9 +400,14 @@ class Gateway:
 
         async def to_caller() -> Hangup:
             async for event in session:
+                if self._on_event is not None:
+                    self._on_event(stream.call_sid, event)
                 if isinstance(event, RealtimeAudio):
                     data = event.audio.data
-                    await perform(stream.reply_audio(audio.to_phone(data), audio.model_ms(data)))
+                    item = (event.item_id, event.content_index)
+                    await perform(
+                        stream.reply_audio(audio.to_phone(data), audio.model_ms(data), item)
+                    )
                 elif isinstance(event, RealtimeAudioInterrupted):
                     await perform(stream.interrupted())
                 elif isinstance(event, RealtimeError):
