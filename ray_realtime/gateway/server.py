@@ -8,6 +8,9 @@ the small HTTP endpoints.
 * ``POST /twilio/voice``: the voice webhook; answers TwiML connecting the call
   to the media stream, after checking ``X-Twilio-Signature`` when an auth
   token is configured (403 when it does not match).
+* ``GET /``: the browser page; ``GET /browser/token``: a short-lived signed
+  token for ``GET /browser/stream`` (WebSocket), the page's call (see
+  :mod:`ray_realtime.gateway.browser`).
 * ``GET /healthz``: ``ok``.
 
 ``websockets`` reads only GET requests without a body; a POST's head and its
@@ -20,7 +23,9 @@ overwritten, and the signature check covers the body anyway.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -34,6 +39,19 @@ from websockets.http11 import Request, Response
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.exceptions import NoCapacityError
 from ray_realtime.gateway.audio import AudioMode, CallAudio
+from ray_realtime.gateway.browser import (
+    CLOSE_BAD_TOKEN,
+    SECRET_ENV,
+    TOKEN_TTL_SECONDS,
+    Interrupt,
+    PageMessageError,
+    event_message,
+    make_token,
+    new_secret,
+    parse_page_message,
+    token_error,
+)
+from ray_realtime.gateway.page import PAGE_HTML
 from ray_realtime.gateway.twilio import (
     AudioIn,
     BargeIn,
@@ -66,6 +84,8 @@ NODE_ID_LABEL = "ray.io/node-id"
 """The label Ray gives every node, its id: a placement on it pins a node."""
 MEDIA_PATH = "/twilio/media-stream"
 VOICE_PATH = "/twilio/voice"
+BROWSER_PATH = "/browser/stream"
+TOKEN_PATH = "/browser/token"
 MAX_POST_BYTES = 6_000
 """Largest voice-webhook form body (Twilio's is ~1-2 KB)."""
 _MAX_HEAD_BYTES = 16 * 1024
@@ -157,7 +177,9 @@ class Gateway:
     gateway's own, so a call's audio does not cross nodes) while it has room,
     elsewhere otherwise; ignored when the run config names a placement.
     ``on_event`` sees every session event of every call, with the call's
-    sid (for logging or metrics; it must not block).
+    sid (for logging or metrics; it must not block). ``browser_secret``
+    signs the browser page's tokens (default: ``RAY_REALTIME_GATEWAY_SECRET``
+    from the environment, else a random secret per gateway).
 
     Each call's session gets a :class:`RealtimePlaybackTracker` (model config
     ``playback_tracker``) fed from Twilio's echoed marks, so an interrupted
@@ -178,6 +200,7 @@ class Gateway:
         barge_in_rms: float | None = 1_000.0,
         prefer_node_id: str | None = None,
         on_event: Callable[[str, RealtimeSessionEvent], None] | None = None,
+        browser_secret: str | bytes | None = None,
     ) -> None:
         self._agent = agent
         self._host = host
@@ -191,6 +214,8 @@ class Gateway:
         self._barge_in_rms = barge_in_rms
         self._prefer_node_id = prefer_node_id
         self._on_event = on_event
+        secret = browser_secret if browser_secret is not None else os.environ.get(SECRET_ENV)
+        self._secret = secret.encode() if isinstance(secret, str) else secret or new_secret()
         self._server: Server | None = None
         self.active_calls = 0
         """Calls in progress."""
@@ -243,10 +268,20 @@ class Gateway:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         posted = request.headers.get(_METHOD_HEADER) == "POST"
-        if path == MEDIA_PATH and not posted:
+        if path in (MEDIA_PATH, BROWSER_PATH) and not posted:
             return None
         if path == "/healthz" and not posted:
             return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/" and not posted:
+            page = connection.respond(HTTPStatus.OK, PAGE_HTML)
+            page.headers["Content-Type"] = "text/html; charset=utf-8"
+            return page
+        if path == TOKEN_PATH and not posted:
+            body = {"token": make_token(self._secret), "expires_in": TOKEN_TTL_SECONDS}
+            answer = connection.respond(HTTPStatus.OK, json.dumps(body))
+            answer.headers["Content-Type"] = "application/json"
+            answer.headers["Cache-Control"] = "no-store"
+            return answer
         if path == VOICE_PATH:
             return self._voice(connection, request, posted)
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
@@ -279,7 +314,10 @@ class Gateway:
     async def _handle(self, ws: ServerConnection) -> None:
         self.active_calls += 1
         try:
-            await self._call(ws)
+            if ws.request is not None and urlsplit(ws.request.path).path == BROWSER_PATH:
+                await self._browser_call(ws)
+            else:
+                await self._call(ws)
         finally:
             self.active_calls -= 1
             self.calls_served += 1
@@ -328,6 +366,82 @@ class Gateway:
             await ws.close(1011, "session failed")
             return
         await ws.close()
+
+    async def _browser_call(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        query = dict(parse_qsl(urlsplit(ws.request.path).query))
+        refused = token_error(self._secret, query.get("token"))
+        if refused is not None:
+            logger.warning("gateway: browser call refused: %s", refused)
+            await ws.close(CLOSE_BAD_TOKEN, refused)
+            return
+        config: Any = dict(self._run_config)
+        settings = dict(config.get("model_settings") or {})
+        settings["input_audio_format"] = settings["output_audio_format"] = "pcm16"
+        config["model_settings"] = settings
+        try:
+            agent = self._agent if isinstance(self._agent, RealtimeAgent) else self._agent()
+            tracker = RealtimePlaybackTracker()
+            session = await self._open_session(agent, config, tracker)
+            async with session:
+                self.open_sessions += 1
+                try:
+                    await self._browser_converse(ws, session, tracker)
+                finally:
+                    self.open_sessions -= 1
+        except ConnectionClosed:
+            return
+        except Exception as exc:  # the call ends; the gateway serves on
+            logger.warning("gateway: browser call failed: %s: %s", type(exc).__name__, exc)
+            await ws.close(1011, "session failed")
+            return
+        await ws.close()
+
+    async def _browser_converse(
+        self, ws: ServerConnection, session: RealtimeSession, tracker: RealtimePlaybackTracker
+    ) -> None:
+        async def from_page() -> str:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    if len(message) % 2:
+                        return "odd-length PCM16 frame"
+                    await session.send_audio(message)
+                    continue
+                try:
+                    command = parse_page_message(message)
+                except PageMessageError as exc:
+                    return str(exc)
+                if isinstance(command, Interrupt):
+                    await session.interrupt()
+                else:
+                    tracker.on_play_ms(command.item_id, command.content_index, command.ms)
+            return ""
+
+        async def to_page() -> str:
+            async for event in session:
+                if self._on_event is not None:
+                    self._on_event("browser", event)
+                message = event_message(event)
+                if message is not None:
+                    await ws.send(json.dumps(message))
+                if isinstance(event, RealtimeAudio):
+                    await ws.send(event.audio.data)
+            return ""
+
+        tasks = [asyncio.ensure_future(from_page()), asyncio.ensure_future(to_page())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, ConnectionClosed):
+                raise exc
+            if exc is None and task.result():
+                logger.warning("gateway: closing browser call: %s", task.result())
+                await ws.close(1008, task.result()[:100])
 
     async def _open_session(
         self, agent: RealtimeAgent[Any], config: Any, tracker: RealtimePlaybackTracker
