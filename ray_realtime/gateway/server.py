@@ -223,6 +223,10 @@ class Gateway:
         """Calls that have ended."""
         self.open_sessions = 0
         """Sessions of calls in progress (a session is closed when its call ends)."""
+        self.frames_in = 0
+        """Caller audio frames handed to sessions (Twilio media messages)."""
+        self.reply_ms_out = 0.0
+        """Reply audio sent to callers, in milliseconds."""
 
     @property
     def port(self) -> int:
@@ -487,6 +491,7 @@ class Gateway:
             for command in commands:
                 if isinstance(command, AudioIn):
                     await session.send_audio(audio.to_model(command.audio))
+                    self.frames_in += 1
                 elif isinstance(command, Send):
                     await ws.send(command.text)
                 elif isinstance(command, Heard):
@@ -519,9 +524,9 @@ class Gateway:
                 if isinstance(event, RealtimeAudio):
                     data = event.audio.data
                     item = (event.item_id, event.content_index)
-                    await perform(
-                        stream.reply_audio(audio.to_phone(data), audio.model_ms(data), item)
-                    )
+                    ms = audio.model_ms(data)
+                    await perform(stream.reply_audio(audio.to_phone(data), ms, item))
+                    self.reply_ms_out += ms
                 elif isinstance(event, RealtimeAudioInterrupted):
                     await perform(stream.interrupted())
                 elif isinstance(event, RealtimeError):
