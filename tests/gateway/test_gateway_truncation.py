@@ -75,4 +75,8 @@ async def test_actor_truncation_follows_what_the_caller_heard(
 ) -> None:
     heard_before, heard_after, truncated = await _barge_in_after_heard("actor")
     end = truncated[0]["audio_end_ms"]
-    assert heard_before - 1 <= end <= heard_after + TOLERANCE_MS, (heard_before, heard_after, end)
+    # The tracker's reports reach the actor coalesced (at most every 50 ms,
+    # later on a loaded machine) when the model's own voice detection cuts
+    # the reply: the position may lag a little behind what was heard.
+    low = heard_before - TOLERANCE_MS
+    assert low <= end <= heard_after + TOLERANCE_MS, (heard_before, heard_after, end)
