@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -487,6 +488,8 @@ class Gateway:
         session: RealtimeSession,
         tracker: RealtimePlaybackTracker,
     ) -> None:
+        cut: deque[str] = deque(maxlen=32)  # replies cut off lately (item ids)
+
         async def perform(commands: list[Command]) -> Hangup | None:
             for command in commands:
                 if isinstance(command, AudioIn):
@@ -495,8 +498,11 @@ class Gateway:
                 elif isinstance(command, Send):
                     await ws.send(command.text)
                 elif isinstance(command, Heard):
-                    # The session reads this when it truncates an interrupted reply.
-                    tracker.on_play_ms(command.item_id, command.content_index, command.ms)
+                    # The session reads this when it truncates an interrupted
+                    # reply. Marks of a reply already cut off must not bring
+                    # it back (a later interrupt would truncate it again).
+                    if command.item_id not in cut:
+                        tracker.on_play_ms(command.item_id, command.content_index, command.ms)
                 elif isinstance(command, BargeIn):
                     logger.info(
                         "gateway: call %s barged in after %.0f ms heard",
@@ -528,6 +534,10 @@ class Gateway:
                     await perform(stream.reply_audio(audio.to_phone(data), ms, item))
                     self.reply_ms_out += ms
                 elif isinstance(event, RealtimeAudioInterrupted):
+                    # An actor session's handle resets the tracker when it reads
+                    # the event; marks handled since may have fed it again.
+                    cut.append(event.item_id)
+                    tracker.on_interrupted()
                     await perform(stream.interrupted())
                 elif isinstance(event, RealtimeError):
                     logger.warning(
