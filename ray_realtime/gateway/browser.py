@@ -47,6 +47,7 @@ __all__ = [
     "Played",
     "event_message",
     "make_token",
+    "new_secret",
     "parse_page_message",
     "token_error",
 ]
