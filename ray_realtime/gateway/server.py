@@ -8,6 +8,9 @@ the small HTTP endpoints.
 * ``POST /twilio/voice``: the voice webhook; answers TwiML connecting the call
   to the media stream, after checking ``X-Twilio-Signature`` when an auth
   token is configured (403 when it does not match).
+* ``GET /``: the browser page; ``GET /browser/token``: a short-lived signed
+  token for ``GET /browser/stream`` (WebSocket), the page's call (see
+  :mod:`ray_realtime.gateway.browser`).
 * ``GET /healthz``: ``ok``.
 
 ``websockets`` reads only GET requests without a body; a POST's head and its
@@ -20,8 +23,11 @@ overwritten, and the signature check covers the body anyway.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -34,6 +40,19 @@ from websockets.http11 import Request, Response
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.exceptions import NoCapacityError
 from ray_realtime.gateway.audio import AudioMode, CallAudio
+from ray_realtime.gateway.browser import (
+    CLOSE_BAD_TOKEN,
+    SECRET_ENV,
+    TOKEN_TTL_SECONDS,
+    Interrupt,
+    PageMessageError,
+    event_message,
+    make_token,
+    new_secret,
+    parse_page_message,
+    token_error,
+)
+from ray_realtime.gateway.page import PAGE_HTML
 from ray_realtime.gateway.twilio import (
     AudioIn,
     BargeIn,
@@ -41,15 +60,22 @@ from ray_realtime.gateway.twilio import (
     Command,
     Digit,
     Hangup,
+    Heard,
     Send,
     TwilioStream,
     connect_twiml,
     valid_twilio_signature,
 )
+from ray_realtime.model.playback import RealtimePlaybackTracker
 from ray_realtime.runner.runner import RealtimeRunner
 from ray_realtime.runner.session import RealtimeSession
 from ray_realtime.types.config import RealtimeRunConfig
-from ray_realtime.types.events import RealtimeAudio, RealtimeAudioInterrupted, RealtimeError
+from ray_realtime.types.events import (
+    RealtimeAudio,
+    RealtimeAudioInterrupted,
+    RealtimeError,
+    RealtimeSessionEvent,
+)
 
 __all__ = ["Gateway"]
 
@@ -59,6 +85,8 @@ NODE_ID_LABEL = "ray.io/node-id"
 """The label Ray gives every node, its id: a placement on it pins a node."""
 MEDIA_PATH = "/twilio/media-stream"
 VOICE_PATH = "/twilio/voice"
+BROWSER_PATH = "/browser/stream"
+TOKEN_PATH = "/browser/token"
 MAX_POST_BYTES = 6_000
 """Largest voice-webhook form body (Twilio's is ~1-2 KB)."""
 _MAX_HEAD_BYTES = 16 * 1024
@@ -149,6 +177,14 @@ class Gateway:
     ``prefer_node_id``: actor sessions are placed on this node (the
     gateway's own, so a call's audio does not cross nodes) while it has room,
     elsewhere otherwise; ignored when the run config names a placement.
+    ``on_event`` sees every session event of every call, with the call's
+    sid (for logging or metrics; it must not block). ``browser_secret``
+    signs the browser page's tokens (default: ``RAY_REALTIME_GATEWAY_SECRET``
+    from the environment, else a random secret per gateway).
+
+    Each call's session gets a :class:`RealtimePlaybackTracker` (model config
+    ``playback_tracker``) fed from Twilio's echoed marks, so an interrupted
+    reply is truncated where the caller stopped hearing it.
     """
 
     def __init__(
@@ -164,6 +200,8 @@ class Gateway:
         start_timeout: float = 10.0,
         barge_in_rms: float | None = 1_000.0,
         prefer_node_id: str | None = None,
+        on_event: Callable[[str, RealtimeSessionEvent], None] | None = None,
+        browser_secret: str | bytes | None = None,
     ) -> None:
         self._agent = agent
         self._host = host
@@ -176,6 +214,9 @@ class Gateway:
         self._start_timeout = start_timeout
         self._barge_in_rms = barge_in_rms
         self._prefer_node_id = prefer_node_id
+        self._on_event = on_event
+        secret = browser_secret if browser_secret is not None else os.environ.get(SECRET_ENV)
+        self._secret = secret.encode() if isinstance(secret, str) else secret or new_secret()
         self._server: Server | None = None
         self.active_calls = 0
         """Calls in progress."""
@@ -183,6 +224,10 @@ class Gateway:
         """Calls that have ended."""
         self.open_sessions = 0
         """Sessions of calls in progress (a session is closed when its call ends)."""
+        self.frames_in = 0
+        """Caller audio frames handed to sessions (Twilio media messages)."""
+        self.reply_ms_out = 0.0
+        """Reply audio sent to callers, in milliseconds."""
 
     @property
     def port(self) -> int:
@@ -228,10 +273,20 @@ class Gateway:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         posted = request.headers.get(_METHOD_HEADER) == "POST"
-        if path == MEDIA_PATH and not posted:
+        if path in (MEDIA_PATH, BROWSER_PATH) and not posted:
             return None
         if path == "/healthz" and not posted:
             return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/" and not posted:
+            page = connection.respond(HTTPStatus.OK, PAGE_HTML)
+            page.headers["Content-Type"] = "text/html; charset=utf-8"
+            return page
+        if path == TOKEN_PATH and not posted:
+            body = {"token": make_token(self._secret), "expires_in": TOKEN_TTL_SECONDS}
+            answer = connection.respond(HTTPStatus.OK, json.dumps(body))
+            answer.headers["Content-Type"] = "application/json"
+            answer.headers["Cache-Control"] = "no-store"
+            return answer
         if path == VOICE_PATH:
             return self._voice(connection, request, posted)
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
@@ -264,7 +319,10 @@ class Gateway:
     async def _handle(self, ws: ServerConnection) -> None:
         self.active_calls += 1
         try:
-            await self._call(ws)
+            if ws.request is not None and urlsplit(ws.request.path).path == BROWSER_PATH:
+                await self._browser_call(ws)
+            else:
+                await self._call(ws)
         finally:
             self.active_calls -= 1
             self.calls_served += 1
@@ -291,7 +349,8 @@ class Gateway:
         t0 = time.perf_counter()
         try:
             agent = self._agent if isinstance(self._agent, RealtimeAgent) else self._agent()
-            session = await self._open_session(agent, config)
+            tracker = RealtimePlaybackTracker()
+            session = await self._open_session(agent, config, tracker)
             async with session:
                 self.open_sessions += 1
                 logger.info(
@@ -302,7 +361,7 @@ class Gateway:
                     (time.perf_counter() - t0) * 1000,
                 )
                 try:
-                    await self._converse(ws, stream, audio, session)
+                    await self._converse(ws, stream, audio, session, tracker)
                 finally:
                     self.open_sessions -= 1
         except Exception as exc:  # the call ends; the gateway serves on
@@ -313,18 +372,97 @@ class Gateway:
             return
         await ws.close()
 
-    async def _open_session(self, agent: RealtimeAgent[Any], config: Any) -> RealtimeSession:
+    async def _browser_call(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        query = dict(parse_qsl(urlsplit(ws.request.path).query))
+        refused = token_error(self._secret, query.get("token"))
+        if refused is not None:
+            logger.warning("gateway: browser call refused: %s", refused)
+            await ws.close(CLOSE_BAD_TOKEN, refused)
+            return
+        config: Any = dict(self._run_config)
+        settings = dict(config.get("model_settings") or {})
+        settings["input_audio_format"] = settings["output_audio_format"] = "pcm16"
+        config["model_settings"] = settings
+        try:
+            agent = self._agent if isinstance(self._agent, RealtimeAgent) else self._agent()
+            tracker = RealtimePlaybackTracker()
+            session = await self._open_session(agent, config, tracker)
+            async with session:
+                self.open_sessions += 1
+                try:
+                    await self._browser_converse(ws, session, tracker)
+                finally:
+                    self.open_sessions -= 1
+        except ConnectionClosed:
+            return
+        except Exception as exc:  # the call ends; the gateway serves on
+            logger.warning("gateway: browser call failed: %s: %s", type(exc).__name__, exc)
+            await ws.close(1011, "session failed")
+            return
+        await ws.close()
+
+    async def _browser_converse(
+        self, ws: ServerConnection, session: RealtimeSession, tracker: RealtimePlaybackTracker
+    ) -> None:
+        async def from_page() -> str:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    if len(message) % 2:
+                        return "odd-length PCM16 frame"
+                    await session.send_audio(message)
+                    continue
+                try:
+                    command = parse_page_message(message)
+                except PageMessageError as exc:
+                    return str(exc)
+                if isinstance(command, Interrupt):
+                    await session.interrupt()
+                else:
+                    tracker.on_play_ms(command.item_id, command.content_index, command.ms)
+            return ""
+
+        async def to_page() -> str:
+            async for event in session:
+                if self._on_event is not None:
+                    self._on_event("browser", event)
+                message = event_message(event)
+                if message is not None:
+                    await ws.send(json.dumps(message))
+                if isinstance(event, RealtimeAudio):
+                    await ws.send(event.audio.data)
+            return ""
+
+        tasks = [asyncio.ensure_future(from_page()), asyncio.ensure_future(to_page())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, ConnectionClosed):
+                raise exc
+            if exc is None and task.result():
+                logger.warning("gateway: closing browser call: %s", task.result())
+                await ws.close(1008, task.result()[:100])
+
+    async def _open_session(
+        self, agent: RealtimeAgent[Any], config: Any, tracker: RealtimePlaybackTracker
+    ) -> RealtimeSession:
         """A started session for a call, on the preferred node if it has room."""
         preferred = self._prefer_node_id
+        model_config: Any = {"playback_tracker": tracker}
         if preferred and "placement" not in config and config.get("execution") != "in_process":
             pinned: Any = {**config, "placement": {"labels": {NODE_ID_LABEL: preferred}}}
-            session = await RealtimeRunner(agent, config=pinned).run()
+            session = await RealtimeRunner(agent, config=pinned).run(model_config=model_config)
             try:
                 return await session.enter()
             except NoCapacityError:
                 logger.info("gateway: no room on this node; placing the call's session elsewhere")
                 await session.close()
-        session = await RealtimeRunner(agent, config=config).run()
+        session = await RealtimeRunner(agent, config=config).run(model_config=model_config)
         return await session.enter()
 
     async def _wait_start(self, ws: ServerConnection, stream: TwilioStream) -> CallStarted | Hangup:
@@ -343,14 +481,28 @@ class Gateway:
             await ws.close()
 
     async def _converse(
-        self, ws: ServerConnection, stream: TwilioStream, audio: CallAudio, session: RealtimeSession
+        self,
+        ws: ServerConnection,
+        stream: TwilioStream,
+        audio: CallAudio,
+        session: RealtimeSession,
+        tracker: RealtimePlaybackTracker,
     ) -> None:
+        cut: deque[str] = deque(maxlen=32)  # replies cut off lately (item ids)
+
         async def perform(commands: list[Command]) -> Hangup | None:
             for command in commands:
                 if isinstance(command, AudioIn):
                     await session.send_audio(audio.to_model(command.audio))
+                    self.frames_in += 1
                 elif isinstance(command, Send):
                     await ws.send(command.text)
+                elif isinstance(command, Heard):
+                    # The session reads this when it truncates an interrupted
+                    # reply. Marks of a reply already cut off must not bring
+                    # it back (a later interrupt would truncate it again).
+                    if command.item_id not in cut:
+                        tracker.on_play_ms(command.item_id, command.content_index, command.ms)
                 elif isinstance(command, BargeIn):
                     logger.info(
                         "gateway: call %s barged in after %.0f ms heard",
@@ -373,10 +525,19 @@ class Gateway:
 
         async def to_caller() -> Hangup:
             async for event in session:
+                if self._on_event is not None:
+                    self._on_event(stream.call_sid, event)
                 if isinstance(event, RealtimeAudio):
                     data = event.audio.data
-                    await perform(stream.reply_audio(audio.to_phone(data), audio.model_ms(data)))
+                    item = (event.item_id, event.content_index)
+                    ms = audio.model_ms(data)
+                    await perform(stream.reply_audio(audio.to_phone(data), ms, item))
+                    self.reply_ms_out += ms
                 elif isinstance(event, RealtimeAudioInterrupted):
+                    # An actor session's handle resets the tracker when it reads
+                    # the event; marks handled since may have fed it again.
+                    cut.append(event.item_id)
+                    tracker.on_interrupted()
                     await perform(stream.interrupted())
                 elif isinstance(event, RealtimeError):
                     logger.warning(

@@ -44,6 +44,7 @@ __all__ = [
     "Command",
     "Digit",
     "Hangup",
+    "Heard",
     "Send",
     "TwilioStream",
     "connect_twiml",
@@ -87,6 +88,16 @@ class BargeIn:
 
 
 @dataclass(frozen=True, slots=True)
+class Heard:
+    """Twilio confirmed ``ms`` more milliseconds of this reply item as played:
+    feed the call's playback tracker (truncation follows what was heard)."""
+
+    item_id: str
+    content_index: int
+    ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class Digit:
     """The caller pressed a key."""
 
@@ -108,7 +119,9 @@ class Send:
     text: str
 
 
-Command = CallStarted | AudioIn | BargeIn | Digit | Hangup | Send
+Command = CallStarted | AudioIn | BargeIn | Digit | Hangup | Heard | Send
+ReplyItem = tuple[str, int]
+"""``(item_id, content_index)`` of the reply a chunk of audio belongs to."""
 State = Literal["connecting", "streaming", "closed"]
 
 
@@ -135,8 +148,9 @@ class TwilioStream:
         self._barge_in_frames = barge_in_frames
         self._loud_frames = 0
         self._max_message_bytes = max_message_bytes
-        # mark name -> milliseconds of reply audio sent before it (since the last mark)
-        self._pending: OrderedDict[str, float] = OrderedDict()
+        # mark name -> milliseconds of reply audio sent before it (since the
+        # last mark) and the reply item it belongs to (None: unknown)
+        self._pending: OrderedDict[str, tuple[float, ReplyItem | None]] = OrderedDict()
         self._mark_counter = 0
         self.sent_ms = 0.0
         """Reply audio sent to Twilio, in milliseconds."""
@@ -251,13 +265,18 @@ class TwilioStream:
             return self._hangup("'mark' without a name")
         # Marks arrive in the order sent; one coming back means everything
         # sent before it has played. Unknown names (cleared ones) are ignored.
+        heard: list[Command] = []
         if name in self._pending:
             while self._pending:
-                key, ms = self._pending.popitem(last=False)
-                self.heard_ms += ms
+                key, (ms, item) = self._pending.popitem(last=False)
+                heard.extend(self._heard(ms, item))
                 if key == name:
                     break
-        return []
+        return heard
+
+    def _heard(self, ms: float, item: ReplyItem | None) -> list[Command]:
+        self.heard_ms += ms
+        return [] if item is None else [Heard(item[0], item[1], ms)]
 
     def _barge_in(self) -> list[Command]:
         self._loud_frames = 0
@@ -271,21 +290,23 @@ class TwilioStream:
 
     # -- to Twilio --------------------------------------------------------------
 
-    def reply_audio(self, mulaw: bytes, ms: float) -> list[Command]:
-        """A chunk of reply audio: its ``media`` message and a ``mark``."""
+    def reply_audio(self, mulaw: bytes, ms: float, item: ReplyItem | None = None) -> list[Command]:
+        """A chunk of reply audio (``ms`` long, of reply ``item``): its ``media``
+        message and a ``mark``; when the mark comes back, a :class:`Heard`."""
         if self.state != "streaming" or not mulaw:
             return []
         self._mark_counter += 1
         name = f"r{self._mark_counter}"
+        commands: list[Command] = []
         if len(self._pending) >= MAX_PENDING_MARKS:
-            _, ms_old = self._pending.popitem(last=False)
-            self.heard_ms += ms_old
-        self._pending[name] = ms
+            _, (ms_old, item_old) = self._pending.popitem(last=False)
+            commands.extend(self._heard(ms_old, item_old))
+        self._pending[name] = (ms, item)
         self.sent_ms += ms
         payload = base64.b64encode(mulaw).decode("ascii")
         media = {"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}}
         mark = {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}
-        return [Send(json.dumps(media)), Send(json.dumps(mark))]
+        return [*commands, Send(json.dumps(media)), Send(json.dumps(mark))]
 
     def interrupted(self) -> list[Command]:
         """The session cut its reply off (``audio_interrupted``): drop what

@@ -29,10 +29,24 @@ def silence_ulaw(seconds: float) -> bytes:
 
 
 class TwilioCaller:
-    """One simulated call."""
+    """One simulated call.
 
-    def __init__(self, url: str, stream_sid: str = "MZ00000000000000000000000000000001") -> None:
+    ``playout_delay``: seconds between reply audio arriving and it starting to
+    play (a phone network's latency and jitter buffer); marks come back once
+    the audio before them has played. ``heard_ms`` counts the reply audio
+    played so far (as of the last echoed mark).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        stream_sid: str = "MZ00000000000000000000000000000001",
+        playout_delay: float = 0.0,
+    ) -> None:
         self.url = url
+        self.playout_delay = playout_delay
+        self.heard_ms = 0.0
+        self._mark_at_ms: dict[str, float] = {}
         self.stream_sid = stream_sid
         self.ws: ClientConnection | None = None
         self.received: list[dict[str, Any]] = []
@@ -41,6 +55,7 @@ class TwilioCaller:
         self.clears = 0
         self.first_media_at: float | None = None
         self.clear_at: float | None = None
+        self.heard_at_clear: float | None = None
         self._play_until = 0.0
         self._timers: list[asyncio.TimerHandle] = []
         self._seq = 0
@@ -130,14 +145,18 @@ class TwilioCaller:
                     if self.first_media_at is None:
                         self.first_media_at = time.perf_counter()
                     self.audio += chunk
-                    self._play_until = max(now, self._play_until) + len(chunk) / 8000
+                    start = max(now + self.playout_delay, self._play_until)
+                    self._play_until = start + len(chunk) / 8000
                 elif event == "mark":
                     name = data["mark"]["name"]
+                    self._mark_at_ms[name] = len(self.audio) / 8
                     at = max(now, self._play_until)
                     self._timers.append(loop.call_at(at, self._echo_mark, name))
                 elif event == "clear":
                     self.clears += 1
                     self.clear_at = time.perf_counter()
+                    self.heard_at_clear = self.heard_ms
+                    self._mark_at_ms.clear()
                     for timer in self._timers:
                         timer.cancel()
                     self._timers.clear()
@@ -149,6 +168,7 @@ class TwilioCaller:
 
     def _echo_mark(self, name: str) -> None:
         self.marks_echoed.append(name)
+        self.heard_ms = self._mark_at_ms.pop(name, self.heard_ms)
         task = asyncio.ensure_future(self._send_mark(name))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)

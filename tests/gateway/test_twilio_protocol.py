@@ -13,6 +13,7 @@ from ray_realtime.gateway.twilio import (
     CallStarted,
     Digit,
     Hangup,
+    Heard,
     Send,
     TwilioStream,
     connect_twiml,
@@ -127,6 +128,22 @@ def test_reply_audio_is_followed_by_a_mark_and_marks_count_heard_audio() -> None
     stream.receive(json.dumps({"event": "mark", "mark": {"name": name2}}))
     assert stream.heard_ms == 200.0 and not stream.playing
     assert stream.interrupted() == []  # nothing playing: no clear
+
+
+def test_echoed_marks_report_heard_audio_per_reply_item() -> None:
+    stream = _started()
+    m1 = json.loads(stream.reply_audio(b"\xff" * 400, 50.0, ("item_a", 0))[1].text)  # type: ignore[union-attr]
+    stream.reply_audio(b"\xff" * 800, 100.0, ("item_a", 0))
+    m3 = json.loads(stream.reply_audio(b"\xff" * 800, 100.0, ("item_b", 1))[1].text)  # type: ignore[union-attr]
+    first = stream.receive(json.dumps({"event": "mark", "mark": {"name": m1["mark"]["name"]}}))
+    assert first == [Heard("item_a", 0, 50.0)]
+    # A later mark covers every chunk sent before it, in order.
+    rest = stream.receive(json.dumps({"event": "mark", "mark": {"name": m3["mark"]["name"]}}))
+    assert rest == [Heard("item_a", 0, 100.0), Heard("item_b", 1, 100.0)]
+    # A chunk of no known item counts as heard but reports nothing.
+    m4 = json.loads(stream.reply_audio(b"\xff" * 80, 10.0)[1].text)  # type: ignore[union-attr]
+    assert stream.receive(json.dumps({"event": "mark", "mark": {"name": m4["mark"]["name"]}})) == []
+    assert stream.heard_ms == 260.0
 
 
 def test_interrupted_clears_only_while_playing() -> None:
