@@ -42,6 +42,7 @@ from ray_realtime.actors.logs import bind_session, configure_actor_logging
 from ray_realtime.actors.metrics import (
     MeteredGuardrailExecutor,
     MeteredToolExecutor,
+    RecoveryMeter,
     UsageObserver,
     record,
 )
@@ -303,6 +304,7 @@ class SessionHost:
             session_id=session_id,
             on_closed=self._on_driver_closed,
             before_emit=journal.before_emit if journal is not None else None,
+            on_event=RecoveryMeter(self.node_id, lambda: driver.current_agent.name),
         )
         model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
         self._sessions[session_id] = driver
@@ -463,6 +465,7 @@ class SessionHost:
             history=items,
             start_seq=state.seq,
             before_emit=journal.before_emit,
+            on_event=RecoveryMeter(self.node_id, lambda: driver.current_agent.name),
         )
         model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
         self._sessions[session_id] = driver
