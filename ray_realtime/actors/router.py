@@ -66,6 +66,7 @@ from ray_realtime.cluster.service_config import ServiceConfig
 from ray_realtime.cluster.session_registry import SessionRecord, SessionRegistry
 from ray_realtime.exceptions import (
     ConfigError,
+    NoCapacityError,
     ServiceNotRunningError,
     SessionLostError,
     SessionNotFoundError,
@@ -298,9 +299,11 @@ class Router:
                     )
                     task.add_done_callback(self._recovery_done)
                     self._recoveries[session_id] = task
-            logger.warning(
-                "session actor %s died (%s): recovering %d sessions",
+            logger.log(
+                logging.INFO if planned else logging.WARNING,
+                "session actor %s %s (%s): recovering %d sessions",
                 record.name,
+                "stopped" if planned else "died",
                 reason,
                 len(record.sessions),
             )
@@ -792,6 +795,15 @@ class Router:
         await self._refresh_nodes()
         self._nodes.set_drained(node_id, True)
         hosts = [r for r in self._fleet.of_kind(ActorKind.SESSION, node_id) if r.sessions]
+        for host in hosts:
+            try:
+                self._placer.choose_node(PlacementRequirement(), host.capacity)
+            except NoCapacityError as exc:
+                # Nowhere to go: they keep running here rather than be lost.
+                raise NoCapacityError(
+                    f"no other node can take the sessions of node {node_id[:12]} ({exc}); "
+                    "they keep running there"
+                ) from None
         # Bounded; an actor that does not answer is moved anyway (its store
         # writes are write-behind, so at most its last moments are missing).
         answers = await self._ops.call_many(

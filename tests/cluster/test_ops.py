@@ -274,6 +274,30 @@ async def test_drain_moves_the_sessions_left_after_its_timeout(
         await drain_node(node_b, False)
 
 
+async def test_drain_does_not_move_sessions_that_have_nowhere_to_go(
+    ray_cluster: RayTestCluster,
+) -> None:
+    node_b = ray_cluster.zones["b"]
+    others = [ray_cluster.zones[z] for z in ("a", "c")]
+    async with await _runner("b").run() as session:
+        await session.send_message("say stay")
+        await collect_turns(session)
+        try:
+            for node in others:
+                await drain_node(node, True)
+            proc = await _cli_async(ray_cluster, "drain", node_b[:12], "--timeout", "0.2")
+            assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+            assert "no other node can take the sessions" in proc.stderr, proc.stderr[-3000:]
+            # Refused before anything was stopped: it runs where it was.
+            assert await _node_of(ray_cluster, session) == node_b
+            await session.send_message("say still here")
+            events = await collect_turns(session)
+            assert not [e for e in events if isinstance(e, RealtimeSessionRecovered)]
+        finally:
+            for node in [*others, node_b]:
+                await drain_node(node, False)
+
+
 def test_drain_of_an_unknown_node_names_the_nodes(ray_cluster: RayTestCluster) -> None:
     proc = _cli(ray_cluster, "drain", "nosuchnode", "--timeout", "1")
     assert proc.returncode == 2
