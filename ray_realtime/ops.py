@@ -7,9 +7,11 @@ answers hold ids, addresses and numbers only, and ``--json`` passes on a fixed
 set of keys.
 
 Draining stops new placements on a node and waits for the sessions there to
-end. Moving running sessions to another node needs session recovery, which
-this version does not have: after ``--timeout`` the command reports the
-sessions left (they keep running on the drained node) and exits 1.
+end. After ``--timeout`` it moves the sessions left to other nodes with the
+recovery machinery (each is restored from the session store on another
+actor; its handles follow and its readers get one ``session_recovered`` with
+reason ``drained``). With ``--no-move`` it reports the sessions left instead
+(they keep running on the drained node) and exits 1.
 """
 
 from __future__ import annotations
@@ -63,11 +65,8 @@ _NODE_KEYS = (
     "turns",
 )
 
-RECOVERY_NOTE = (
-    "moving running sessions to another node needs session recovery, which this "
-    "version of ray-realtime does not have yet: they keep running on the drained node "
-    "until they end"
-)
+MOVE_TIMEOUT = 300.0
+"""Seconds a command waits for the router to move a node's sessions."""
 
 # On a terminal, --watch redraws in place: cursor home, clear the screen.
 _CLEAR = "\x1b[H\x1b[2J"
@@ -299,12 +298,15 @@ def run_drain(args: argparse.Namespace, out: TextIO | None = None) -> int:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 shown = ", ".join(left[:20]) + (" ..." if len(left) > 20 else "")
+                if not getattr(args, "no_move", False):
+                    return await _move(node_id, short, left, say)
                 say(
                     f"timeout: {len(left)} session(s) still on node {short} after "
                     f"{args.timeout:g} s: {shown}\n"
-                    f"the node stays drained; {RECOVERY_NOTE}. Run `ray-realtime drain "
-                    f"{short}` again to keep waiting, `ray-realtime undrain {short}` to "
-                    "take new sessions there again."
+                    f"the node stays drained; with --no-move they keep running there until "
+                    f"they end. Run `ray-realtime drain {short}` again to keep waiting or "
+                    f"to move them, `ray-realtime undrain {short}` to take new sessions "
+                    "there again."
                 )
                 return 1
             await asyncio.sleep(min(args.interval, remaining))
@@ -319,6 +321,26 @@ def run_drain(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 0
 
     return _with_service(args.address, body)
+
+
+async def _move(node_id: str, short: str, left: list[str], say: Callable[[str], None]) -> int:
+    """Move the sessions still on a drained node to other nodes; 0 when the
+    node is empty afterwards."""
+    from ray_realtime.cluster.service import move_sessions
+
+    say(f"timeout: moving {len(left)} session(s) from node {short} to other nodes")
+    result = await asyncio.wait_for(move_sessions(node_id), MOVE_TIMEOUT)
+    moved, lost = int(result.get("moved", 0)), int(result.get("lost", 0))
+    say(f"moved {moved} session(s) off node {short}" + (f"; {lost} lost" if lost else ""))
+    rest = await _sessions_on(node_id)
+    if rest or lost:
+        say(f"{len(rest)} session(s) still on node {short}; it stays drained")
+        return 1
+    say(
+        f"node {short} is drained and empty: no session runs there; "
+        f"`ray-realtime undrain {short}` takes new sessions there again"
+    )
+    return 0
 
 
 def run_undrain(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -359,14 +381,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     drain = sub.add_parser(
         "drain",
         parents=[common],
-        help="stop placing sessions on a node and wait for its sessions to end",
+        help="stop placing sessions on a node, wait for its sessions to end, then move them",
         description=(
             "Stop placing new sessions on NODE (an id, or the first characters `status` "
             "shows) and wait for the sessions there to end, reporting progress. After "
-            "--timeout it lists the sessions left and exits 1; the node stays drained. "
-            + RECOVERY_NOTE[0].upper()
-            + RECOVERY_NOTE[1:]
-            + "."
+            "--timeout it moves the sessions left to other nodes (restored from the "
+            "session store; clients follow and see one session_recovered event with "
+            "reason `drained`). With --no-move it lists the sessions left instead and "
+            "exits 1; the node stays drained either way."
         ),
     )
     drain.add_argument("node", help="node id (or its first characters)")
@@ -374,6 +396,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=3600.0, help="seconds to wait for the sessions to end"
     )
     drain.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
+    drain.add_argument(
+        "--no-move",
+        action="store_true",
+        help="after --timeout, leave the sessions on the node (exit 1) instead of moving them",
+    )
     drain.add_argument("--address", default=None, help=address_help)
     drain.set_defaults(func=run_drain)
 

@@ -221,6 +221,7 @@ SESSION_EVENTS: list[Any] = [
     RealtimeInputAudioTimeoutTriggered(item_id="item_5", audio_start_ms=0, audio_end_ms=9000),
     RealtimeEventsLost(missed=17),
     RealtimeSessionRecovered(reason="actor_died", items_restored=40, events_lost=3),
+    RealtimeSessionRecovered(reason="drained", items_restored=2, events_lost=0),
     UsageTotals(requests=1, input_tokens=5, audio_out_seconds=0.25),
     SessionUsage(tool_calls=2, by_agent={"A": UsageTotals(tool_calls=2)}),
     RealtimeUsageUpdated(SessionUsage(output_tokens=9, by_agent={"A": UsageTotals(9)})),

@@ -154,6 +154,13 @@ class SessionJournal:
             self._enqueue_safe(UpdateSession(self.session_id, seq=self.reserved_seq))
             await self._flush()
 
+    async def flush(self) -> None:
+        """Write everything queued, changed items included, and wait for the
+        store (a hand-over before the session moves to another actor)."""
+        if not self._closed:
+            self._write_dirty()
+        await self._flush()
+
     def reader_at(self, reader_id: str, seq: int) -> None:
         """A reader received events up to ``seq`` (written with the next batch)."""
         self._readers[reader_id] = seq

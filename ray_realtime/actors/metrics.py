@@ -9,9 +9,11 @@ by ``node`` for a node's total.
 
 Labels are low-cardinality on purpose: ``node`` (the node id), ``agent`` (an
 agent's name), ``tool`` (a tool's name), ``start`` (``warm``/``cold``),
-``outcome`` (``ok``/``error``; ``accepted``/``refused`` for data-plane
-connections), ``direction`` (``in``/``out``), ``guardrail`` (a guardrail's
-name), ``reason`` (an exception class name) — never a session id.
+``outcome`` (``ok``/``error``/``timeout`` for tool calls; ``ok``/``failed``
+for model reconnects; ``accepted``/``refused`` for data-plane connections),
+``direction`` (``in``/``out``), ``guardrail`` (a guardrail's name),
+``reason`` (an exception class name; for recoveries the ``session_recovered``
+reason) — never a session id.
 
 =====================================  =========  ==========================
 exported name                          kind       labels
@@ -32,7 +34,16 @@ ray_realtime_guardrail_trips_total     counter    node, agent, guardrail
 ray_realtime_events_lost_total         counter    node
 ray_realtime_data_plane_connections_total  counter  node, outcome
 ray_realtime_placement_failures_total  counter    reason
+ray_realtime_session_recoveries_total  counter    node, agent, reason
+ray_realtime_model_reconnects_total    counter    node, agent, outcome
 =====================================  =========  ==========================
+
+Recoveries count the ``session_recovered`` events of the sessions an actor
+hosts, by reason (``model_reconnect``, ``actor_died``, ``node_lost``,
+``drained``), on the node where the session runs after it; model reconnects
+count the model-connection recoveries that succeeded (``ok``) and those
+that gave up (``failed``: the session was closed). Both come from the
+driver's ``on_event`` (:class:`RecoveryMeter`).
 
 The usage counters grow at the end of each model response by what the
 session used since the previous one (:class:`UsageObserver`): the response's
@@ -51,16 +62,22 @@ from typing import Any
 
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.agents.mcp import MCPToolListing
-from ray_realtime.agents.tools import FunctionTool
+from ray_realtime.agents.tools import FunctionTool, default_tool_timeout_error_message
 from ray_realtime.core.usage import usage_delta
 from ray_realtime.model.interface import RealtimeModelListener
 from ray_realtime.session.execution import ToolOutcome
 from ray_realtime.types import model_events as me
-from ray_realtime.types.events import SessionUsage
+from ray_realtime.types.events import (
+    RealtimeError,
+    RealtimeSessionEvent,
+    RealtimeSessionRecovered,
+    SessionUsage,
+)
 
 __all__ = [
     "MeteredGuardrailExecutor",
     "MeteredToolExecutor",
+    "RecoveryMeter",
     "ServiceMetrics",
     "UsageObserver",
     "record_on_node",
@@ -143,6 +160,16 @@ class ServiceMetrics:
             "realtime_placement_failures",
             description="sessions the router could not place, by exception",
             tag_keys=("reason",),
+        )
+        self.recoveries = Counter(
+            "realtime_session_recoveries",
+            description="session_recovered events of hosted sessions, by reason",
+            tag_keys=("node", "agent", "reason"),
+        )
+        self.model_reconnects = Counter(
+            "realtime_model_reconnects",
+            description="model connections restored (ok) or given up (failed)",
+            tag_keys=("node", "agent", "outcome"),
         )
         self.audio_seconds = Counter(
             "realtime_audio_seconds",
@@ -264,9 +291,18 @@ class MeteredToolExecutor:
             context=context,
             default_timeout=default_timeout,
         )
-        result = "ok" if outcome.error is None else "error"
+        seconds = time.monotonic() - t0
+        result = "ok"
+        if outcome.error is not None:
+            # A timeout: the tool ran past its timeout, or no worker took or
+            # answered the call within it (errors come sooner than that).
+            timeout = tool.timeout_seconds or default_timeout
+            expired = default_tool_timeout_error_message(
+                tool_name=tool.name, timeout_seconds=timeout
+            )
+            result = "timeout" if outcome.error == expired or seconds >= timeout else "error"
         record("tool_calls", 1.0, node=self._node, tool=tool.name, outcome=result)
-        record("tool_seconds", time.monotonic() - t0, node=self._node, tool=tool.name)
+        record("tool_seconds", seconds, node=self._node, tool=tool.name)
         return outcome
 
     async def list_mcp_tools(
@@ -277,6 +313,36 @@ class MeteredToolExecutor:
             agent, context=context, timeout=timeout
         )
         return listing
+
+
+class RecoveryMeter:
+    """Counts one session's recoveries and model reconnects from its events
+    (a :class:`~ray_realtime.session.driver.SessionDriver`'s ``on_event``);
+    ``agent()`` names the agent the session runs now. Never raises."""
+
+    def __init__(self, node_id: str, agent: Callable[[], str]) -> None:
+        self._node = node_id
+        self._agent = agent
+
+    def __call__(self, event: RealtimeSessionEvent) -> None:
+        """Record what ``event`` says about a recovery, if anything."""
+        try:
+            if isinstance(event, RealtimeSessionRecovered):
+                agent = self._agent()
+                record("recoveries", 1.0, node=self._node, agent=agent, reason=event.reason)
+                if event.reason == "model_reconnect":
+                    record("model_reconnects", 1.0, node=self._node, agent=agent, outcome="ok")
+            elif (
+                isinstance(event, RealtimeError)
+                and isinstance(event.error, dict)
+                and event.error.get("code") == "model_reconnect_failed"
+            ):
+                record(
+                    "model_reconnects", 1.0, node=self._node, agent=self._agent(), outcome="failed"
+                )
+        except Exception as exc:  # metrics never cost a session anything
+            logger.debug("metering a recovery failed: %r", exc)
+
 
 class UsageObserver(RealtimeModelListener):
     """Turns one session's usage into the usage counters.

@@ -66,6 +66,7 @@ from ray_realtime.cluster.service_config import ServiceConfig
 from ray_realtime.cluster.session_registry import SessionRecord, SessionRegistry
 from ray_realtime.exceptions import (
     ConfigError,
+    NoCapacityError,
     ServiceNotRunningError,
     SessionLostError,
     SessionNotFoundError,
@@ -274,7 +275,10 @@ class Router:
             if node_dead or gone:
                 self._actor_dead(record, "its node died" if node_dead else "its actor died")
 
-    def _actor_dead(self, record: ActorRecord, reason: str) -> None:
+    def _actor_dead(self, record: ActorRecord, reason: str, *, planned: bool = False) -> None:
+        """Forget (and kill) a session or worker actor; a session actor's
+        sessions are recovered elsewhere from the store. ``planned``: a drain
+        moves them (the actor handed its sessions over first)."""
         if self._fleet.get(record.name) is not record:
             return  # already handled (the watch and the health check both see it)
         self._fleet.remove(record.name)
@@ -291,13 +295,15 @@ class Router:
                 self._sessions.remove(session_id)
                 if session_id not in self._recoveries:
                     task = asyncio.get_running_loop().create_task(
-                        self._recover(session_id, record.node_id, record.capacity)
+                        self._recover(session_id, record.node_id, record.capacity, planned)
                     )
                     task.add_done_callback(self._recovery_done)
                     self._recoveries[session_id] = task
-            logger.warning(
-                "session actor %s died (%s): recovering %d sessions",
+            logger.log(
+                logging.INFO if planned else logging.WARNING,
+                "session actor %s %s (%s): recovering %d sessions",
                 record.name,
+                "stopped" if planned else "died",
                 reason,
                 len(record.sessions),
             )
@@ -343,21 +349,26 @@ class Router:
         if not task.cancelled() and task.exception() is not None:
             logger.warning("session recovery failed: %r", task.exception())
 
-    async def _recover(self, session_id: str, node_id: str, capacity: int) -> dict[str, Any]:
+    async def _recover(
+        self, session_id: str, node_id: str, capacity: int, planned: bool = False
+    ) -> dict[str, Any]:
         """Re-place a session whose actor died on another (warm) actor, which
         restores it from the store; its placement. The session counts as lost
-        when every try failed."""
+        when every try failed. ``planned``: a drain moves it (reason
+        ``drained``; its node is alive, so a retry does not wait for it to die)."""
         last: BaseException | None = None
         for attempt in range(_RECOVERY_TRIES):
             try:
                 await self._refresh_nodes()
             except Exception as exc:
                 logger.warning("router could not list the nodes during a recovery: %r", exc)
-            if attempt and not self._nodes.is_dead(node_id):
+            if attempt and not planned and not self._nodes.is_dead(node_id):
                 # The last try found the dead actor's node unusable: it is
                 # probably leaving; wait (bounded) until Ray says so.
                 await self._wait_node_dead(node_id)
             reason = "node_lost" if self._nodes.is_dead(node_id) else "actor_died"
+            if planned:
+                reason = "drained"
             try:
                 target = self._placer.choose_node(PlacementRequirement(), capacity)
                 actor = self._fleet.free_session_actor(target, capacity)
@@ -767,6 +778,47 @@ class Router:
             for record in self._fleet.of_kind(ActorKind.SESSION, node_id):
                 if record.idle:
                     self._retire(record)
+
+    async def move_sessions(self, node_id: str) -> dict[str, int]:
+        """Move every session off a node (drained first, so none comes back):
+        each of its session actors hands its sessions over (writes their
+        journals to the store), is stopped, and its sessions are restored on
+        other nodes' actors, as after a death but with reason ``drained``.
+        Handles follow on their own (their actor is gone: they ask
+        :meth:`recover_session`). Returns how many sessions moved and how
+        many were lost; :class:`ConfigError` without a session store."""
+        await self._wait_started()
+        if not self._config.stores_sessions:
+            raise ConfigError(
+                "moving sessions needs the session store (service config session_store)"
+            )
+        await self._refresh_nodes()
+        self._nodes.set_drained(node_id, True)
+        hosts = [r for r in self._fleet.of_kind(ActorKind.SESSION, node_id) if r.sessions]
+        for host in hosts:
+            try:
+                self._placer.choose_node(PlacementRequirement(), host.capacity)
+            except NoCapacityError as exc:
+                # Nowhere to go: they keep running here rather than be lost.
+                raise NoCapacityError(
+                    f"no other node can take the sessions of node {node_id[:12]} ({exc}); "
+                    "they keep running there"
+                ) from None
+        # Bounded; an actor that does not answer is moved anyway (its store
+        # writes are write-behind, so at most its last moments are missing).
+        answers = await self._ops.call_many(
+            [h.handle for h in hosts], "hand_over", timeout=self._config.health_timeout_seconds
+        )
+        tasks: list[asyncio.Task[dict[str, Any]]] = []
+        for host, answer in zip(hosts, answers, strict=True):
+            if isinstance(answer, BaseException):
+                logger.warning("session actor %s did not hand over: %r", host.name, answer)
+            moving = list(host.sessions)
+            self._actor_dead(host, "its node is drained", planned=True)
+            tasks.extend(self._recoveries[s] for s in moving if s in self._recoveries)
+        results = await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+        moved = sum(not isinstance(r, BaseException) for r in results)
+        return {"moved": moved, "lost": len(results) - moved}
 
     async def status(self) -> dict[str, Any]:
         """Nodes, sessions per node, pools and warm pool, registered agents and

@@ -42,6 +42,7 @@ from ray_realtime.actors.logs import bind_session, configure_actor_logging
 from ray_realtime.actors.metrics import (
     MeteredGuardrailExecutor,
     MeteredToolExecutor,
+    RecoveryMeter,
     UsageObserver,
     record,
 )
@@ -303,6 +304,7 @@ class SessionHost:
             session_id=session_id,
             on_closed=self._on_driver_closed,
             before_emit=journal.before_emit if journal is not None else None,
+            on_event=RecoveryMeter(self.node_id, lambda: driver.current_agent.name),
         )
         model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
         self._sessions[session_id] = driver
@@ -403,7 +405,8 @@ class SessionHost:
         cut, an ``error`` and that turn's ``agent_end``). Idempotent.
 
         ``options``: ``model_url``, the worker lists as for
-        :meth:`open_session`, and ``reason`` (``actor_died`` / ``node_lost``).
+        :meth:`open_session`, and ``reason`` (``actor_died`` / ``node_lost`` /
+        ``drained``).
         Raises :class:`SessionLostError` when the store cannot give it back.
         """
         if session_id in self._sessions:
@@ -423,8 +426,9 @@ class SessionHost:
             raise SessionLostError(
                 f"session {session_id} cannot be restored: {type(exc).__name__}: {exc}", session_id
             ) from None
-        reason: Literal["actor_died", "node_lost"] = (
-            "node_lost" if options.get("reason") == "node_lost" else "actor_died"
+        given = options.get("reason")
+        reason: Literal["actor_died", "node_lost", "drained"] = (
+            given if given in ("node_lost", "drained") else "actor_died"
         )
         starting = self._agent(agent_bytes)
         agent = await self._restored_agent(state.agent, starting, state.settings)
@@ -461,6 +465,7 @@ class SessionHost:
             history=items,
             start_seq=state.seq,
             before_emit=journal.before_emit,
+            on_event=RecoveryMeter(self.node_id, lambda: driver.current_agent.name),
         )
         model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
         self._sessions[session_id] = driver
@@ -523,6 +528,15 @@ class SessionHost:
             if isinstance(candidate, RealtimeAgent) and candidate.name == record.name:
                 return candidate
         return _reachable(starting, record.name) or starting
+
+    async def hand_over(self) -> int:
+        """Before the router moves this actor's sessions to other nodes (a
+        drain past its timeout): write what each session's journal still
+        holds to the store and wait for it; the router then stops this actor
+        and restores the sessions elsewhere. Returns the sessions handed over."""
+        journals = list(self._journals.values())
+        await asyncio.gather(*(journal.flush() for journal in journals))
+        return len(journals)
 
     async def watch(self, seconds: float) -> str:
         """Returns after ``seconds``: the router keeps one call in flight to

@@ -21,6 +21,7 @@ __all__ = [
     "ensure_service",
     "forget_router",
     "get_router",
+    "move_sessions",
     "register_agent",
     "service_status",
     "shutdown_service",
@@ -128,6 +129,13 @@ async def register_agent(agent: Any) -> int:
 async def drain_node(node_id: str, drained: bool = True) -> None:
     """Stop (``drained=False``: resume) placing new sessions on a node."""
     await get_router().drain_node.remote(node_id, drained)
+
+
+async def move_sessions(node_id: str) -> dict[str, int]:
+    """Move every session off a node to other nodes (a drain past its
+    timeout): ``{"moved": n, "lost": m}``."""
+    result: dict[str, int] = await get_router().move_sessions.remote(node_id)
+    return result
 
 
 async def service_status() -> dict[str, Any]:

@@ -297,6 +297,7 @@ class SessionDriver(ModelRecovery):
         history: Sequence[RealtimeItem] | None = None,
         start_seq: int = 0,
         before_emit: BeforeEmit | None = None,
+        on_event: Callable[[RealtimeSessionEvent], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self._model = model
@@ -322,6 +323,8 @@ class SessionDriver(ModelRecovery):
         # before_emit lets the host make an event's state durable before any
         # reader can see the event.
         self._before_emit = before_emit
+        # Sees every event as it enters the log (the host's metrics); must not raise.
+        self._observe = on_event
         self._log: EventLog[RealtimeSessionEvent] = EventLog(
             self._limits["event_log_size"], start_seq
         )
@@ -586,6 +589,8 @@ class SessionDriver(ModelRecovery):
     def _append(self, event: RealtimeSessionEvent) -> None:
         self._log.append(event)
         self._wake()
+        if self._observe is not None:
+            self._observe(event)
 
     # ------------------------------------------------------- model events
 

@@ -250,14 +250,16 @@ class RealtimeSessionRecovered:
 
     ``reason`` is ``"model_reconnect"`` (the model connection dropped, was
     closed, or hit the service's session-length cap), ``"actor_died"`` (its
-    actor's process died; restored on another actor from the session store)
-    or ``"node_lost"`` (its node left the cluster). ``items_restored``: history
-    items replayed into the model. ``events_lost``: the events this reader
-    will never receive (for a restored session, the gap between the last
-    sequence number it read and this event's).
+    actor's process died; restored on another actor from the session store),
+    ``"node_lost"`` (its node left the cluster) or ``"drained"`` (an operator
+    drained its node and the drain moved it to another node, the same way).
+    ``items_restored``: history items replayed into the model.
+    ``events_lost``: the events this reader will never receive (for a
+    restored session, the gap between the last sequence number it read and
+    this event's).
     """
 
-    reason: Literal["actor_died", "node_lost", "model_reconnect"]
+    reason: Literal["actor_died", "node_lost", "model_reconnect", "drained"]
     items_restored: int = 0
     events_lost: int = 0
     type: Literal["session_recovered"] = "session_recovered"

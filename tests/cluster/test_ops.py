@@ -19,12 +19,20 @@ from typing import Any
 
 import pytest
 
-from ray_realtime import RealtimeAgent, RealtimeRunner, RealtimeSession
+from ray_realtime import (
+    RealtimeAgent,
+    RealtimeAgentEndEvent,
+    RealtimeError,
+    RealtimeRunner,
+    RealtimeSession,
+    RealtimeSessionRecovered,
+)
 from ray_realtime.actors.handle import parse_ticket
 from ray_realtime.cluster.service import drain_node, service_status
 from ray_realtime.exceptions import RayRealtimeError
 from tests.actors.util import ACTOR, collect_turns, placement_of, wait_until
 from tests.conftest import UNIT, RayTestCluster
+from tests.faults.util import Reader
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
@@ -172,10 +180,11 @@ async def test_drain_moves_placements_off_a_node_and_undrain_brings_them_back(
     try:
         assert await _node_of(ray_cluster, first) == node_b
         # A short timeout with a session left: it reports what is left and why.
-        proc = await _cli_async(ray_cluster, "drain", node_b[:12], "--timeout", "0.5")
+        proc = await _cli_async(ray_cluster, "drain", node_b[:12], "--timeout", "0.5", "--no-move")
         assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
         assert first.session_id in proc.stdout
-        assert "session recovery" in proc.stdout
+        assert "with --no-move they keep running there" in proc.stdout
+        assert await _node_of(ray_cluster, first) == node_b
         status = await service_status()
         (b,) = [n for n in status["nodes"] if n["node_id"] == node_b]
         assert b["drained"]
@@ -215,6 +224,78 @@ async def test_drain_moves_placements_off_a_node_and_undrain_brings_them_back(
             return False
 
     await wait_until(placed_on_b_again, 30 * UNIT, "node b to take sessions again", 0.5)
+
+
+async def test_drain_moves_the_sessions_left_after_its_timeout(
+    ray_cluster: RayTestCluster,
+) -> None:
+    node_b = ray_cluster.zones["b"]
+    session = await _runner("b").run()
+    try:
+        async with session:
+            reader = Reader(session)
+            await session.send_message("say before the move")
+            await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
+            completed = set(reader.completed)
+            assert len(completed) >= 2  # the user's item and the reply
+            assert await _node_of(ray_cluster, session) == node_b
+            before = await placement_of(ray_cluster.router, session.session_id)
+
+            proc = await _cli_async(
+                ray_cluster, "drain", node_b[:12], "--timeout", "0.5", "--interval", "0.2"
+            )
+            assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+            assert "moving 1 session(s)" in proc.stdout, proc.stdout
+            assert "moved 1 session(s) off node" in proc.stdout, proc.stdout
+            assert "drained and empty" in proc.stdout, proc.stdout
+            assert session.ticket not in proc.stdout
+
+            # The same handle follows: one session_recovered, reason drained.
+            recovered = await reader.until(
+                lambda e: isinstance(e, RealtimeSessionRecovered), 30 * UNIT
+            )
+            assert isinstance(recovered, RealtimeSessionRecovered)
+            assert recovered.reason == "drained"
+            assert recovered.items_restored >= len(completed)
+            after = await placement_of(ray_cluster.router, session.session_id)
+            assert after["node_id"] != node_b
+            assert after["actor_name"] != before["actor_name"]
+
+            await session.send_message("say after the move")
+            await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
+            history = await asyncio.wait_for(session.get_history(), 10 * UNIT)
+            ids = {item.item_id for item in history}
+            assert completed <= ids, f"lost items: {completed - ids}"
+            assert len(history) >= len(completed) + 2  # the new turn's items too
+            assert len(reader.of_type(RealtimeSessionRecovered)) == 1
+            # No turn was in progress: nothing was cut, no error reached readers.
+            assert not reader.of_type(RealtimeError), reader.types()
+    finally:
+        await drain_node(node_b, False)
+
+
+async def test_drain_does_not_move_sessions_that_have_nowhere_to_go(
+    ray_cluster: RayTestCluster,
+) -> None:
+    node_b = ray_cluster.zones["b"]
+    others = [ray_cluster.zones[z] for z in ("a", "c")]
+    async with await _runner("b").run() as session:
+        await session.send_message("say stay")
+        await collect_turns(session)
+        try:
+            for node in others:
+                await drain_node(node, True)
+            proc = await _cli_async(ray_cluster, "drain", node_b[:12], "--timeout", "0.2")
+            assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+            assert "no other node can take the sessions" in proc.stderr, proc.stderr[-3000:]
+            # Refused before anything was stopped: it runs where it was.
+            assert await _node_of(ray_cluster, session) == node_b
+            await session.send_message("say still here")
+            events = await collect_turns(session)
+            assert not [e for e in events if isinstance(e, RealtimeSessionRecovered)]
+        finally:
+            for node in [*others, node_b]:
+                await drain_node(node, False)
 
 
 def test_drain_of_an_unknown_node_names_the_nodes(ray_cluster: RayTestCluster) -> None:

@@ -34,6 +34,7 @@ from ray_realtime import (
     GuardrailFunctionOutput, RealtimeAgent, RealtimeRunner, function_tool,
     output_guardrail,
 )
+from ray_realtime.local.server import LocalModelServer
 
 
 @function_tool
@@ -51,6 +52,17 @@ def no_secrets(ctx, agent, text):
 
 
 guarded = RealtimeAgent(name="Guarded", instructions="You help.", output_guardrails=[no_secrets])
+
+
+@function_tool(timeout_seconds=0.3)
+async def slow_lookup(topic: str) -> str:
+    '''Look a topic up, slowly.'''
+    await asyncio.sleep(10)
+    return "found"
+
+
+slow = RealtimeAgent(name="Slow", instructions="You help.", tools=[slow_lookup])
+reconnecting = RealtimeAgent(name="Reconnecting", instructions="You help.")
 
 
 async def main() -> None:
@@ -84,6 +96,22 @@ async def main() -> None:
                 if event.type == "guardrail_tripped":
                     out["tripped"] = True
                     break
+        # A tool call that runs into its timeout.
+        async with await RealtimeRunner(slow).run() as session:
+            await session.send_message('please slow lookup "tides"')
+            async for event in session:
+                if event.type == "tool_end":
+                    out["slow_output"] = str(event.output)
+                if event.type == "agent_end" and "slow_output" in out:
+                    break
+        # A model connection cut by its model's session cap: one reconnect.
+        async with LocalModelServer(max_session_seconds=1.5) as capped:
+            runner = RealtimeRunner(reconnecting)
+            async with await runner.run(model_config={"url": capped.url}) as session:
+                async for event in session:
+                    if event.type == "session_recovered":
+                        out["recovered"] = event.reason
+                        break
         nowhere = {"placement": {"resources": {"no_such_resource": 1}}}
         try:
             async with await RealtimeRunner(agent, config=nowhere).run():
@@ -158,9 +186,13 @@ def test_metrics_and_json_logs_after_a_real_session(
         starts = page.total("ray_realtime_session_starts_total")  # the router's, exported apart
         failures = page.total("ray_realtime_placement_failures_total")
         trips = page.total("ray_realtime_guardrail_trips_total", agent="Guarded")
-        if (turns, tools, active, starts, failures, trips) == (2.0, 1.0, 0.0, 2.0, 1.0, 1.0) and (
-            inputs > 0
-        ):
+        timeouts = page.total("ray_realtime_tool_calls_total", tool="slow_lookup")
+        recoveries = page.total("ray_realtime_session_recoveries_total", agent="Reconnecting")
+        reconnects = page.total("ray_realtime_model_reconnects_total", agent="Reconnecting")
+        done = (turns, tools, active, starts, failures, trips, timeouts) == (
+            (2.0, 1.0, 0.0, 4.0, 1.0, 1.0, 1.0)
+        )
+        if done and inputs > 0 and recoveries >= 1 and reconnects >= 1:
             break
         if time.monotonic() > deadline:
             break
@@ -169,8 +201,8 @@ def test_metrics_and_json_logs_after_a_real_session(
     assert tools == 1.0
     assert page.total("ray_realtime_tool_seconds_count", tool="get_weather") == 1.0
     assert active == 0.0  # the session closed
-    assert starts == 2.0  # the metered session and the guarded one
-    assert page.total("ray_realtime_session_start_seconds_count") == 2.0
+    assert starts == 4.0  # the metered, slow, reconnecting and guarded sessions
+    assert page.total("ray_realtime_session_start_seconds_count") == 4.0
     assert page.total("ray_realtime_session_connect_seconds_count") >= 1.0
     assert page.total("ray_realtime_model_errors_total", agent="Metered Agent") == 0.0
     assert page.total("ray_realtime_warm_actors") >= 1.0
@@ -195,6 +227,22 @@ def test_metrics_and_json_logs_after_a_real_session(
     assert page.total("ray_realtime_data_plane_connections_total", outcome="accepted") >= 2.0
     assert page.total("ray_realtime_data_plane_connections_total", outcome="refused") == 0.0
     assert page.total("ray_realtime_events_lost_total") == 0.0
+    # A tool timeout is an outcome of its own, not an error.
+    assert "timed out" in out["slow_output"]
+    assert timeouts == 1.0
+    assert page.total("ray_realtime_tool_calls_total", tool="slow_lookup", outcome="timeout") == 1.0
+    assert page.total("ray_realtime_tool_calls_total", outcome="error") == 0.0
+    # The capped model connection: recovered by a reconnect, counted by reason.
+    assert out["recovered"] == "model_reconnect"
+    assert recoveries >= 1.0
+    assert recoveries == page.total(
+        "ray_realtime_session_recoveries_total", agent="Reconnecting", reason="model_reconnect"
+    )
+    assert reconnects == page.total(
+        "ray_realtime_model_reconnects_total", agent="Reconnecting", outcome="ok"
+    )
+    assert reconnects == recoveries  # no reconnect gave up
+    assert page.total("ray_realtime_session_recoveries_total", agent="Metered Agent") == 0.0
     # Low-cardinality labels: never a session id.
     assert out["session_id"] not in page.text
     assert agent in page.text
