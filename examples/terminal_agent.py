@@ -152,7 +152,9 @@ async def send_pcm(session: RealtimeSession, pcm: bytes) -> None:
         await session.send_audio(pcm[i : i + CHUNK * 2])
 
 
-async def text_turn(session: RealtimeSession, printer: TurnPrinter, text: str, timeout: float) -> None:
+async def text_turn(
+    session: RealtimeSession, printer: TurnPrinter, text: str, timeout: float
+) -> None:
     print(f"you: {text}", flush=True)
     await session.send_message(text)
     await printer.until_turn_ends(timeout)
@@ -200,8 +202,11 @@ async def mic_loop(session: RealtimeSession, printer: TurnPrinter) -> None:
 
     reader = asyncio.create_task(events())
     print("listening; speak, and press Ctrl-C to quit", flush=True)
-    with speaker, sounddevice.RawInputStream(
-        samplerate=RATE, channels=1, dtype="int16", blocksize=CHUNK, callback=on_block
+    with (
+        speaker,
+        sounddevice.RawInputStream(
+            samplerate=RATE, channels=1, dtype="int16", blocksize=CHUNK, callback=on_block
+        ),
     ):
         try:
             while not reader.done():
@@ -212,7 +217,9 @@ async def mic_loop(session: RealtimeSession, printer: TurnPrinter) -> None:
 
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text", action="append", default=[], help="send this message (repeatable)")
+    parser.add_argument(
+        "--text", action="append", default=[], help="send this message (repeatable)"
+    )
     parser.add_argument("--wav", type=Path, help="send this 16-bit PCM WAV file as speech")
     parser.add_argument("--mic", action="store_true", help="talk through the microphone")
     parser.add_argument("--in-process", action="store_true", help="run the session in this process")

@@ -300,8 +300,7 @@ async def test_twilio_agent_answers_a_simulated_call() -> None:
             # The whole reply has played once every mark is echoed.
             while not (
                 caller.marks_echoed
-                and len(caller.marks_echoed)
-                == sum(m["event"] == "mark" for m in caller.received)
+                and len(caller.marks_echoed) == sum(m["event"] == "mark" for m in caller.received)
                 and any(m["event"] == "media" for m in caller.received)
             ):
                 assert time.monotonic() < deadline, "no reply to the call"
@@ -342,9 +341,7 @@ def test_the_sdk_module_is_sdk_code() -> None:
     assert "agents" not in re.findall(r"^(?:from|import) (\w+)", ported, re.MULTILINE)
     # Only import lines differ.
     changed = [
-        (a, b)
-        for a, b in zip(source.splitlines(), ported.splitlines(), strict=True)
-        if a != b
+        (a, b) for a, b in zip(source.splitlines(), ported.splitlines(), strict=True) if a != b
     ]
     assert len(changed) == 3 and all(a.startswith("from agents") for a, _ in changed), changed
 
@@ -376,10 +373,79 @@ def test_an_sdk_module_runs_with_only_its_imports_changed(
         "Agent started: Billing Agent",
     ], out
     said = out[10:]
-    assert said[0] == "Assistant said: The tool get_weather returned: The weather in Paris is sunny."
+    assert (
+        said[0] == "Assistant said: The tool get_weather returned: The weather in Paris is sunny."
+    )
     # The response the guardrail stopped keeps what was said of it.
     assert "the password is swordfish".startswith(said[1].removeprefix("Assistant said: ")), said
-    assert said[2:] == [
-        f"Assistant said: {feedback}",
-        'Assistant said: The tool transfer_to_billing_agent returned: {"assistant": "Billing Agent"}',
-    ], said
+    handoff = 'The tool transfer_to_billing_agent returned: {"assistant": "Billing Agent"}'
+    assert said[2:] == [f"Assistant said: {feedback}", f"Assistant said: {handoff}"], said
+
+
+def _start_serve(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    script = Path(sys.executable).with_name("ray-realtime")
+    return subprocess.Popen(
+        [str(script), "serve", "--warm-pool", "1", *args],
+        cwd=str(ROOT),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.ray
+async def test_serve_answers_a_call_with_the_twilio_agent_module() -> None:
+    # The command docs/gateway.md and the module's docstring give, as a user
+    # runs it: the agent is named by module path, importable through
+    # PYTHONPATH by the serve command and by the gateway actor it starts.
+    from tests.gateway.sim import TwilioCaller, silence_ulaw, tone_ulaw
+    from tests.gateway.test_serve_gateway import _free_port
+
+    port = _free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="rrex-gw-")
+    env = _user_env(ray_tmp)
+    env.pop("TWILIO_AUTH_TOKEN", None)
+    proc = _start_serve(
+        ["--gateway-port", str(port), "--agent", "examples.twilio_agent:agent"], env
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, 180 * UNIT), "".join(lines)
+        assert f"ws://127.0.0.1:{port}/twilio/media-stream" in "".join(lines), lines
+        async with TwilioCaller(f"ws://127.0.0.1:{port}/twilio/media-stream") as caller:
+            await caller.start()
+            await caller.speak(tone_ulaw(0.6) + silence_ulaw(0.8))
+            deadline = time.monotonic() + 60 * UNIT
+            while not caller.marks_echoed:
+                assert time.monotonic() < deadline, "".join(lines)[-3000:]
+                await asyncio.sleep(0.05)
+            assert caller.reply_rms() > 500
+            await caller.stop()
+            await asyncio.wait_for(caller.closed.wait(), 20 * UNIT)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+            try:
+                await asyncio.to_thread(proc.wait, 60 * UNIT)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        await asyncio.to_thread(reader.join, 10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, "".join(lines)[-3000:]
