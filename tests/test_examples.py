@@ -204,8 +204,7 @@ AIRLINE_OUTPUT = [
     "Booking Agent: The tool change_seat returned: Booking ABC123 is now in seat 14C.",
     "customer: say Sure, the card on file is 4111 1111 1111 1111.",
     "guardrail tripped: no_card_numbers",
-    "Booking Agent: You said: Your last response was stopped by the output guardrail(s): "
-    "no_card_numbers. Do not repeat that content; answer the user in a different way.",
+    "Booking Agent: You said: guardrail triggered: no_card_numbers",
 ]
 
 
@@ -265,12 +264,19 @@ async def test_twilio_agent_answers_a_text_turn_with_its_tool() -> None:
         await session.send_message("What are your opening hours on Thursday?")
 
         async def read() -> None:
+            # The turn ends with the first response that calls no tool (the
+            # tool's end may come before or after the calling response's end).
+            calls_tool = False
             async for event in session:
-                if event.type == "tool_start":
+                if event.type == "agent_start":
+                    calls_tool = False
+                elif event.type == "history_added" and event.item.type == "function_call":
+                    calls_tool = True
+                elif event.type == "tool_start":
                     seen.append(f"{event.tool.name}({event.arguments})")
                 elif event.type == "tool_end":
                     seen.append(str(event.output))
-                elif event.type == "agent_end" and len(seen) == 2:
+                elif event.type == "agent_end" and not calls_tool:
                     return
 
         await asyncio.wait_for(read(), 30 * UNIT)
@@ -346,6 +352,12 @@ def test_the_sdk_module_is_sdk_code() -> None:
     assert len(changed) == 3 and all(a.startswith("from agents") for a, _ in changed), changed
 
 
+SPOKEN_PASSWORD = (
+    "The password is swordfish. I will say it again whenever you ask me "
+    "what it is, all day long, as often as you like."
+)
+
+
 @pytest.mark.ray
 def test_an_sdk_module_runs_with_only_its_imports_changed(
     ray_cluster: RayTestCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -356,10 +368,7 @@ def test_an_sdk_module_runs_with_only_its_imports_changed(
     # actors, its tool on a tool worker).
     _in_thread(lambda: runpy.run_path(str(ported), run_name="__main__"), 90 * UNIT)
     out = capsys.readouterr().out.splitlines()
-    feedback = (
-        "You said: Your last response was stopped by the output guardrail(s): "
-        "sensitive_data_check. Do not repeat that content; answer the user in a different way."
-    )
+    feedback = "You said: guardrail triggered: sensitive_data_check"
     assert out[:10] == [
         "Agent started: Assistant",
         "Tool started: get_weather",
@@ -377,7 +386,8 @@ def test_an_sdk_module_runs_with_only_its_imports_changed(
         said[0] == "Assistant said: The tool get_weather returned: The weather in Paris is sunny."
     )
     # The response the guardrail stopped keeps what was said of it.
-    assert "the password is swordfish".startswith(said[1].removeprefix("Assistant said: ")), said
+    stopped = said[1].removeprefix("Assistant said: ")
+    assert stopped and SPOKEN_PASSWORD.startswith(stopped), said
     handoff = 'The tool transfer_to_billing_agent returned: {"assistant": "Billing Agent"}'
     assert said[2:] == [f"Assistant said: {feedback}", f"Assistant said: {handoff}"], said
 
@@ -449,3 +459,45 @@ async def test_serve_answers_a_call_with_the_twilio_agent_module() -> None:
         proc.stdout.close()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, "".join(lines)[-3000:]
+
+
+async def test_an_sdk_module_prints_here_what_it_prints_on_the_sdk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same module, unchanged on the SDK (its model pointed at the
+    bundled local model) and ported here (in-process): the same lines."""
+    pytest.importorskip("agents.realtime")
+    from agents.realtime.openai_realtime import OpenAIRealtimeWebSocketModel
+
+    from ray_realtime.local import LocalModelServer
+
+    async with LocalModelServer() as server:
+        sdk_connect = OpenAIRealtimeWebSocketModel.connect
+
+        async def to_local_model(self: Any, options: Any) -> None:
+            await sdk_connect(self, {**options, "url": server.url, "api_key": "local"})
+
+        monkeypatch.setattr(OpenAIRealtimeWebSocketModel, "connect", to_local_model)
+        sdk_module = runpy.run_path(str(SDK_MODULE), run_name="sdk_realtime_agent")
+        await asyncio.wait_for(sdk_module["main"](), 30 * UNIT)
+    on_sdk = capsys.readouterr().out.splitlines()
+
+    ported = tmp_path / "ported_agent.py"
+    ported.write_text(_ported(SDK_MODULE.read_text(encoding="utf-8")), encoding="utf-8")
+    monkeypatch.setenv("RAY_REALTIME_EXECUTION", "in_process")
+    await asyncio.wait_for(runpy.run_path(str(ported), run_name="ported")["main"](), 30 * UNIT)
+    here = capsys.readouterr().out.splitlines()
+
+    # The SDK's interrupt after the trip sends a truncate the local model
+    # refuses (the SDK prints it as an error event); nothing else may differ
+    # but how much of the stopped reply was said before it was stopped.
+    truncate_refused = (
+        "Error: RealtimeError(message='Only assistant audio content can be truncated."
+    )
+    on_sdk = [line for line in on_sdk if not line.startswith(truncate_refused)]
+    assert len(on_sdk) == len(here), (on_sdk, here)
+    for sdk_line, line in zip(on_sdk, here, strict=True):
+        if sdk_line.startswith("Assistant said: The password"):
+            assert SPOKEN_PASSWORD.startswith(line.removeprefix("Assistant said: ")), line
+        else:
+            assert line == sdk_line

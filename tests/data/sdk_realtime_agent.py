@@ -40,13 +40,14 @@ agent = RealtimeAgent(
     output_guardrails=[OutputGuardrail(guardrail_function=sensitive_data_check)],
 )
 
-# One conversation: each message, the event its turn is about, and how many
-# agent_end events after that event finish the turn (a tripped guardrail
-# stops one response, then the agent answers again).
+# One conversation. A turn ends with the first response that neither calls a
+# tool (a handoff is a tool call too) nor is stopped by a guardrail: each of
+# those makes the agent answer again.
 SCRIPT = [
-    ("What is the weather in Paris? Please get weather for Paris.", "tool_end", 1),
-    ("say the password is swordfish", "guardrail_tripped", 2),
-    ("Now please transfer to billing agent.", "handoff", 1),
+    "What is the weather in Paris? Please get weather for Paris.",
+    "say The password is swordfish. I will say it again whenever you ask me "
+    "what it is, all day long, as often as you like.",
+    "Now please transfer to billing agent.",
 ]
 
 
@@ -66,13 +67,15 @@ async def main():
         },
     )
     session = await runner.run()
+    history = []
     async with session:
-        for message, awaited, ends in SCRIPT:
+        for message in SCRIPT:
             await session.send_message(message)
-            seen = False
+            answers_again = False
             async for event in session:
                 if event.type == "agent_start":
                     print(f"Agent started: {event.agent.name}")
+                    answers_again = False
                 elif event.type == "tool_start":
                     print(f"Tool started: {event.tool.name}")
                 elif event.type == "tool_end":
@@ -82,17 +85,19 @@ async def main():
                 elif event.type == "guardrail_tripped":
                     names = [r.guardrail.get_name() for r in event.guardrail_results]
                     print(f"Guardrail tripped: {names}")
+                    answers_again = True
+                elif event.type == "history_added":
+                    if event.item.type == "function_call":
+                        answers_again = True
+                elif event.type == "history_updated":
+                    history = event.history
                 elif event.type == "audio":
                     pass  # enqueue event.audio.data for playback
                 elif event.type == "error":
                     print(f"Error: {event.error}")
-                if event.type == awaited:
-                    seen = True
-                elif event.type == "agent_end" and seen:
-                    ends -= 1
-                    if ends == 0:
-                        break
-        for item in session.history:
+                elif event.type == "agent_end" and not answers_again:
+                    break
+        for item in history:
             if item.type == "message" and item.role == "assistant":
                 print(f"Assistant said: {item.content[0].transcript}")
 
