@@ -123,11 +123,13 @@ async def turn(session: RealtimeSession, text: str, timeout: float) -> None:
     print(f"customer: {text}", flush=True)
     await session.send_message(text)
     follow_up = False
+    responses = 0  # started and not yet ended
 
     async def read() -> None:
-        nonlocal follow_up
+        nonlocal follow_up, responses
         async for event in session:
             if event.type == "agent_start":
+                responses += 1
                 follow_up = False
             elif event.type == "history_added" and event.item.type == "function_call":
                 follow_up = True
@@ -148,9 +150,11 @@ async def turn(session: RealtimeSession, text: str, timeout: float) -> None:
                 print(f"guardrail tripped: {names}", flush=True)
             elif event.type == "error":
                 print(f"error: {event.error.get('message')}", flush=True)
-            elif event.type == "agent_end" and not follow_up:
-                print(f"{event.agent.name}: {last_reply(session)}", flush=True)
-                return
+            elif event.type == "agent_end":
+                responses -= 1
+                if responses <= 0 and not follow_up:
+                    print(f"{event.agent.name}: {last_reply(session)}", flush=True)
+                    return
 
     await asyncio.wait_for(read(), timeout)
 

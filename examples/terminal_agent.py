@@ -80,6 +80,7 @@ class TurnPrinter:
         self.session = session
         self.printed: set[str] = set()
         self.follow_up = False  # this response leads to another one
+        self.responses = 0  # started and not yet ended
 
     def _print_new_items(self) -> None:
         for item in self.session.history:
@@ -100,6 +101,7 @@ class TurnPrinter:
     def handle(self, event: Any) -> bool:
         """Print ``event``; true when it ends the turn."""
         if event.type == "agent_start":
+            self.responses += 1
             self.follow_up = False
         elif event.type == "history_added" and event.item.type == "function_call":
             self.follow_up = True
@@ -118,7 +120,8 @@ class TurnPrinter:
             print(f"error: {event.error.get('message')}", flush=True)
         elif event.type == "agent_end":
             self._print_new_items()
-            return not self.follow_up
+            self.responses -= 1
+            return self.responses <= 0 and not self.follow_up
         return False
 
     async def until_turn_ends(self, timeout: float) -> None:

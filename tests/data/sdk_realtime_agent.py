@@ -72,9 +72,11 @@ async def main():
         for message in SCRIPT:
             await session.send_message(message)
             answers_again = False
+            responses = 0  # started and not yet ended
             async for event in session:
                 if event.type == "agent_start":
                     print(f"Agent started: {event.agent.name}")
+                    responses += 1
                     answers_again = False
                 elif event.type == "tool_start":
                     print(f"Tool started: {event.tool.name}")
@@ -95,8 +97,10 @@ async def main():
                     pass  # enqueue event.audio.data for playback
                 elif event.type == "error":
                     print(f"Error: {event.error}")
-                elif event.type == "agent_end" and not answers_again:
-                    break
+                elif event.type == "agent_end":
+                    responses -= 1
+                    if responses <= 0 and not answers_again:
+                        break
         for item in history:
             if item.type == "message" and item.role == "assistant":
                 print(f"Assistant said: {item.content[0].transcript}")
