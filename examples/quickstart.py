@@ -22,7 +22,7 @@ async def main() -> None:
     runner = RealtimeRunner(agent)  # sessions run in Ray actors
     async with await runner.run() as session:
         await session.send_message("Please get weather in Paris.")
-        tool_done = False
+        tool_done = answering = False
         async for event in session:
             if event.type == "audio":
                 pass  # play event.audio.data here
@@ -31,8 +31,10 @@ async def main() -> None:
             elif event.type == "tool_end":
                 print(f"tool result: {event.output}")
                 tool_done = True
-            elif event.type == "agent_end" and tool_done:
-                break  # the answer after the tool's result: the turn is complete
+            elif event.type == "agent_start":
+                answering = tool_done  # the response that uses the tool's result
+            elif event.type == "agent_end" and answering:
+                break  # the answer is complete: so is the turn
         answer = session.history[-1]  # the assistant's spoken answer
         print(f"assistant: {answer.content[0].transcript}")
 

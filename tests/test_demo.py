@@ -120,7 +120,7 @@ def check_demo_output(lines: list[str], *, rounds: int, execution: str, pid: int
             "guardrail  no_secrets tripped on: 'My password is hunter2"
         ), where
         # The turn closes on the model's answer to the trip.
-        assert guardrail.reply.startswith("You said: Your last response was stopped"), (
+        assert guardrail.reply.startswith("You said: guardrail triggered: no_secrets"), (
             where,
             guardrail,
         )

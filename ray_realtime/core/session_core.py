@@ -260,12 +260,9 @@ def check_rejection_message(message: Any, limit: int | None = None) -> str | Non
 
 
 def guardrail_feedback_message(names: Iterable[str]) -> str:
-    """The message the model receives after an output guardrail trips."""
-    joined = ", ".join(names)
-    return (
-        f"Your last response was stopped by the output guardrail(s): {joined}. "
-        "Do not repeat that content; answer the user in a different way."
-    )
+    """The message the model receives after an output guardrail trips: the
+    SDK's text, so a model prompted for the SDK's sessions reads the same."""
+    return f"guardrail triggered: {', '.join(names)}"
 
 
 class _GuardState:

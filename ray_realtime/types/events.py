@@ -64,6 +64,10 @@ class GuardrailRef:
 
     name: str
 
+    def get_name(self) -> str:
+        """The guardrail's name, as the SDK's ``OutputGuardrail.get_name()``."""
+        return self.name
+
 
 @dataclass(frozen=True, slots=True)
 class OutputGuardrailResult:
