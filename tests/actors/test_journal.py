@@ -117,3 +117,67 @@ async def test_a_failing_store_reports_an_error_event_and_lets_the_event_through
         await asyncio.wait_for(writer.aclose(), 5)
     except StoreUnavailableError:
         pass
+
+
+# ------------------------------------------- the guarantee, in a real session
+
+
+class _Slow(MemoryStore):
+    """A memory store whose every batch takes ``delay`` seconds to land."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.batches = 0
+
+    async def apply(self, ops: Sequence[StoreOp]) -> None:
+        await asyncio.sleep(self.delay)
+        self.batches += 1
+        await super().apply(ops)
+
+
+async def test_a_reader_that_saw_history_added_finds_the_item_in_the_store() -> None:
+    """Every item a reader sees in ``history_added`` is already in the store
+    (read directly), with a store whose writes take 50 ms each; events keep
+    the log's order (an assistant item's ``history_added`` before its audio),
+    and the turns' store waits overlap instead of adding up."""
+    from ray_realtime import RealtimeAgent, RealtimeAgentEndEvent, RealtimeAudio
+    from ray_realtime.local import LocalModelServer
+    from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+    from ray_realtime.runner.session import InProcessBackend, RealtimeSession
+    from ray_realtime.session.driver import SessionDriver
+
+    backend = _Slow(0.05)
+    writer = WriteBehindStore(backend, flush_interval_seconds=0.01)
+    journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""})
+    journal.open(AgentRecord("Agent"), SECRET)
+    async with LocalModelServer() as server:
+        driver = SessionDriver(
+            agent=RealtimeAgent(name="Agent", instructions="Answer."),
+            model=OpenAIRealtimeWebSocketModel(),
+            model_config={"url": server.url},
+            session_id="sess",
+            before_emit=journal.before_emit,
+        )
+        session = await asyncio.wait_for(RealtimeSession(InProcessBackend(driver)).enter(), 10)
+        seen: list[str] = []
+        try:
+            it = session.__aiter__()
+            for turn in range(3):
+                await session.send_message(f"say turn {turn}")
+                added: set[str] = set()
+                while True:
+                    event = await asyncio.wait_for(it.__anext__(), 10)
+                    if isinstance(event, RealtimeHistoryAdded):
+                        stored = {i.item_id for i in (await backend.load("sess")).items}
+                        assert event.item.item_id in stored, "announced before it was stored"
+                        added.add(event.item.item_id)
+                        seen.append(event.item.item_id)
+                    elif isinstance(event, RealtimeAudio):
+                        assert event.item_id in added, "audio before its item's history_added"
+                    elif isinstance(event, RealtimeAgentEndEvent):
+                        break
+        finally:
+            await asyncio.wait_for(session.close(), 10)
+    assert len(seen) == 6 and len(set(seen)) == 6  # a user and an assistant item per turn
+    await writer.aclose()
