@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Sequence
 
 from ray_realtime.actors.journal import SessionJournal, secret_matches
@@ -138,16 +139,18 @@ class _Slow(MemoryStore):
 
 async def test_a_reader_that_saw_history_added_finds_the_item_in_the_store() -> None:
     """Every item a reader sees in ``history_added`` is already in the store
-    (read directly), with a store whose writes take 50 ms each; events keep
+    (read directly), with a store whose writes take 0.3 s each; events keep
     the log's order (an assistant item's ``history_added`` before its audio),
-    and the turns' store waits overlap instead of adding up."""
+    and the session goes on while an event waits for the store, so a turn
+    waits for one store round trip, not one per item in turn: the fastest of
+    three turns takes well under two round trips (0.6 s)."""
     from ray_realtime import RealtimeAgent, RealtimeAgentEndEvent, RealtimeAudio
     from ray_realtime.local import LocalModelServer
     from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
     from ray_realtime.runner.session import InProcessBackend, RealtimeSession
     from ray_realtime.session.driver import SessionDriver
 
-    backend = _Slow(0.05)
+    backend = _Slow(0.3)
     writer = WriteBehindStore(backend, flush_interval_seconds=0.01)
     journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""})
     journal.open(AgentRecord("Agent"), SECRET)
@@ -161,9 +164,11 @@ async def test_a_reader_that_saw_history_added_finds_the_item_in_the_store() -> 
         )
         session = await asyncio.wait_for(RealtimeSession(InProcessBackend(driver)).enter(), 10)
         seen: list[str] = []
+        turns: list[float] = []
         try:
             it = session.__aiter__()
             for turn in range(3):
+                started = time.monotonic()
                 await session.send_message(f"say turn {turn}")
                 added: set[str] = set()
                 while True:
@@ -177,7 +182,9 @@ async def test_a_reader_that_saw_history_added_finds_the_item_in_the_store() -> 
                         assert event.item_id in added, "audio before its item's history_added"
                     elif isinstance(event, RealtimeAgentEndEvent):
                         break
+                turns.append(time.monotonic() - started)
         finally:
             await asyncio.wait_for(session.close(), 10)
     assert len(seen) == 6 and len(set(seen)) == 6  # a user and an assistant item per turn
+    assert min(turns) < 0.5, turns
     await writer.aclose()
