@@ -206,11 +206,17 @@ class SessionHost:
                 self._router_handle = None
         return None
 
-    def _tell_router(self, method: str, *args: Any) -> None:
+    def _tell_router(self, method: str, *args: Any, flush_store: bool = False) -> None:
         """Call the router in the background; a failure is logged (the router
-        also notices through its own health checks)."""
+        also notices through its own health checks). ``flush_store``: first
+        make the store writes queued so far durable (bounded)."""
 
         async def tell() -> None:
+            if flush_store and self._store is not None:
+                try:
+                    await asyncio.wait_for(self._store.flush(), _STORE_OPEN_SECONDS)
+                except (TimeoutError, StoreError) as exc:
+                    logger.warning("could not flush the session store: %r", exc)
             try:
                 await self.call_router(method, *args)
             except Exception as exc:
@@ -643,7 +649,12 @@ class SessionHost:
         self._closed[driver.session_id] = driver
         record("active", float(len(self._sessions)), node=self.node_id)
         self._forget_old_closed()
-        self._tell_router("session_ended", driver.session_id, self.name)
+        # The router may stop this actor once it has no session: the session's
+        # deletion from the store lands first (else a later router's rebuild
+        # would find it there and restore it).
+        self._tell_router(
+            "session_ended", driver.session_id, self.name, flush_store=journal is not None
+        )
 
     def _forget_old_closed(self) -> None:
         now = time.monotonic()
