@@ -639,17 +639,19 @@ class SessionDriver(ModelRecovery):
                 self._log.append(event)
                 self._wake()
         finally:
-            self._releasing = None
+            if self._releasing is asyncio.current_task():
+                self._releasing = None
 
     async def _drain_outbox(self, timeout: float) -> None:
         """Wait (bounded) for held events to be released; past ``timeout``
         append them anyway (the session is ending: they must reach readers)."""
         releasing = self._releasing
         if releasing is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(releasing), timeout)
-            except TimeoutError:
+            # asyncio.wait: neither the task's end nor the timeout raises here.
+            done, _ = await asyncio.wait({releasing}, timeout=timeout)
+            if not done:
                 releasing.cancel()
+                self._releasing = None
         while self._outbox:
             event, waiting = self._outbox.popleft()
             if waiting is not None:

@@ -188,3 +188,38 @@ async def test_a_reader_that_saw_history_added_finds_the_item_in_the_store() -> 
     assert len(seen) == 6 and len(set(seen)) == 6  # a user and an assistant item per turn
     assert min(turns) < 0.5, turns
     await writer.aclose()
+
+
+async def test_closing_lets_the_held_events_in_first() -> None:
+    """A session closed while ``history_added`` waits for a slow store: the
+    held event is in the log when ``close`` returns (readers stop at a closed
+    session's last event), and its item is in the store."""
+    from ray_realtime import RealtimeAgent
+    from ray_realtime.local import LocalModelServer
+    from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+    from ray_realtime.session.driver import SessionDriver
+
+    backend = _Slow(0.5)
+    writer = WriteBehindStore(backend, flush_interval_seconds=0.01)
+    journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""})
+    async with LocalModelServer() as server:
+        driver = SessionDriver(
+            agent=RealtimeAgent(name="Agent", instructions="Answer."),
+            model=OpenAIRealtimeWebSocketModel(),
+            model_config={"url": server.url},
+            session_id="sess",
+            before_emit=journal.before_emit,
+        )
+        await asyncio.wait_for(driver.start(), 10)
+        await driver.send_message("say held")
+        deadline = time.monotonic() + 10
+        while not driver._outbox:  # the user's item is held behind its flush
+            assert time.monotonic() < deadline, "nothing was held"
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(driver.close(), 10)
+        batch = await driver.read_events(0, 1000, timeout=0)
+    added = [e.item.item_id for e in batch.events if isinstance(e, RealtimeHistoryAdded)]
+    assert added, [e.type for e in batch.events]
+    stored = {i.item_id for i in (await backend.load("sess")).items}
+    assert set(added) <= stored
+    await writer.aclose()
