@@ -5,9 +5,11 @@
    process and times kill -> the first event the same handle reads after it
    (``session_recovered``). p50 / p99 over ``--kills`` rounds (default 20).
 2. The store's cost: turn latency (``send_message`` -> ``agent_end``, a
-   10-chunk reply from an unpaced local model server) and events/s (one long
-   unpaced reply) with the store on (embedded) and off (``store: "off"``),
-   the service redeployed between the two.
+   10-chunk reply from an unpaced local model server), time to the first
+   audio chunk, and events/s (one long unpaced reply) with the store on
+   (embedded) and off (``store: "off"``), the service redeployed between the
+   two; then the same turns against a model server that paces its audio in
+   real time (400 ms a reply, as a real model streams), without the long reply.
 
 Every wait is bounded. Run alone: ``python bench/bench_recovery.py [--quick]``.
 """
@@ -33,6 +35,7 @@ os.environ.pop("OPENAI_API_KEY", None)
 from ray_realtime import (
     RealtimeAgent,
     RealtimeAgentEndEvent,
+    RealtimeAudio,
     RealtimeRunner,
     RealtimeSession,
     RealtimeSessionRecovered,
@@ -65,14 +68,20 @@ async def _next_event(it: Any, timeout: float) -> Any:
     return await asyncio.wait_for(it.__anext__(), timeout)
 
 
-async def _turn(session: RealtimeSession, it: Any, text: str) -> tuple[float, int]:
-    """One turn: its latency (ms) and how many events it produced."""
+async def _turn(
+    session: RealtimeSession, it: Any, text: str, first_audio: list[float] | None = None
+) -> tuple[float, int]:
+    """One turn: its latency (ms) and how many events it produced; the time
+    to its first audio chunk (ms) goes to ``first_audio``."""
     start = time.perf_counter()
     await session.send_message(text)
     count = 0
     while True:
-        event = await _next_event(it, 30.0)
+        event = await _next_event(it, 60.0)
         count += 1
+        if first_audio is not None and isinstance(event, RealtimeAudio):
+            first_audio.append((time.perf_counter() - start) * 1000)
+            first_audio = None
         if isinstance(event, RealtimeAgentEndEvent):
             return (time.perf_counter() - start) * 1000, count
 
@@ -131,11 +140,15 @@ async def measure_recovery(url: str, kills: int) -> list[float]:
     return times
 
 
-async def measure_store_cost(url: str, store: Any, turns: int) -> tuple[list[float], float]:
-    """Turn latencies (ms) and events/s of a long reply, with ``store``."""
+async def measure_store_cost(
+    url: str, store: Any, turns: int, long_reply: bool = True
+) -> tuple[list[float], list[float], float]:
+    """Turn latencies (ms), times to the first audio (ms) and events/s of a
+    long reply (nan without ``long_reply``), with ``store``."""
     await ensure_service({**SERVICE, "store": store})
     agent: RealtimeAgent[Any] = RealtimeAgent(name="Bench", instructions="Answer.")
     latencies: list[float] = []
+    first_audio: list[float] = []
     rates: list[float] = []
     done = 0
     while done < turns:
@@ -147,12 +160,13 @@ async def measure_store_cost(url: str, store: Any, turns: int) -> tuple[list[flo
             for _ in range(3):  # warm-up
                 await _turn(session, it, TURN_TEXT)
             for _ in range(min(20, turns - done)):
-                latencies.append((await _turn(session, it, TURN_TEXT))[0])
+                latencies.append((await _turn(session, it, TURN_TEXT, first_audio))[0])
                 done += 1
-            start = time.perf_counter()
-            _, events = await _turn(session, it, LONG_TEXT)
-            rates.append(events / (time.perf_counter() - start))
-    return latencies, statistics.median(rates)
+            if long_reply:
+                start = time.perf_counter()
+                _, events = await _turn(session, it, LONG_TEXT)
+                rates.append(events / (time.perf_counter() - start))
+    return latencies, first_audio, statistics.median(rates) if rates else float("nan")
 
 
 async def main(quick: bool, kills: int, only: str = "") -> None:
@@ -162,17 +176,25 @@ async def main(quick: bool, kills: int, only: str = "") -> None:
     # the redeploys below would stop that cluster's service.
     if not connect("local"):
         raise SystemExit("Ray is already initialised in this process")
-    async with LocalModelServer() as server:
+    async with LocalModelServer() as server, LocalModelServer(pace_audio=True) as paced:
         turns = 40 if quick else 200
-        results: dict[str, tuple[list[float], float]] = {}
         modes = (("on", "embedded"), ("off", "off"), ("on (again)", "embedded"))
         for label, store in modes if only in ("", "cost") else ():
             await _redeploy_clean()
-            results[label] = await measure_store_cost(server.url, store, turns)
-            lat, rate = results[label]
+            lat, first, rate = await measure_store_cost(server.url, store, turns)
             print(
                 f"store {label:10}: turn p50 {_pct(lat, 50):6.2f} ms  p99 {_pct(lat, 99):6.2f} ms"
+                f"  first audio p50 {_pct(first, 50):6.2f} ms  p99 {_pct(first, 99):6.2f} ms"
                 f"  events/s {rate:8.0f}  ({len(lat)} turns)",
+                flush=True,
+            )
+        for label, store in modes if only in ("", "cost") else ():
+            await _redeploy_clean()
+            lat, first, _ = await measure_store_cost(paced.url, store, 20, long_reply=False)
+            print(
+                f"paced, store {label:10}: turn p50 {_pct(lat, 50):7.2f} ms"
+                f"  p99 {_pct(lat, 99):7.2f} ms  first audio p50 {_pct(first, 50):6.2f} ms"
+                f"  p99 {_pct(first, 99):6.2f} ms  ({len(lat)} turns)",
                 flush=True,
             )
         if only == "cost":

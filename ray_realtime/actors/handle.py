@@ -39,6 +39,7 @@ from ray_realtime.core.session_core import check_audio_chunk, check_user_message
 from ray_realtime.exceptions import (
     ConfigError,
     ModelConnectionError,
+    ServiceNotRunningError,
     SessionAccessError,
     SessionClosedError,
     SessionLostError,
@@ -62,6 +63,8 @@ PLAYBACK_REPORT_SECONDS = 0.05
 """Longest a change of the playback tracker waits before it is reported."""
 
 _DEFAULT_RECOVERY_TIMEOUT = 10.0
+# How often a recovery asks again for a router that is gone.
+_ROUTER_RETRY_SECONDS = 0.2
 _TICKET_PREFIX = "rrt1."
 _MAX_TICKET_CHARS = 512
 
@@ -359,9 +362,22 @@ class ActorBackend:
         from ray_realtime.cluster.service import get_router
 
         await self._close_plane()
-        router = await asyncio.to_thread(get_router)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._recovery_timeout
+        while True:
+            try:
+                router = await asyncio.to_thread(get_router)
+                placement = await router.recover_session.remote(self.session_id)
+                break
+            except BaseException as exc:
+                error = raylib.unwrap_task_error(exc)
+                # No router (being redeployed) or it died under the call: its
+                # successor recovers the session from the store; ask it.
+                gone = isinstance(error, ServiceNotRunningError) or raylib.is_actor_gone(exc)
+                if not gone or loop.time() >= deadline:
+                    raise error from None
+            await asyncio.sleep(_ROUTER_RETRY_SECONDS)
         try:
-            placement = await router.recover_session.remote(self.session_id)
             info = await placement["actor"].data_plane.remote(self.session_id, self._secret)
         except BaseException as exc:
             raise raylib.unwrap_task_error(exc) from None

@@ -8,9 +8,10 @@ store writes:
 * the session record at open (:meth:`SessionJournal.open`): how to rebuild the
   session (the pickled agent, context and configs, model secrets removed),
   the current agent, a hash of the session's secret - never the secret;
-* history items: ``history_added`` queues the item and **waits for the flush**
-  before the event is appended, so an item that any reader saw in
-  ``history_added`` is in the store; items changed by ``history_updated``
+* history items: ``history_added`` queues the item and returns the flush for
+  the driver to hold the event (and the events after it) until the flush
+  acknowledges - the session keeps running meanwhile - so an item that any
+  reader saw in ``history_added`` is in the store; items changed by ``history_updated``
   (transcripts) are written within ``dirty_delay`` seconds, encoded once per
   delay however many deltas came, and at the end of every turn;
 * the event sequence number, as a *reservation*: before an event numbered
@@ -23,9 +24,9 @@ store writes:
   written with the session's next write) - not wired to the data plane yet:
   recovery does not need them, the sequence reservation keeps numbers safe.
 
-Every write is queued in O(1); a turn waits on the store only for the flush of
-``history_added`` (shared by everything queued meanwhile) and once every
-``seq_block`` events. A flush that fails reports an ``error`` event
+Every write is queued in O(1); only the emission of events waits on the
+store: behind the flush of ``history_added`` (shared by everything queued
+meanwhile) and once every ``seq_block`` events. A flush that fails reports an ``error`` event
 (``store_unavailable``) and lets the event through: the session goes on, and
 the writer keeps retrying in the background.
 """

@@ -215,6 +215,38 @@ class Router:
             logger.info(
                 "router rebuilt %d actors, %d sessions", len(self._fleet), len(self._sessions)
             )
+        if self._config.stores_sessions:
+            unsure = any(
+                kind is ActorKind.SESSION
+                and isinstance(info, BaseException)
+                and not self._ops.is_gone(info)
+                for (_, kind, _), info in zip(found, infos, strict=True)
+            )
+            await self._recover_unhosted(unsure)
+
+    async def _recover_unhosted(self, unsure: bool) -> None:
+        """Recover the stored sessions no live actor hosts: their actor died
+        while no router watched it (the router was killed during a recovery,
+        or before it noticed). Skipped when a session actor did not answer
+        the rebuild's ping: it may host them, and a second copy must not run."""
+        listing = getattr(self._ops, "stored_sessions", None)
+        if listing is None:
+            return
+        if unsure:
+            logger.warning("router rebuild: a session actor did not answer; no store scan")
+            return
+        try:
+            stored: list[str] = await asyncio.wait_for(
+                listing(self._config.store), self._config.health_timeout_seconds
+            )
+        except Exception as exc:
+            logger.warning("router rebuild could not list the session store: %r", exc)
+            return
+        unhosted = [sid for sid in stored if self._sessions.get(sid) is None]
+        for session_id in unhosted:
+            self._start_recovery(session_id, "", self._config.sessions_per_actor)
+        if unhosted:
+            logger.warning("router rebuild: recovering %d stored sessions", len(unhosted))
 
     async def _find_actors(self) -> list[tuple[str, ActorKind, Any]]:
         named: list[tuple[str, ActorKind]] = []
@@ -293,12 +325,7 @@ class Router:
             # The sessions' state is in the store: re-place each on another actor.
             for session_id in record.sessions:
                 self._sessions.remove(session_id)
-                if session_id not in self._recoveries:
-                    task = asyncio.get_running_loop().create_task(
-                        self._recover(session_id, record.node_id, record.capacity, planned)
-                    )
-                    task.add_done_callback(self._recovery_done)
-                    self._recoveries[session_id] = task
+                self._start_recovery(session_id, record.node_id, record.capacity, planned)
             logger.log(
                 logging.INFO if planned else logging.WARNING,
                 "session actor %s %s (%s): recovering %d sessions",
@@ -342,6 +369,16 @@ class Router:
         if self._watched.get(record.name) is asyncio.current_task():
             del self._watched[record.name]
 
+    def _start_recovery(
+        self, session_id: str, node_id: str, capacity: int, planned: bool = False
+    ) -> None:
+        if session_id not in self._recoveries:
+            task = asyncio.get_running_loop().create_task(
+                self._recover(session_id, node_id, capacity, planned)
+            )
+            task.add_done_callback(self._recovery_done)
+            self._recoveries[session_id] = task
+
     def _recovery_done(self, task: asyncio.Task[dict[str, Any]]) -> None:
         for session_id, running in list(self._recoveries.items()):
             if running is task:
@@ -362,7 +399,7 @@ class Router:
                 await self._refresh_nodes()
             except Exception as exc:
                 logger.warning("router could not list the nodes during a recovery: %r", exc)
-            if attempt and not planned and not self._nodes.is_dead(node_id):
+            if attempt and node_id and not planned and not self._nodes.is_dead(node_id):
                 # The last try found the dead actor's node unusable: it is
                 # probably leaving; wait (bounded) until Ray says so.
                 await self._wait_node_dead(node_id)
@@ -407,6 +444,17 @@ class Router:
                 logger.warning("recovering session %s failed, trying again: %r", session_id, exc)
         self._sessions.lose([session_id], f"its actor died and recovery failed: {last!r}")
         self._agents.forget_sessions([session_id])
+        forget = getattr(self._ops, "forget_stored", None)
+        if forget is not None:
+            # Lost for good: a later router's rebuild must not bring it back.
+            try:
+                await asyncio.wait_for(
+                    forget(self._config.store, session_id), self._config.health_timeout_seconds
+                )
+            except Exception as exc:
+                logger.warning(
+                    "could not delete lost session %s from the store: %r", session_id, exc
+                )
         raise SessionLostError(f"session {session_id} could not be recovered: {last!r}", session_id)
 
     async def _wait_node_dead(self, node_id: str) -> None:

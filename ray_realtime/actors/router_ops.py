@@ -103,6 +103,28 @@ class RayRouterOps:
         """Ray's actor-died errors."""
         return raylib.is_actor_gone(exc)
 
+    # The session store (optional for a fake: the router skips what is missing).
+
+    async def stored_sessions(self, store: Any) -> list[str]:
+        """The ids of the sessions the session store ``store`` holds."""
+        found: list[str] = await (await self._store(store)).list_sessions()
+        return found
+
+    async def forget_stored(self, store: Any, session_id: str) -> None:
+        """Delete a session from the session store ``store``."""
+        from ray_realtime.store.records import DeleteSession
+
+        await (await self._store(store)).apply([DeleteSession(session_id)])
+
+    async def _store(self, store: Any) -> Any:
+        from ray_realtime.store.config import open_store
+
+        opened = getattr(self, "_opened_store", None)
+        if opened is None:
+            opened = await open_store(store)
+            self._opened_store = opened
+        return opened
+
 
 def _create(kind: ActorKind, name: str, node_id: str, capacity: int) -> Any:
     from ray_realtime.actors import remote

@@ -131,6 +131,7 @@ class SessionHost:
         self.name = name
         self.node_id = raylib.current_node_id()
         self._sessions: dict[str, SessionDriver] = {}
+        self._restoring: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._closed: OrderedDict[str, SessionDriver] = OrderedDict()
         self._pools: dict[str, WorkerPool] = {}
         self._secrets: dict[str, str] = {}
@@ -166,7 +167,9 @@ class SessionHost:
             "pid": os.getpid(),
             "data_url": self._dataplane.url if self._dataplane is not None else "",
             "name": self.name,
-            "sessions": list(self._sessions),
+            # A session being restored counts: a router rebuilding meanwhile
+            # must not restore it a second time elsewhere.
+            "sessions": [*self._sessions, *(s for s in self._restoring if s not in self._sessions)],
             "capacity": self.capacity,
         }
 
@@ -204,11 +207,17 @@ class SessionHost:
                 self._router_handle = None
         return None
 
-    def _tell_router(self, method: str, *args: Any) -> None:
+    def _tell_router(self, method: str, *args: Any, flush_store: bool = False) -> None:
         """Call the router in the background; a failure is logged (the router
-        also notices through its own health checks)."""
+        also notices through its own health checks). ``flush_store``: first
+        make the store writes queued so far durable (bounded)."""
 
         async def tell() -> None:
+            if flush_store and self._store is not None:
+                try:
+                    await asyncio.wait_for(self._store.flush(), _STORE_OPEN_SECONDS)
+                except (TimeoutError, StoreError) as exc:
+                    logger.warning("could not flush the session store: %r", exc)
             try:
                 await self.call_router(method, *args)
             except Exception as exc:
@@ -411,6 +420,14 @@ class SessionHost:
         """
         if session_id in self._sessions:
             return {"node_id": self.node_id, "restored": False}
+        running = self._restoring.get(session_id)
+        if running is None:  # one restore per session (a new router may ask again)
+            running = asyncio.ensure_future(self._restore_session(session_id, options))
+            self._restoring[session_id] = running
+            running.add_done_callback(lambda _: self._restoring.pop(session_id, None))
+        return await asyncio.shield(running)
+
+    async def _restore_session(self, session_id: str, options: dict[str, Any]) -> dict[str, Any]:
         if len(self._sessions) >= self.capacity:
             raise NoCapacityError(
                 f"session actor {self.name or self.node_id} is full ({self.capacity} sessions)"
@@ -628,6 +645,14 @@ class SessionHost:
     async def close_all(self) -> None:
         """Close every session (before the actor is stopped)."""
         await asyncio.gather(*(d.close() for d in list(self._sessions.values())))
+        if self._store is not None:
+            # The actor is stopped next: the closed sessions' deletions must
+            # land, or a later router would find them in the store and
+            # restore them.
+            try:
+                await asyncio.wait_for(self._store.flush(), _STORE_OPEN_SECONDS)
+            except (TimeoutError, StoreError) as exc:
+                logger.warning("could not flush the session store at close: %r", exc)
 
     def _on_driver_closed(self, driver: SessionDriver) -> None:
         self._sessions.pop(driver.session_id, None)
@@ -638,7 +663,12 @@ class SessionHost:
         self._closed[driver.session_id] = driver
         record("active", float(len(self._sessions)), node=self.node_id)
         self._forget_old_closed()
-        self._tell_router("session_ended", driver.session_id, self.name)
+        # The router may stop this actor once it has no session: the session's
+        # deletion from the store lands first (else a later router's rebuild
+        # would find it there and restore it).
+        self._tell_router(
+            "session_ended", driver.session_id, self.name, flush_store=journal is not None
+        )
 
     def _forget_old_closed(self) -> None:
         now = time.monotonic()

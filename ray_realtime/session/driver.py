@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -88,12 +89,15 @@ logger = logging.getLogger(__name__)
 # Guardrail rounds in flight per session; more periodic ones are skipped (the
 # final check of a response always runs), so a slow guardrail cannot pile up tasks.
 _MAX_GUARDRAIL_ROUNDS = 8
+# How long close() waits for events held behind a before_emit wait.
+_OUTBOX_DRAIN_SECONDS = 5.0
 
 
 BeforeEmit = Callable[[RealtimeSessionEvent, int], Awaitable[None] | None]
 """Called with each event the core emits and the sequence number it will get,
-before readers can see it; when it returns an awaitable, the event waits for it
-(the session actor makes completed history items durable this way)."""
+before readers can see it; when it returns an awaitable, the event - and every
+event after it in the log's order - is held until it ends, while the session
+goes on processing (the session actor makes history items durable this way)."""
 
 
 class ToolExecutor(Protocol):
@@ -328,6 +332,12 @@ class SessionDriver(ModelRecovery):
         self._log: EventLog[RealtimeSessionEvent] = EventLog(
             self._limits["event_log_size"], start_seq
         )
+        # Events held back behind a before_emit wait (a store flush), in log
+        # order, each with what it waits for (already running). Only the
+        # emission waits: the session goes on processing meanwhile, and the
+        # release task appends them in order as their waits end.
+        self._outbox: deque[tuple[RealtimeSessionEvent, asyncio.Future[None] | None]] = deque()
+        self._releasing: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._processing = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -444,6 +454,12 @@ class SessionDriver(ModelRecovery):
         """End the session: cancel its tasks, close the model; idempotent."""
         if self._closed:
             return
+        if self._outbox:
+            # Readers stop at a closed session's last event: let the held
+            # ones in first (their waits are bounded by the host).
+            await self._drain_outbox(_OUTBOX_DRAIN_SECONDS)
+            if self._closed:
+                return
         self._closed = True
         self.closed_at = self._clock()
         me_task = asyncio.current_task()
@@ -458,6 +474,8 @@ class SessionDriver(ModelRecovery):
         except Exception:
             logger.warning("closing the model connection of session %s failed", self.session_id)
         await self._close_tools_exec()
+        if self._outbox:  # held by the last outputs, while closing
+            await self._drain_outbox(_OUTBOX_DRAIN_SECONDS)
         self._wake()
         if self._on_closed is not None:
             try:
@@ -587,10 +605,64 @@ class SessionDriver(ModelRecovery):
         self._append(event)
 
     def _append(self, event: RealtimeSessionEvent) -> None:
+        if self._outbox:  # behind events still held: keep the log's order
+            self._outbox.append((event, None))
+            return
         self._log.append(event)
         self._wake()
         if self._observe is not None:
             self._observe(event)
+
+    def _emit_core_event(self, event: RealtimeSessionEvent) -> None:
+        # The number the event will get counts the events held before it.
+        waiting = (
+            self._before_emit(event, self._log.last_seq + 1 + len(self._outbox))
+            if self._before_emit is not None
+            else None
+        )
+        if waiting is None:
+            self._append(event)
+            return
+        # Start the wait now (a store flush overlaps what the session does
+        # next); hold the event, and every later one, until it ends.
+        self._outbox.append((event, asyncio.ensure_future(waiting)))
+        if self._releasing is None:
+            self._releasing = asyncio.get_running_loop().create_task(self._release_outbox())
+
+    async def _release_outbox(self) -> None:
+        try:
+            while self._outbox:
+                event, waiting = self._outbox[0]
+                if waiting is not None:
+                    try:
+                        await waiting
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # the hook's own failure: report, go on
+                        self._internal_error("waiting before an event", exc)
+                self._outbox.popleft()
+                self._log.append(event)
+                self._wake()
+        finally:
+            if self._releasing is asyncio.current_task():
+                self._releasing = None
+
+    async def _drain_outbox(self, timeout: float) -> None:
+        """Wait (bounded) for held events to be released; past ``timeout``
+        append them anyway (the session is ending: they must reach readers)."""
+        releasing = self._releasing
+        if releasing is not None:
+            # asyncio.wait: neither the task's end nor the timeout raises here.
+            done, _ = await asyncio.wait({releasing}, timeout=timeout)
+            if not done:
+                releasing.cancel()
+                self._releasing = None
+        while self._outbox:
+            event, waiting = self._outbox.popleft()
+            if waiting is not None:
+                waiting.cancel()
+            self._log.append(event)
+        self._wake()
 
     # ------------------------------------------------------- model events
 
@@ -637,11 +709,7 @@ class SessionDriver(ModelRecovery):
             while core.has_output():
                 for out in core.drain():
                     if isinstance(out, EmitEvent):
-                        if self._before_emit is not None:
-                            waiting = self._before_emit(out.event, self._log.last_seq + 1)
-                            if waiting is not None:
-                                await waiting
-                        self._append(out.event)
+                        self._emit_core_event(out.event)
                     elif isinstance(out, SendToModel):
                         if not self._closed:
                             await self._send_to_model(core, out.event)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Sequence
 
 from ray_realtime.actors.journal import SessionJournal, secret_matches
@@ -117,3 +118,108 @@ async def test_a_failing_store_reports_an_error_event_and_lets_the_event_through
         await asyncio.wait_for(writer.aclose(), 5)
     except StoreUnavailableError:
         pass
+
+
+# ------------------------------------------- the guarantee, in a real session
+
+
+class _Slow(MemoryStore):
+    """A memory store whose every batch takes ``delay`` seconds to land."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.batches = 0
+
+    async def apply(self, ops: Sequence[StoreOp]) -> None:
+        await asyncio.sleep(self.delay)
+        self.batches += 1
+        await super().apply(ops)
+
+
+async def test_a_reader_that_saw_history_added_finds_the_item_in_the_store() -> None:
+    """Every item a reader sees in ``history_added`` is already in the store
+    (read directly), with a store whose writes take 0.3 s each; events keep
+    the log's order (an assistant item's ``history_added`` before its audio),
+    and the session goes on while an event waits for the store, so a turn
+    waits for one store round trip, not one per item in turn: the fastest of
+    three turns takes well under two round trips (0.6 s)."""
+    from ray_realtime import RealtimeAgent, RealtimeAgentEndEvent, RealtimeAudio
+    from ray_realtime.local import LocalModelServer
+    from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+    from ray_realtime.runner.session import InProcessBackend, RealtimeSession
+    from ray_realtime.session.driver import SessionDriver
+
+    backend = _Slow(0.3)
+    writer = WriteBehindStore(backend, flush_interval_seconds=0.01)
+    journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""})
+    journal.open(AgentRecord("Agent"), SECRET)
+    async with LocalModelServer() as server:
+        driver = SessionDriver(
+            agent=RealtimeAgent(name="Agent", instructions="Answer."),
+            model=OpenAIRealtimeWebSocketModel(),
+            model_config={"url": server.url},
+            session_id="sess",
+            before_emit=journal.before_emit,
+        )
+        session = await asyncio.wait_for(RealtimeSession(InProcessBackend(driver)).enter(), 10)
+        seen: list[str] = []
+        turns: list[float] = []
+        try:
+            it = session.__aiter__()
+            for turn in range(3):
+                started = time.monotonic()
+                await session.send_message(f"say turn {turn}")
+                added: set[str] = set()
+                while True:
+                    event = await asyncio.wait_for(it.__anext__(), 10)
+                    if isinstance(event, RealtimeHistoryAdded):
+                        stored = {i.item_id for i in (await backend.load("sess")).items}
+                        assert event.item.item_id in stored, "announced before it was stored"
+                        added.add(event.item.item_id)
+                        seen.append(event.item.item_id)
+                    elif isinstance(event, RealtimeAudio):
+                        assert event.item_id in added, "audio before its item's history_added"
+                    elif isinstance(event, RealtimeAgentEndEvent):
+                        break
+                turns.append(time.monotonic() - started)
+        finally:
+            await asyncio.wait_for(session.close(), 10)
+    assert len(seen) == 6 and len(set(seen)) == 6  # a user and an assistant item per turn
+    assert min(turns) < 0.5, turns
+    await writer.aclose()
+
+
+async def test_closing_lets_the_held_events_in_first() -> None:
+    """A session closed while ``history_added`` waits for a slow store: the
+    held event is in the log when ``close`` returns (readers stop at a closed
+    session's last event), and its item is in the store."""
+    from ray_realtime import RealtimeAgent
+    from ray_realtime.local import LocalModelServer
+    from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+    from ray_realtime.session.driver import SessionDriver
+
+    backend = _Slow(0.5)
+    writer = WriteBehindStore(backend, flush_interval_seconds=0.01)
+    journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""})
+    async with LocalModelServer() as server:
+        driver = SessionDriver(
+            agent=RealtimeAgent(name="Agent", instructions="Answer."),
+            model=OpenAIRealtimeWebSocketModel(),
+            model_config={"url": server.url},
+            session_id="sess",
+            before_emit=journal.before_emit,
+        )
+        await asyncio.wait_for(driver.start(), 10)
+        await driver.send_message("say held")
+        deadline = time.monotonic() + 10
+        while not driver._outbox:  # the user's item is held behind its flush
+            assert time.monotonic() < deadline, "nothing was held"
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(driver.close(), 10)
+        batch = await driver.read_events(0, 1000, timeout=0)
+    added = [e.item.item_id for e in batch.events if isinstance(e, RealtimeHistoryAdded)]
+    assert added, [e.type for e in batch.events]
+    stored = {i.item_id for i in (await backend.load("sess")).items}
+    assert set(added) <= stored
+    await writer.aclose()
