@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 SECRET_HASH_KEY = "sha256"
 """The key of the secret's hash in the stored :class:`Secrets`."""
 
-_FLUSH_WAIT_SECONDS = 2.0
+_FLUSH_WAIT_SECONDS = 5.0
 # Model config keys that carry credentials: never stored (a restored session
 # takes the key from its own process's environment).
 _SECRET_MODEL_KEYS = ("api_key", "headers")
