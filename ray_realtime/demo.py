@@ -39,6 +39,7 @@ from ray_realtime.runner.session import RealtimeSession
 from ray_realtime.types.config import RealtimeRunConfig
 from ray_realtime.types.events import (
     RealtimeAgentEndEvent,
+    RealtimeAgentStartEvent,
     RealtimeAudio,
     RealtimeError,
     RealtimeGuardrailTripped,
@@ -126,6 +127,10 @@ class DemoResult:
     handoffs: list[str] = field(default_factory=list)
     guardrail_trips: int = 0
     ends_after_trip: int = 0
+    # A response started after the tool's end / the handoff: its agent_end,
+    # not the one of the response that called the tool, closes the turn (a
+    # quick tool can end before the response that called it does).
+    started_after_mark: bool = False
     errors: list[str] = field(default_factory=list)
 
 
@@ -145,9 +150,9 @@ class _Scenario:
         # another session or round.
         if not isinstance(event, RealtimeAgentEndEvent):
             return False
-        if self.after_tool and not result.tool_outputs:
+        if self.after_tool and not (result.tool_outputs and result.started_after_mark):
             return False
-        if self.after_handoff and not result.handoffs:
+        if self.after_handoff and not (result.handoffs and result.started_after_mark):
             return False
         # A trip comes before the agent_end of the response it stopped; the
         # answer to the guardrail's feedback ends with the next agent_end.
@@ -187,6 +192,9 @@ def _reply_text(session: RealtimeSession) -> str:
 def _record(result: DemoResult, event: RealtimeSessionEvent) -> None:
     if isinstance(event, RealtimeAudio):
         result.audio_chunks += 1
+    elif isinstance(event, RealtimeAgentStartEvent):
+        if result.tool_outputs or result.handoffs:
+            result.started_after_mark = True
     elif isinstance(event, RealtimeAgentEndEvent):
         if result.guardrail_trips:
             result.ends_after_trip += 1
