@@ -608,8 +608,13 @@ class SessionDriver(ModelRecovery):
         if self._outbox:  # behind events still held: keep the log's order
             self._outbox.append((event, None))
             return
-        self._log.append(event)
+        self._log_event(event)
         self._wake()
+
+    def _log_event(self, event: RealtimeSessionEvent) -> None:
+        # Every event reaches the log here, released from the outbox or not,
+        # so the host's observer sees each one once.
+        self._log.append(event)
         if self._observe is not None:
             self._observe(event)
 
@@ -641,7 +646,7 @@ class SessionDriver(ModelRecovery):
                     except Exception as exc:  # the hook's own failure: report, go on
                         self._internal_error("waiting before an event", exc)
                 self._outbox.popleft()
-                self._log.append(event)
+                self._log_event(event)
                 self._wake()
         finally:
             if self._releasing is asyncio.current_task():
@@ -661,7 +666,7 @@ class SessionDriver(ModelRecovery):
             event, waiting = self._outbox.popleft()
             if waiting is not None:
                 waiting.cancel()
-            self._log.append(event)
+            self._log_event(event)
         self._wake()
 
     # ------------------------------------------------------- model events

@@ -223,3 +223,41 @@ async def test_closing_lets_the_held_events_in_first() -> None:
     stored = {i.item_id for i in (await backend.load("sess")).items}
     assert set(added) <= stored
     await writer.aclose()
+
+
+async def test_the_observer_sees_every_event_once_held_ones_too() -> None:
+    """The host's ``on_event`` observer (metrics) sees each event the log
+    gets, also those held behind a store flush: the observed events are the
+    log's events, in the log's order."""
+    from ray_realtime import RealtimeAgent
+    from ray_realtime.local import LocalModelServer
+    from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
+    from ray_realtime.session.driver import SessionDriver
+
+    backend = _Slow(0.05)
+    writer = WriteBehindStore(backend, flush_interval_seconds=0.01)
+    journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""})
+    observed: list[str] = []
+    async with LocalModelServer() as server:
+        driver = SessionDriver(
+            agent=RealtimeAgent(name="Agent", instructions="Answer."),
+            model=OpenAIRealtimeWebSocketModel(),
+            model_config={"url": server.url},
+            session_id="sess",
+            before_emit=journal.before_emit,
+            on_event=lambda event: observed.append(event.type),
+        )
+        await asyncio.wait_for(driver.start(), 10)
+        await driver.send_message("say observed")
+        seq = 0
+        logged: list[str] = []
+        deadline = time.monotonic() + 10
+        while "agent_end" not in logged:
+            assert time.monotonic() < deadline, logged
+            batch = await driver.read_events(seq, 1000, timeout=1)
+            logged += [e.type for e in batch.events]
+            seq = batch.last_seq
+        await asyncio.wait_for(driver.close(), 10)
+    assert "history_added" in logged
+    assert observed[: len(logged)] == logged
+    await writer.aclose()
