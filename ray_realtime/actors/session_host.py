@@ -198,8 +198,8 @@ class SessionHost:
             if router is None:
                 return None
             try:
-                return await asyncio.wait_for(
-                    _await(getattr(router, method).remote(*args)), _ROUTER_CALL_SECONDS
+                return await raylib.result(
+                    getattr(router, method).remote(*args), _ROUTER_CALL_SECONDS
                 )
             except Exception as exc:
                 if attempt or not raylib.is_actor_gone(exc):
@@ -272,19 +272,6 @@ class SessionHost:
         agent_bytes, context_bytes, run_config, model_config = raylib.loads(payload)
         agent = self._agent(agent_bytes)
 
-        context = raylib.loads(context_bytes)
-        objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
-        tools_pool = self._pool("tool", options.get("tool_workers") or [])
-        guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
-        # emit_raw_model_events: raw server events too, as the SDK's model sends them.
-        model = OpenAIRealtimeWebSocketModel(
-            emit_raw_server_events=bool(run_config.get("emit_raw_model_events"))
-        )
-        model.add_listener(
-            TurnObserver(
-                self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}
-            )
-        )
         journal = await self._new_journal(
             session_id,
             {
@@ -296,29 +283,18 @@ class SessionHost:
                 "turn": "",
             },
         )
-        driver = SessionDriver(
-            agent=agent,
-            model=model,
-            context=context,
-            run_config=run_config,
-            model_config=_with_reported_playback(
+        driver = self._new_driver(
+            session_id,
+            agent,
+            context_bytes,
+            run_config,
+            _with_reported_playback(
                 resolve_model_config(model_config, local_url=options.get("model_url")),
                 bool(options.get("playback_reports")),
             ),
-            tool_executor=MeteredToolExecutor(PoolExecutor(tools_pool, objects), self.node_id),
-            guardrail_executor=MeteredGuardrailExecutor(
-                PoolExecutor(guards_pool, objects), self.node_id
-            ),
-            agent_resolver=RouterAgentResolver(self),
-            session_id=session_id,
-            on_closed=self._on_driver_closed,
+            options,
             before_emit=journal.before_emit if journal is not None else None,
-            on_event=RecoveryMeter(self.node_id, lambda: driver.current_agent.name),
         )
-        model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
-        self._sessions[session_id] = driver
-        self._start_lease(session_id, run_config)
-        _bind(driver)
         # The handle may pick the secret, so it can open the data plane while
         # this call runs; the socket's hello then waits for this registration.
         token = options.get("token")
@@ -454,40 +430,17 @@ class SessionHost:
         turn = str(settings.get("turn") or "")
         settings["turn"] = ""
         journal = SessionJournal(store, session_id, settings, reserved_seq=state.seq, history=items)
-        context = raylib.loads(context_bytes)
-        objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
-        tools_pool = self._pool("tool", options.get("tool_workers") or [])
-        guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
-        model = OpenAIRealtimeWebSocketModel(
-            emit_raw_server_events=bool(run_config.get("emit_raw_model_events"))
-        )
-        model.add_listener(
-            TurnObserver(
-                self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}
-            )
-        )
-        driver = SessionDriver(
-            agent=agent,
-            model=model,
-            context=context,
-            run_config=run_config,
-            model_config=resolve_model_config(model_config, local_url=options.get("model_url")),
-            tool_executor=MeteredToolExecutor(PoolExecutor(tools_pool, objects), self.node_id),
-            guardrail_executor=MeteredGuardrailExecutor(
-                PoolExecutor(guards_pool, objects), self.node_id
-            ),
-            agent_resolver=RouterAgentResolver(self),
-            session_id=session_id,
-            on_closed=self._on_driver_closed,
+        driver = self._new_driver(
+            session_id,
+            agent,
+            context_bytes,
+            run_config,
+            resolve_model_config(model_config, local_url=options.get("model_url")),
+            options,
+            before_emit=journal.before_emit,
             history=items,
             start_seq=state.seq,
-            before_emit=journal.before_emit,
-            on_event=RecoveryMeter(self.node_id, lambda: driver.current_agent.name),
         )
-        model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
-        self._sessions[session_id] = driver
-        self._start_lease(session_id, run_config)
-        _bind(driver)
         self._secret_hashes[session_id] = state.secrets.get(SECRET_HASH_KEY, "")
         self._attach_journal(driver, journal)
         # The events below get numbers past the stored mark: move the mark
@@ -526,6 +479,57 @@ class SessionHost:
             state.seq + 1,
         )
         return {"node_id": self.node_id, "restored": True, "items": len(items)}
+
+    def _new_driver(
+        self,
+        session_id: str,
+        agent: RealtimeAgent[Any],
+        context_bytes: bytes,
+        run_config: Any,
+        model_config: Any,
+        options: dict[str, Any],
+        *,
+        before_emit: Any,
+        history: list[Any] | None = None,
+        start_seq: int = 0,
+    ) -> SessionDriver:
+        """The driver of an opened or restored session, with its model, its
+        worker executors, metrics and lease, registered on this actor."""
+        objects = SessionObjects(context_bytes, list(run_config.get("output_guardrails") or []))
+        tools_pool = self._pool("tool", options.get("tool_workers") or [])
+        guards_pool = self._pool("guardrail", options.get("guardrail_workers") or [])
+        # emit_raw_model_events: raw server events too, as the SDK's model sends them.
+        model = OpenAIRealtimeWebSocketModel(
+            emit_raw_server_events=bool(run_config.get("emit_raw_model_events"))
+        )
+        model.add_listener(
+            TurnObserver(
+                self._turns, lambda: {"node": self.node_id, "agent": driver.current_agent.name}
+            )
+        )
+        driver = SessionDriver(
+            agent=agent,
+            model=model,
+            context=raylib.loads(context_bytes),
+            run_config=run_config,
+            model_config=model_config,
+            tool_executor=MeteredToolExecutor(PoolExecutor(tools_pool, objects), self.node_id),
+            guardrail_executor=MeteredGuardrailExecutor(
+                PoolExecutor(guards_pool, objects), self.node_id
+            ),
+            agent_resolver=RouterAgentResolver(self),
+            session_id=session_id,
+            on_closed=self._on_driver_closed,
+            history=history,
+            start_seq=start_seq,
+            before_emit=before_emit,
+            on_event=RecoveryMeter(self.node_id, lambda: driver.current_agent.name),
+        )
+        model.add_listener(UsageObserver(lambda: driver.usage, self.node_id))
+        self._sessions[session_id] = driver
+        self._start_lease(session_id, run_config)
+        _bind(driver)
+        return driver
 
     async def _restored_agent(
         self, record: AgentRecord | None, starting: RealtimeAgent[Any], settings: Any
@@ -869,10 +873,6 @@ def _reachable(start: RealtimeAgent[Any], name: str) -> RealtimeAgent[Any] | Non
             if isinstance(target, RealtimeAgent):
                 stack.append(target)
     return None
-
-
-async def _await(ref: Any) -> Any:
-    return await ref
 
 
 def _bind(driver: SessionDriver) -> None:
