@@ -39,6 +39,7 @@ __all__ = [
     "MIB",
     "ROLES",
     "BenchResult",
+    "ChunkTally",
     "CpuMeter",
     "CpuUsage",
     "MemInfo",
@@ -59,6 +60,7 @@ __all__ = [
     "percentile",
     "ratio",
     "snapshot",
+    "tally_chunks",
 ]
 
 MIB = 1024 * 1024
@@ -115,6 +117,64 @@ def ratio(numerator: float, denominator: float) -> float:
     if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
         return math.nan
     return numerator / denominator
+
+
+# ------------------------------------------------------- audio chunk drops
+
+
+@dataclass(frozen=True)
+class ChunkTally:
+    """How one session's stamped audio chunks arrived against the chunks its
+    reply has (indices ``0..expected-1``), or the sum over sessions.
+
+    ``missing``: indices that never arrived (the drops); ``duplicates``:
+    arrivals of an index beyond its first; ``unexpected``: indices outside
+    ``0..expected-1``; ``unstamped``: chunks without a stamp. Counting per
+    index and per session, a chunk missing in one session cannot hide behind
+    an extra one in another, as a difference of totals would let it.
+    """
+
+    expected: int = 0
+    received: int = 0
+    missing: int = 0
+    duplicates: int = 0
+    unexpected: int = 0
+    unstamped: int = 0
+
+    @property
+    def clean(self) -> bool:
+        """Every expected chunk arrived exactly once and nothing else did."""
+        return not (self.missing or self.duplicates or self.unexpected or self.unstamped)
+
+    def __add__(self, other: ChunkTally) -> ChunkTally:
+        return ChunkTally(
+            self.expected + other.expected,
+            self.received + other.received,
+            self.missing + other.missing,
+            self.duplicates + other.duplicates,
+            self.unexpected + other.unexpected,
+            self.unstamped + other.unstamped,
+        )
+
+
+def tally_chunks(indices: Iterable[int | None], expected: int) -> ChunkTally:
+    """Tally one session's received chunk indices (None: a chunk without a
+    stamp) against ``expected`` chunks numbered from 0. Linear in the input."""
+    if expected < 0:
+        raise ValueError(f"expected must be >= 0, got {expected}")
+    seen = [0] * expected
+    received = unexpected = unstamped = 0
+    for index in indices:
+        received += 1
+        if index is None:
+            unstamped += 1
+        elif 0 <= index < expected:
+            seen[index] += 1
+        else:
+            unexpected += 1
+    missing = sum(1 for count in seen if count == 0)
+    duplicates = sum(count - 1 for count in seen if count > 1)
+    return ChunkTally(expected, received, missing, duplicates, unexpected, unstamped)
 
 
 # ---------------------------------------------------------------- formatting
@@ -215,12 +275,16 @@ class Table:
 
 @dataclass(frozen=True)
 class Target:
-    """One target of the issue and how the run did against it."""
+    """One target of the issue and how the run did against it: ``value`` is
+    the figure as a number (NaN when there is none) in ``unit``, for the
+    spread over repeated runs."""
 
     key: str
     text: str
     figure: str
     passed: bool | None
+    value: float = math.nan
+    unit: str = ""
 
     @property
     def status(self) -> str:

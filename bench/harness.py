@@ -48,7 +48,9 @@ SERVICE_CONFIG: dict[str, Any] = {
     "warm_pool_size": 4,
     "tool_workers_per_node": 2,
     "guardrail_workers_per_node": 1,
-    "sessions_per_actor": 1,
+    # sessions_per_actor is left at the service's default: target 2 measures
+    # the default configuration. 1000 sessions a node lets the audio
+    # measurement go past the default cap of 200.
     "max_sessions_per_node": 1000,
     # The benchmarks run their own model server (see bench.model_server) and
     # hand its URL to every session, in both modes.
@@ -182,6 +184,7 @@ class TurnResult:
     events: int = 0
     audio_chunks: int = 0
     hops_ms: list[float] = field(default_factory=list)
+    chunk_indices: list[int | None] = field(default_factory=list)
     tool_gap_ms: float | None = None
     missed: int = 0
     ok: bool = False
@@ -201,9 +204,10 @@ async def run_turn(
     """Send ``text`` and read events until the ``agent_ends``-th ``agent_end``
     (a tool turn ends twice: after the call and after the answer).
 
-    ``hops``: record each stamped audio chunk's hop latency (server send ->
-    here). The latency runs from just before ``send_message`` to the receipt
-    of the last ``agent_end``.
+    ``hops``: record each audio chunk's stamped index (None: no stamp) and
+    each stamped chunk's hop latency (server send -> here). The latency
+    runs from just before ``send_message`` to the receipt of the last
+    ``agent_end``.
     """
     result = TurnResult()
     ends = 0
@@ -223,6 +227,7 @@ async def run_turn(
                 result.audio_chunks += 1
                 if hops:
                     stamp = read_stamp(event.audio.data)
+                    result.chunk_indices.append(None if stamp is None else stamp[0])
                     if stamp is not None:
                         result.hops_ms.append((time.monotonic() - stamp[1]) * 1000)
                 if until_audio:
@@ -284,6 +289,7 @@ class BenchContext:
         self._refill_delay = 0.0
         self.ray_start_s = math.nan
         self.service_start_s = math.nan
+        self.service_config: dict[str, Any] = {}
 
     async def __aenter__(self) -> BenchContext:
         return self
@@ -341,6 +347,7 @@ class BenchContext:
         self._router = await ensure_service(dict(SERVICE_CONFIG))
         self.service_start_s = time.perf_counter() - t1
         status = await self._router.status.remote()
+        self.service_config = dict(status.get("config", {}))
         # The router tops its warm pool up this long after a placement (0 in
         # versions without the setting); settle() waits that out.
         self._refill_delay = float(status.get("config", {}).get("refill_delay_seconds", 0.0))
@@ -354,6 +361,12 @@ class BenchContext:
         router = await self.service()
         status: dict[str, Any] = await router.status.remote()
         return status
+
+    async def default_packing(self) -> int:
+        """The service's ``sessions_per_actor`` (what a session gets when its
+        run config does not ask for a size)."""
+        await self.service()
+        return int(self.service_config.get("sessions_per_actor", 1))
 
     async def warm_actors(self) -> int:
         """Ready session actors without a session, over all nodes."""
@@ -451,16 +464,19 @@ class BenchContext:
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
     async def open_packed(
-        self, count: int, mode: str, url: str, per_actor: int, **config: Any
+        self, count: int, mode: str, url: str, per_actor: int | None, **config: Any
     ) -> list[OpenSession]:
         """Start ``count`` sessions packed ``per_actor`` to an actor (actor
         mode): one session alone (its actor starts), then the rest of that
-        actor's sessions at once, and so on. Concurrent placements that find
-        no actor with room each start an actor, so a packed actor is started
-        by one session at a time. In-process, the same as :meth:`open_sessions`."""
-        if mode != "actor" or per_actor <= 1:
+        actor's sessions at once, and so on. ``per_actor`` None: the run
+        config does not ask for a size (the service's default), and the
+        sessions open as a user would open them, ``open_sessions``; 1: each
+        asks for a dedicated actor. In-process, the same as :meth:`open_sessions`."""
+        if mode != "actor" or per_actor is None:
             return await self.open_sessions(count, mode, url, **config)
         config = {**config, "sessions_per_actor": per_actor}
+        if per_actor <= 1:
+            return await self.open_sessions(count, mode, url, **config)
         sessions: list[OpenSession] = []
         while len(sessions) < count:
             sessions.append(await self.open_session(mode, url, **config))
@@ -499,6 +515,39 @@ class BenchContext:
             usage = meter.stop()
             if usage.cores() <= 0.12 + 0.008 * usage.processes:
                 break
+        return time.perf_counter() - t0
+
+    async def leftovers(self) -> int:
+        """What is left of earlier work: open sessions, session actors beyond
+        the warm pool (not retired yet, or a packed actor of another size),
+        and session actor processes the router no longer lists (being
+        killed). 0 when the service has not started."""
+        if self._router is None:
+            return 0
+        status = await self.status()
+        nodes = status.get("nodes", [])
+        fleet = sum(int(n.get("session_actors", 0)) for n in nodes)
+        extra = sum(max(0, int(n.get("session_actors", 0)) - int(n.get("warm", 0))) for n in nodes)
+        procs = sum(1 for p in common.snapshot().values() if p.role == "session actors")
+        return int(status.get("sessions", 0)) + extra + max(0, procs - fleet)
+
+    async def wait_quiet(self, *, max_wait: float) -> float:
+        """Between phases: close every session still open, wait (bounded)
+        until the actors they used are retired and their processes gone, then
+        until the process tree is idle (:meth:`settle`). Returns the seconds
+        waited."""
+        t0 = time.perf_counter()
+        await self.close_sessions()
+        deadline = t0 + max_wait
+        while time.perf_counter() < deadline:
+            try:
+                if await self.leftovers() == 0:
+                    break
+            except Exception:  # a status call failing is no reason to stop the run
+                break
+            await asyncio.sleep(0.25)
+        left = max(0.5, deadline - time.perf_counter())
+        await self.settle(max_wait=left, window=0.5)
         return time.perf_counter() - t0
 
     # ---------------------------------------------------------- shutdown
