@@ -352,7 +352,7 @@ async def run(ctx: BenchContext) -> common.BenchResult:
     result = common.BenchResult("throughput", "2. Event throughput, concurrent sessions")
     url = await ctx.model_url()
     packing = await ctx.default_packing()
-    default = f"actor, default ({packing} per actor)"
+    default = f"actor, default, {packing} per actor"
     levels = [1, 20] if ctx.quick else [1, 20, 100]
     level_s = 1.5 if ctx.quick else 6.0
     plans: list[tuple[int, _Plan]] = []
@@ -388,7 +388,7 @@ async def run_dense(ctx: BenchContext) -> common.BenchResult:
     """100 sessions in 100 dedicated actors beside 100 in-process sessions
     (quick: 10). Starting and retiring that many processes loads the machine
     well past the window, so the suite runs this phase last."""
-    result = common.BenchResult("dense", "2b. Event throughput, 100 dedicated actors")
+    result = common.BenchResult("dense", "2. Event throughput, 100 dedicated actors (last)")
     url = await ctx.model_url()
     n = 10 if ctx.quick else 100
     level_s = 1.5 if ctx.quick else 6.0
