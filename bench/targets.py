@@ -39,7 +39,8 @@ __all__ = [
 @dataclass(frozen=True)
 class Spec:
     """One target: ``value <= limit`` (``at_most``) or ``value >= limit``,
-    reported by the measurement ``measurement``."""
+    reported by the measurement ``measurement``; ``profile``: the
+    ``bench.profile`` workload that shows where its time goes ("" none)."""
 
     key: str
     text: str
@@ -47,6 +48,7 @@ class Spec:
     at_most: bool
     unit: str
     measurement: str
+    profile: str = ""
 
     @property
     def number(self) -> str:
@@ -56,20 +58,21 @@ class Spec:
 
 SPECS: tuple[Spec, ...] = (
     Spec("1a", "long calls: turn latency at 500 history items <= 1.2x at 10", 1.2, True, "x",
-         "long"),
+         "long", "turn-long"),
     Spec("1b", "long calls: CPU per turn at 500 history items <= 1.2x at 10", 1.2, True, "x",
-         "long"),
+         "long", "turn-long"),
     Spec("1c", "long calls: actor memory flat once the event log is full (growth <= 1.05x)",
          1.05, True, "x", "long"),
     Spec("2a", "default configuration, 20 sessions: events/s >= 1.0x in-process", 1.0, False,
-         "x", "throughput"),
+         "x", "throughput", "throughput"),
     Spec("2b", "default configuration, 20 sessions: turns/s >= 1.0x in-process", 1.0, False,
-         "x", "throughput"),
+         "x", "throughput", "throughput"),
     Spec("2c", "default configuration, 20 sessions: turn p99 <= 2x in-process", 2.0, True, "x",
-         "throughput"),
+         "throughput", "throughput"),
     Spec("3", "live audio: >= 200 concurrent 24 kHz sessions, 40 ms chunks both ways in real "
-         "time, chunk hop p99 <= 40 ms, zero drops per chunk index", 200, False, "K", "audio"),
-    Spec("4a", "warm start p50 <= 10 ms", 10.0, True, "ms", "start"),
+         "time, chunk hop p99 <= 40 ms, zero drops per chunk index", 200, False, "K", "audio",
+         "audio"),
+    Spec("4a", "warm start p50 <= 10 ms", 10.0, True, "ms", "start", "start"),
     Spec("4b", "dedicated session actor <= 45 MiB USS", 45.0, True, "MiB", "memory"),
     Spec("4c", "packed <= 1 MiB USS per session at steady state (100 turns each)", 1.0, True,
          "MiB", "memory"),
@@ -173,8 +176,22 @@ def targets_table(
 ) -> common.Table:
     """Every target with its figure and PASS / MISS / n/a."""
     table = common.Table(title, ["target", "figure", "status"])
-    for t in arrange(reported, why_missing):
+    profiles: dict[str, list[str]] = {}
+    rows = arrange(reported, why_missing)
+    for t in rows:
         table.add(f"{t.key} {t.text}", t.figure, t.status)
+        known = _BY_KEY.get(normalise(t.key))
+        if t.passed is False and known is not None and known.profile:
+            profiles.setdefault(known.profile, []).append(t.key)
+    if any(t.passed is False for t in rows):
+        table.notes.append(
+            "for each MISS, docs/benchmarks.md ('The measurements, and what stands in the "
+            "way') says what stands in the way and what was tried."
+        )
+    for workload, keys in profiles.items():
+        table.notes.append(
+            f"{', '.join(keys)}: `python -m bench.profile {workload}` shows where the time goes."
+        )
     return table
 
 

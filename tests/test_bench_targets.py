@@ -165,6 +165,15 @@ def test_arrange_places_targets_reported_under_other_keys_by_their_number() -> N
     table = targets.targets_table([own]).render()
     assert "| (1) long calls, all in one" in table
     assert "(5b)" in table
+    assert "bench.profile" not in table  # nothing missed
+
+
+def test_targets_table_points_each_miss_at_its_profile() -> None:
+    table = targets.targets_table(
+        [targets.evaluate("2a", 0.5), targets.evaluate("2c", 3.0), targets.evaluate("4a", 9.0)]
+    )
+    assert "(2a), (2c): `python -m bench.profile throughput`" in table.render()
+    assert not any("bench.profile start" in note for note in table.notes)  # 4a passed
 
 
 def test_spread_over_runs() -> None:
