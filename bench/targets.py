@@ -6,6 +6,9 @@ Each target lives here once - its text, its limit, which way it points and
 which measurement reports it - so a benchmark calls :func:`evaluate` with
 its figure and the suite's table lists every target, measured or not.
 
+``bench_long`` (target 1) is meant to report ``evaluate("1a", turn latency
+at 500 items / at 10)``, ``evaluate("1b", CPU per turn at 500 / at 10)`` and
+``evaluate("1c", actor memory at the end / when the event log filled)``.
 A benchmark not written against this module may still report its own
 :class:`~bench.common.Target`; the suite shows it under the issue target
 whose number its key starts with (``"(1)"``, ``"1b"``).
