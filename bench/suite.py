@@ -397,6 +397,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.suite")
         "--repeat",
         type=_positive,
         default=1,
+        metavar="N",
         help="run the measurements N times and report each target's spread",
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="report file ('' for none)")

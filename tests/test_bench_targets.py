@@ -9,7 +9,7 @@ import math
 import pytest
 
 from bench import common, targets
-from bench.bench_audio import Level
+from bench.bench_audio import Level, _paths
 from bench.bench_throughput import Run, turn_problem
 from bench.harness import TurnResult
 from bench.suite import (
@@ -70,6 +70,17 @@ def test_an_audio_level_with_a_duplicate_or_a_late_input_does_not_pass() -> None
     assert level(swapped).dropped == 1
     assert not level(swapped).passed
     assert not level(clean, late=500.0).passed  # the input fell behind real time
+
+
+def test_audio_packs_at_the_service_default_or_says_it_states_one() -> None:
+    packed_default = _paths(packing=25, default=25, quick=True)
+    assert [(p[0], p[2]) for p in packed_default] == [
+        ("in-process", None),
+        ("actor, 25 per actor (default)", None),  # no size asked: the default
+    ]
+    stated = _paths(packing=50, default=1, quick=False)
+    assert stated[1][:3] == ("actor, 50 per actor (stated)", "actor", 50)
+    assert stated[2][3] == {"data_plane": False} and stated[2][4] == 100
 
 
 # ------------------------------------------------------------- throughput
