@@ -10,7 +10,7 @@ import pytest
 
 from bench import common, targets
 from bench.bench_audio import Level, _paths
-from bench.bench_throughput import Run, turn_problem
+from bench.bench_throughput import Run, _ratios, _tables, turn_problem
 from bench.harness import TurnResult
 from bench.suite import (
     Measurement,
@@ -112,6 +112,35 @@ def test_events_of_failed_turns_are_not_counted_in_events_per_second() -> None:
     assert run.problems == {"failed": 1, "events lost": 1}
     assert run.events_per_s == 10.0
     assert run.turns_per_s == 0.5
+
+
+def test_target_2_is_judged_on_the_default_path_at_20_sessions() -> None:
+    def run(label: str, mode: str, kind: str, events: int, turns: int, p99: float) -> Run:
+        r = Run(f"20 x {label}", mode, kind, 20, window_s=2.0)
+        r.events, r.turns = events, turns
+        r.turn_ms = [1.0] * 99 + [p99]
+        return r
+
+    runs = [
+        run("in-process", "in_process", "in_process", 1000, 100, 10.0),
+        run("actor, dedicated", "actor", "dedicated", 2000, 200, 10.0),
+        run("actor, default, 20 per actor", "actor", "default", 500, 40, 30.0),
+    ]
+    result = common.BenchResult("throughput", "t")
+    found = _ratios(result, runs)
+    assert found["events"] == pytest.approx(0.5)
+    assert found["turns"] == pytest.approx(0.4)
+    p99 = common.percentile(runs[2].turn_ms, 99) / common.percentile(runs[0].turn_ms, 99)
+    assert found["p99"] == pytest.approx(p99)
+    assert p99 > 1.0
+    assert [row[0] for row in result.headline][:2] == [
+        "events/s, 20 sessions (dedicated)",
+        "CPU s / 1k events, 20 sessions (dedicated)",
+    ]
+    assert "turn p99, 20 sessions (default, 20 per actor) (ms)" in [r[0] for r in result.headline]
+    runs[1].bad_turns, runs[1].bad_events, runs[1].problems = 2, 30, {"failed": 2}
+    _tables(result, runs)
+    assert any("2 turns left out (failed: 2); their 30 events" in n for n in result.tables[0].notes)
 
 
 # ---------------------------------------------------------------- targets
