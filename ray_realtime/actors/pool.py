@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray_realtime.actors import raylib
+from ray_realtime.actors.tool_batch import ToolBatcher, ToolCall
 from ray_realtime.actors.worker_health import WorkerRetiring
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.agents.guardrails import OutputGuardrail
@@ -52,6 +53,18 @@ class WorkerSlot:
     handle: Any
     in_flight: int = 0
     calls: int = 0
+    # The tool calls to this worker, batched per loop turn (made on first use).
+    batcher: ToolBatcher | None = field(default=None, repr=False)
+
+    def tool_batcher(self) -> ToolBatcher:
+        """The batcher of tool calls to this worker."""
+        if self.batcher is None:
+            handle = self.handle
+            self.batcher = ToolBatcher(
+                send=lambda calls, refs: raylib.result(handle.run_tools.remote(calls, refs)),
+                stream=lambda calls, refs: raylib.stream(handle.stream_tools, calls, refs),
+            )
+        return self.batcher
 
 
 @dataclass
@@ -175,9 +188,11 @@ class PoolExecutor:
         self._pool = pool
         self._objects = objects
 
-    async def _call(self, send: Callable[[Any], Any], timeout: float, wait: float) -> Any:
-        """What ``send(worker handle)``'s reference resolves to, from the least
-        busy worker, within ``timeout``; waits up to ``wait`` seconds for a
+    async def _call(
+        self, send: Callable[[WorkerSlot], Awaitable[Any]], timeout: float, wait: float
+    ) -> Any:
+        """What ``send(worker slot)`` gives, from the least busy worker,
+        within ``timeout``; waits up to ``wait`` seconds for a
         worker when there is none. Raises :class:`_NoWorker`,
         :class:`asyncio.TimeoutError`, :class:`_WorkerDied` (the worker is
         dropped from the pool) or what the call raised."""
@@ -190,7 +205,8 @@ class PoolExecutor:
             slot.in_flight += 1
             slot.calls += 1
             try:
-                return await raylib.result(send(slot.handle), timeout)
+                async with asyncio.timeout(timeout):
+                    return await send(slot)
             except Exception as exc:
                 if raylib.is_actor_gone(exc):
                     self._pool.mark_dead(slot)
@@ -219,17 +235,11 @@ class PoolExecutor:
         try:
             agent_ref = await self._objects.agent_ref(agent)
             context_ref = await self._objects.context_ref()
-            output, error, _, raised, value = await self._call(
-                lambda worker: worker.run_tool.remote(
-                    [agent_ref],
-                    tool.name,
-                    call_id,
-                    arguments,
-                    [context_ref],
-                    default_timeout,
-                ),
-                timeout,
-                wait,
+            agent_key, context_key = raylib.ref_key(agent_ref), raylib.ref_key(context_ref)
+            call = ToolCall(agent_key, context_key, tool.name, call_id, arguments, default_timeout)
+            refs = {agent_key: agent_ref, context_key: context_ref}
+            output, error, raised, value = await self._call(
+                lambda slot: slot.tool_batcher().submit(call, refs, timeout), timeout, wait
             )
             return ToolOutcome(output, error, raised, value)
         except _NoWorker:
@@ -251,7 +261,9 @@ class PoolExecutor:
             agent_ref = await self._objects.agent_ref(agent)
             context_ref = await self._objects.context_ref()
             tools, errors, _ = await self._call(
-                lambda worker: worker.list_mcp_tools.remote([agent_ref], [context_ref], timeout),
+                lambda slot: raylib.result(
+                    slot.handle.list_mcp_tools.remote([agent_ref], [context_ref], timeout)
+                ),
                 timeout + _GRACE_SECONDS,
                 timeout,
             )
@@ -288,12 +300,14 @@ class PoolExecutor:
             run_ref = await objects.run_guardrails_ref()
             refs = [run_ref] if run_ref is not None else []
             data = await self._call(
-                lambda worker: worker.run_guardrails.remote(
-                    [agent_ref],
-                    refs,
-                    text,
-                    [context_ref],
-                    timeout,
+                lambda slot: raylib.result(
+                    slot.handle.run_guardrails.remote(
+                        [agent_ref],
+                        refs,
+                        text,
+                        [context_ref],
+                        timeout,
+                    )
                 ),
                 timeout + _GRACE_SECONDS,
                 timeout,
