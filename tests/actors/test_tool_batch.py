@@ -83,6 +83,8 @@ def stuck(n: int) -> str:
 
 
 _AGENT = RealtimeAgent(name="Batcher", tools=[echo_n, explode, explode_raised, sleepy, stuck])
+# What a worker actor gets (by pickle: ``stuck`` holds a thread event).
+_RAY_AGENT = RealtimeAgent(name="Batcher", tools=[echo_n, explode, sleepy])
 
 
 @pytest.fixture(autouse=True)
@@ -99,9 +101,11 @@ def _executor(*handles: Any, node: str = "n1") -> tuple[PoolExecutor, WorkerPool
     return PoolExecutor(pool, RefObjects(raylib.dumps(None))), pool  # type: ignore[arg-type]
 
 
-async def _call(executor: PoolExecutor, tool: Any, n: int) -> ToolOutcome:
+async def _call(
+    executor: PoolExecutor, tool: Any, n: int, agent: RealtimeAgent[Any] = _AGENT
+) -> ToolOutcome:
     return await executor.run_tool(
-        _AGENT,
+        agent,
         tool,
         call_id=f"call-{n}",
         arguments=json.dumps({"n": n}),
@@ -268,11 +272,13 @@ async def test_batches_on_a_real_worker_actor(ray_cluster: RayTestCluster) -> No
         node = await asyncio.wait_for(handle.ping.remote(), 30 * UNIT)
         pool = WorkerPool(node, [WorkerSlot("w", node, handle)])
         executor = PoolExecutor(pool, SessionObjects(raylib.dumps(None), []))
-        assert (await asyncio.wait_for(_call(executor, echo_n, 0), 30 * UNIT)).output == "n=0"
+        first = await asyncio.wait_for(_call(executor, echo_n, 0, _RAY_AGENT), 30 * UNIT)
+        assert first.output == "n=0"
         before = await handle.statistics.remote()
         tools = [echo_n] * 27 + [explode, sleepy, echo_n]
         outcomes = await asyncio.wait_for(
-            asyncio.gather(*(_call(executor, tool, n) for n, tool in enumerate(tools))), 10 * UNIT
+            asyncio.gather(*(_call(executor, t, n, _RAY_AGENT) for n, t in enumerate(tools))),
+            10 * UNIT,
         )
         after = await handle.statistics.remote()
         # Thirty calls, one actor call.
