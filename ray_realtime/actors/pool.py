@@ -16,13 +16,21 @@ another worker, or waits for one, the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray_realtime.actors import raylib
-from ray_realtime.actors.tool_batch import ToolBatcher, ToolCall
+from ray_realtime.actors.tool_batch import (
+    ToolAnswer,
+    ToolBatcher,
+    ToolCall,
+    decode_answers,
+    encode_calls,
+)
 from ray_realtime.actors.worker_health import WorkerRetiring
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.agents.guardrails import OutputGuardrail
@@ -59,12 +67,31 @@ class WorkerSlot:
     def tool_batcher(self) -> ToolBatcher:
         """The batcher of tool calls to this worker."""
         if self.batcher is None:
-            handle = self.handle
             self.batcher = ToolBatcher(
-                send=lambda calls, refs: raylib.result(handle.run_tools.remote(calls, refs)),
-                stream=lambda calls, refs: raylib.stream(handle.stream_tools, calls, refs),
+                send=functools.partial(_send_tools, self.handle),
+                stream=functools.partial(_stream_tools, self.handle),
             )
         return self.batcher
+
+
+# The worker's methods take the references only when there are some to send:
+# every argument costs the actor call something.
+
+
+async def _send_tools(
+    handle: Any, calls: list[ToolCall], refs: dict[str, Any]
+) -> list[tuple[int, ToolAnswer | None]]:
+    args = (encode_calls(calls), refs) if refs else (encode_calls(calls),)
+    return decode_answers(await raylib.result(handle.run_tools.remote(*args)))
+
+
+async def _stream_tools(
+    handle: Any, calls: list[ToolCall], refs: dict[str, Any]
+) -> AsyncGenerator[list[tuple[int, ToolAnswer | None]], None]:
+    args = (encode_calls(calls), refs) if refs else (encode_calls(calls),)
+    async with contextlib.aclosing(raylib.stream(handle.stream_tools, *args)) as groups:
+        async for data in groups:
+            yield decode_answers(data)
 
 
 @dataclass

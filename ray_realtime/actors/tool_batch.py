@@ -20,6 +20,10 @@ ride along only while the worker is not known to hold them (it caches what it
 fetched). A worker that no longer holds one (its cache is bounded) answers
 that call with ``None``, and the call is sent again with its references.
 
+Calls and answers cross as the bytes of the wire codec (one plain
+argument costs Ray less than a structure to pickle): :func:`encode_calls`,
+:func:`decode_answers` and their inverses.
+
 Plain asyncio, no Ray: the two ways to reach a worker are passed in, so the
 batching is tested without a cluster; :mod:`ray_realtime.actors.pool` makes
 them actor calls.
@@ -34,6 +38,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ray_realtime import wire
 from ray_realtime.exceptions import ToolError
 
 __all__ = [
@@ -41,6 +46,10 @@ __all__ = [
     "ToolAnswer",
     "ToolBatcher",
     "ToolCall",
+    "decode_answers",
+    "decode_calls",
+    "encode_answers",
+    "encode_calls",
 ]
 
 MAX_BATCH = 128
@@ -68,8 +77,47 @@ ToolAnswer = tuple[str, str | None, bool, Any]
 :class:`~ray_realtime.session.execution.ToolOutcome`. ``None`` in its place:
 the worker did not hold the call's objects and ran nothing."""
 
-Send = Callable[[list[ToolCall], dict[str, Any]], Awaitable[list[ToolAnswer | None]]]
-"""Send a batch as one call; every answer at once, in the calls' order."""
+
+def encode_calls(calls: list[ToolCall]) -> bytes:
+    """The bytes of a batch of calls (:func:`decode_calls` reads them)."""
+    return wire.encode(calls)
+
+
+def decode_calls(data: bytes) -> list[ToolCall]:
+    """The calls of :func:`encode_calls`' bytes; :class:`ToolError` if
+    they are not a batch of calls."""
+    calls = wire.decode(data)
+    if not isinstance(calls, list) or not all(
+        isinstance(c, list) and len(c) == len(ToolCall._fields) for c in calls
+    ):
+        raise ToolError("a tool batch is not a list of calls")
+    return [ToolCall(*c) for c in calls]
+
+
+def encode_answers(answers: list[tuple[int, ToolAnswer | None]]) -> bytes:
+    """The bytes of ``(index, answer)`` pairs (:func:`decode_answers` reads
+    them). An answer's value is plain data (the executor made it so)."""
+    return wire.encode(answers)
+
+
+def decode_answers(data: bytes) -> list[tuple[int, ToolAnswer | None]]:
+    """The ``(index, answer)`` pairs of :func:`encode_answers`' bytes;
+    :class:`ToolError` if they are not."""
+    pairs = wire.decode(data)
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], int) for p in pairs
+    ):
+        raise ToolError("tool answers are not a list of (index, answer) pairs")
+    decoded: list[tuple[int, ToolAnswer | None]] = []
+    for index, answer in pairs:
+        if answer is not None and not (isinstance(answer, list) and len(answer) == 4):
+            raise ToolError("a tool answer is not (output, error, raised, value)")
+        decoded.append((index, None if answer is None else tuple(answer)))
+    return decoded
+
+
+Send = Callable[[list[ToolCall], dict[str, Any]], Awaitable[list[tuple[int, ToolAnswer | None]]]]
+"""Send a batch as one call; every answer at once, as ``(index, answer)``."""
 
 Stream = Callable[
     [list[ToolCall], dict[str, Any]], AsyncGenerator[list[tuple[int, ToolAnswer | None]], None]
@@ -149,9 +197,9 @@ class ToolBatcher:
             # stops waiting at its own bound; this task stops there too.
             async with asyncio.timeout(max(q.bound for q in batch)):
                 if len(batch) == 1:
-                    (answer,) = await self.send(calls, refs)
-                    answered.add(0)
-                    self._settle(batch[0], answer)
+                    for index, answer in await self.send(calls, refs):
+                        answered.add(index)
+                        self._settle(batch[index], answer)
                 else:
                     async with contextlib.aclosing(self.stream(calls, refs)) as groups:
                         async for group in groups:

@@ -30,7 +30,13 @@ from typing import Any
 
 from ray_realtime.actors import raylib
 from ray_realtime.actors.logs import configure_actor_logging
-from ray_realtime.actors.tool_batch import MAX_BATCH, ToolAnswer, ToolCall
+from ray_realtime.actors.tool_batch import (
+    MAX_BATCH,
+    ToolAnswer,
+    ToolCall,
+    decode_calls,
+    encode_answers,
+)
 from ray_realtime.actors.worker_health import CURRENT_CALL, ThreadLedger, TrackingExecutor
 from ray_realtime.agents.context import wrap_context
 from ray_realtime.agents.mcp import list_agent_mcp_tools, mcp_tool_by_name
@@ -190,26 +196,24 @@ class _Worker:
 class ToolWorker(_Worker):
     """Runs tool calls: sync tools in a thread, each call under its timeout."""
 
-    async def run_tools(
-        self, calls: list[ToolCall], refs: dict[str, Any]
-    ) -> list[ToolAnswer | None]:
-        """Run a batch of calls; every answer, in the calls' order, once all
-        are done (see :mod:`ray_realtime.actors.tool_batch`). ``refs``: the
-        references of the agents and contexts the calls name, when this
-        worker may not hold them. Raises
+    async def run_tools(self, payload: bytes, refs: dict[str, Any] | None = None) -> bytes:
+        """Run a batch of calls (:func:`~ray_realtime.actors.tool_batch.encode_calls`'
+        bytes); every answer once all are done, as
+        :func:`~ray_realtime.actors.tool_batch.encode_answers`' bytes.
+        ``refs``: the references of the agents and contexts the calls name,
+        when this worker may not hold them. Raises
         :class:`~ray_realtime.actors.worker_health.WorkerRetiring`, having
         run nothing, when the worker is retiring."""
-        tasks = await self._start(calls, refs)
-        if len(tasks) == 1:
-            return [await tasks[0]]
-        return list(await asyncio.gather(*tasks))
+        tasks = await self._start(decode_calls(payload), refs or {})
+        answers = [await tasks[0]] if len(tasks) == 1 else await asyncio.gather(*tasks)
+        return encode_answers(list(enumerate(answers)))
 
     async def stream_tools(
-        self, calls: list[ToolCall], refs: dict[str, Any]
-    ) -> AsyncIterator[list[tuple[int, ToolAnswer | None]]]:
-        """:meth:`run_tools`, yielding the answers in groups of ``(index,
-        answer)`` as the calls end: a quick call does not wait for a slow one."""
-        tasks = await self._start(calls, refs)
+        self, payload: bytes, refs: dict[str, Any] | None = None
+    ) -> AsyncIterator[bytes]:
+        """:meth:`run_tools`, yielding the answers in groups as the calls
+        end: a quick call does not wait for a slow one."""
+        tasks = await self._start(decode_calls(payload), refs or {})
         index = {task: i for i, task in enumerate(tasks)}
         pending: set[asyncio.Future[ToolAnswer | None]] = set(tasks)
         loop = asyncio.get_running_loop()
@@ -226,7 +230,7 @@ class ToolWorker(_Worker):
                 if not more:
                     break
                 group |= more
-            yield sorted((index[task], task.result()) for task in group)
+            yield encode_answers(sorted((index[task], task.result()) for task in group))
 
     async def _start(
         self, calls: list[ToolCall], refs: dict[str, Any]

@@ -218,9 +218,11 @@ async def test_a_retiring_worker_refuses_a_whole_batch_and_another_takes_it() ->
 async def test_a_batcher_sends_at_most_max_batch_calls_per_actor_call() -> None:
     sizes: list[int] = []
 
-    async def send(calls: list[ToolCall], refs: dict[str, Any]) -> list[ToolAnswer | None]:
+    async def send(
+        calls: list[ToolCall], refs: dict[str, Any]
+    ) -> list[tuple[int, ToolAnswer | None]]:
         sizes.append(len(calls))
-        return [(c.call_id, None, False, None) for c in calls]
+        return [(i, (c.call_id, None, False, None)) for i, c in enumerate(calls)]
 
     async def stream(
         calls: list[ToolCall], refs: dict[str, Any]
@@ -242,7 +244,9 @@ async def test_a_batcher_sends_at_most_max_batch_calls_per_actor_call() -> None:
 
 
 async def test_a_batch_that_fails_fails_each_of_its_calls() -> None:
-    async def send(calls: list[ToolCall], refs: dict[str, Any]) -> list[ToolAnswer | None]:
+    async def send(
+        calls: list[ToolCall], refs: dict[str, Any]
+    ) -> list[tuple[int, ToolAnswer | None]]:
         raise AssertionError("unused")
 
     async def stream(

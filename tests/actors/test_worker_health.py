@@ -19,7 +19,13 @@ import pytest
 from ray_realtime import RealtimeAgent, function_tool
 from ray_realtime.actors.pool import PoolExecutor, WorkerPool, WorkerSlot
 from ray_realtime.actors.router import Router
-from ray_realtime.actors.tool_batch import ToolAnswer, ToolCall
+from ray_realtime.actors.tool_batch import (
+    ToolAnswer,
+    ToolCall,
+    decode_answers,
+    encode_answers,
+    encode_calls,
+)
 from ray_realtime.actors.worker_health import (
     CURRENT_CALL,
     ThreadLedger,
@@ -113,9 +119,8 @@ def worker_agent() -> Generator[FakeRef, None, None]:
 
 async def _run(worker: ToolWorker, agent: FakeRef, tool: str) -> ToolAnswer:
     key = agent.hex()
-    (answer,) = await worker.run_tools(
-        [ToolCall(key, None, tool, "call-1", "{}", 1.0)], {key: agent}
-    )
+    call = ToolCall(key, None, tool, "call-1", "{}", 1.0)
+    ((_, answer),) = decode_answers(await worker.run_tools(encode_calls([call]), {key: agent}))
     assert answer is not None
     return answer
 
@@ -187,9 +192,9 @@ class _Handle:
         outer = self
 
         class _Method:
-            async def remote(self, *args: Any) -> list[Any]:
+            async def remote(self, *args: Any) -> bytes:
                 outer.calls += 1
-                return [await behaviour()]
+                return encode_answers([(0, await behaviour())])
 
         self.run_tools = _Method()
 

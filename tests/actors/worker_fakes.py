@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Generator
 from typing import Any
 
-from ray_realtime.actors.tool_batch import ToolAnswer, ToolCall
+from ray_realtime.actors.tool_batch import ToolCall, decode_calls
 from ray_realtime.actors.workers import ToolWorker
 
 __all__ = ["FakeRef", "InProcessWorker", "RefObjects"]
@@ -61,22 +61,22 @@ class InProcessWorker:
 
         class _RunTools:
             def remote(
-                self, calls: list[ToolCall], refs: dict[str, Any]
-            ) -> Awaitable[list[ToolAnswer | None]]:
-                outer.sent.append(("run_tools", list(calls), sorted(refs)))
-                return outer.worker.run_tools(calls, refs)
+                self, payload: bytes, refs: dict[str, Any] | None = None
+            ) -> Awaitable[bytes]:
+                outer.sent.append(("run_tools", decode_calls(payload), sorted(refs or {})))
+                return outer.worker.run_tools(payload, refs)
 
         class _StreamTools:
             def options(self, **_: Any) -> _StreamTools:
                 return self
 
             def remote(
-                self, calls: list[ToolCall], refs: dict[str, Any]
+                self, payload: bytes, refs: dict[str, Any] | None = None
             ) -> AsyncGenerator[Awaitable[Any], None]:
-                outer.sent.append(("stream_tools", list(calls), sorted(refs)))
+                outer.sent.append(("stream_tools", decode_calls(payload), sorted(refs or {})))
 
                 async def items() -> AsyncGenerator[Awaitable[Any], None]:
-                    async for group in outer.worker.stream_tools(calls, refs):
+                    async for group in outer.worker.stream_tools(payload, refs):
                         # Like Ray's generator: each item is a reference to await.
                         yield asyncio.sleep(0, group)
 
