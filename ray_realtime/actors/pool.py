@@ -165,34 +165,40 @@ class SessionObjects:
     session actor (so they outlive the process that started the session)."""
 
     def __init__(self, context_bytes: bytes, run_guardrails: list[OutputGuardrail]) -> None:
-        self._agents: dict[int, tuple[Any, Any]] = {}
         self._context_bytes = context_bytes
         self._run_guardrails = run_guardrails
-        self._context_ref: Any = None
-        self._run_guardrails_ref: Any = None
+        # key -> (the object, the task putting it): calls that need an object
+        # at the same time wait for one put, and so resume together (their
+        # calls then go in one batch).
+        self._puts: dict[Any, tuple[Any, asyncio.Future[Any]]] = {}
 
     # Put on first use: a session that never calls a tool never pays for it,
     # and session start stays a few method calls. A put is a call to the
     # object store that may block (spilling): it runs off the event loop.
+    async def _put(self, key: Any, value: Any) -> Any:
+        entry = self._puts.get(key)
+        if entry is not None and entry[0] is value:
+            put = entry[1]
+            # A put that failed is tried again by the next call.
+            if not put.done() or (not put.cancelled() and put.exception() is None):
+                return await asyncio.shield(put)
+        put = asyncio.ensure_future(asyncio.to_thread(raylib.put, value))
+        self._puts[key] = (value, put)
+        return await asyncio.shield(put)
+
     async def context_ref(self) -> Any:
         """The reference of the pickled context."""
-        if self._context_ref is None:
-            self._context_ref = await asyncio.to_thread(raylib.put, self._context_bytes)
-        return self._context_ref
+        return await self._put("context", self._context_bytes)
 
     async def run_guardrails_ref(self) -> Any | None:
         """The reference of the run config's guardrails (None when there are none)."""
-        if self._run_guardrails_ref is None and self._run_guardrails:
-            self._run_guardrails_ref = await asyncio.to_thread(raylib.put, self._run_guardrails)
-        return self._run_guardrails_ref
+        if not self._run_guardrails:
+            return None
+        return await self._put("run_guardrails", self._run_guardrails)
 
     async def agent_ref(self, agent: RealtimeAgent[Any]) -> Any:
         """The reference of ``agent`` (put on first use; agents are few per session)."""
-        entry = self._agents.get(id(agent))
-        if entry is None or entry[0] is not agent:
-            entry = (agent, await asyncio.to_thread(raylib.put, agent))
-            self._agents[id(agent)] = entry
-        return entry[1]
+        return await self._put(id(agent), agent)
 
 
 class _NoWorker(Exception):
