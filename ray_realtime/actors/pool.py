@@ -1,9 +1,12 @@
 """Worker pools as the session driver sees them: executors over worker actors.
 
 A call goes to the least busy worker on the session's own node, else to the
-least busy anywhere. A worker that died is dropped from the pool, reported,
-and the call is answered with an error output; the session never hangs on it:
-every call is bounded by its timeout plus a grace period.
+least busy anywhere. Tool calls to one worker are batched: those issued in
+the same turn of the event loop (by one session or by many sessions of the
+actor) travel as one actor call (:mod:`ray_realtime.actors.tool_batch`).
+A worker that died is dropped from the pool, reported, and each of its calls
+is answered with an error output; the session never hangs on it: every call
+is bounded by its timeout plus a grace period.
 
 A call that finds no worker (they died, the router is starting their
 replacements) waits for one, bounded by the call's own timeout, instead of

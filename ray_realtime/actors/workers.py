@@ -2,11 +2,11 @@
 
 Agents, tools and guardrails reach a worker once, by object reference, and are
 cached here (bounded, least recently used first out); each call then names the
-tool by name, and tool calls name their agent and context by key. Tool calls
-come in batches (:mod:`ray_realtime.actors.tool_batch`), each call of a batch
-booked and run on its own. The user context arrives as the pickled bytes of one object
-reference per session and is unpickled for every call, so it travels *by
-value*: a worker's changes to it do not flow back, nor to other calls.
+tool by name; tool calls name their agent and context by key, and come in
+batches (:mod:`ray_realtime.actors.tool_batch`), each call of a batch booked
+and run on its own. The user context arrives as the pickled bytes of one
+object reference per session and is unpickled for every call, so it travels
+*by value*: a worker's changes to it do not flow back, nor to other calls.
 
 Every call is booked in the worker's
 :class:`~ray_realtime.actors.worker_health.ThreadLedger`, and sync tools run

@@ -17,11 +17,20 @@ from typing import Any
 
 import pytest
 
-from ray_realtime import RealtimeAgent, function_tool
+from ray_realtime import RealtimeAgent, function_tool, wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.pool import PoolExecutor, SessionObjects, WorkerPool, WorkerSlot
-from ray_realtime.actors.tool_batch import ToolAnswer, ToolBatcher, ToolCall
+from ray_realtime.actors.tool_batch import (
+    ToolAnswer,
+    ToolBatcher,
+    ToolCall,
+    decode_answers,
+    decode_calls,
+    encode_answers,
+    encode_calls,
+)
 from ray_realtime.actors.workers import ToolWorker
+from ray_realtime.exceptions import ToolError
 from ray_realtime.session.execution import ToolOutcome
 from tests.actors.worker_fakes import InProcessWorker, RefObjects
 from tests.conftest import UNIT, RayTestCluster
@@ -340,3 +349,22 @@ async def test_a_worker_dying_mid_batch_ends_each_call_and_is_dropped_once(
     outcomes = await asyncio.wait_for(asyncio.gather(*calls), 30 * UNIT)
     assert all(o.error is not None and "died" in o.error for o in outcomes), outcomes
     assert dead == ["w"] and pool.workers == []
+
+
+def test_batches_cross_as_bytes_and_malformed_ones_are_typed_errors() -> None:
+    calls = [
+        ToolCall("a", None, "t", "c1", '{"n": 1}', 2.5),
+        ToolCall("a", "x", "u", "c2", "{}", 1.0),
+    ]
+    assert decode_calls(encode_calls(calls)) == calls
+    answers: list[tuple[int, ToolAnswer | None]] = [
+        (0, ("out", None, False, {"k": [1]})),
+        (1, None),
+    ]
+    assert decode_answers(encode_answers(answers)) == answers
+    for junk in ({"not": "a list"}, [["too", "short"]], [1, 2]):
+        with pytest.raises(ToolError):
+            decode_calls(wire.encode(junk))
+    for junk in ({"not": "a list"}, [[0, ["short"]]], [["zero", None]]):
+        with pytest.raises(ToolError):
+            decode_answers(wire.encode(junk))
