@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -260,10 +261,15 @@ class ToolWorker(_Worker):
             asyncio.ensure_future(self._one(ledger_id, call, fetched, failed))
             for ledger_id, call in zip(booked, calls, strict=True)
         ]
-        for task in tasks:
+        for ledger_id, task in zip(booked, tasks, strict=True):
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            # Closed when the task ends, even one cancelled before it started.
+            task.add_done_callback(functools.partial(self._closed, ledger_id))
         return tasks
+
+    def _closed(self, ledger_id: int, _: object) -> None:
+        self._close(ledger_id)
 
     def _object(self, key: str, fetched: dict[str, Any], failed: dict[str, str]) -> Any:
         if key in fetched:
@@ -275,7 +281,8 @@ class ToolWorker(_Worker):
     async def _one(
         self, ledger_id: int, call: ToolCall, fetched: dict[str, Any], failed: dict[str, str]
     ) -> ToolAnswer | None:
-        """One call of a batch, booked under ``ledger_id``; never raises."""
+        """One call of a batch, booked under ``ledger_id`` (closed by
+        :meth:`_start` when it ends); never raises."""
         token = CURRENT_CALL.set(ledger_id)
         try:
             agent = self._object(call.agent_key, fetched, failed)
@@ -309,7 +316,6 @@ class ToolWorker(_Worker):
             return f"Error: {message}", message, False, None
         finally:
             CURRENT_CALL.reset(token)
-            self._close(ledger_id)
 
     async def list_mcp_tools(
         self, agent_refs: list[Any], ctx_refs: list[Any], timeout: float

@@ -32,7 +32,7 @@ from ray_realtime.actors.tool_batch import (
 from ray_realtime.actors.workers import ToolWorker
 from ray_realtime.exceptions import ToolError
 from ray_realtime.session.execution import ToolOutcome
-from tests.actors.worker_fakes import InProcessWorker, RefObjects
+from tests.actors.worker_fakes import FakeRef, InProcessWorker, RefObjects
 from tests.conftest import UNIT, RayTestCluster
 
 
@@ -368,3 +368,23 @@ def test_batches_cross_as_bytes_and_malformed_ones_are_typed_errors() -> None:
     for junk in ({"not": "a list"}, [[0, ["short"]]], [["zero", None]]):
         with pytest.raises(ToolError):
             decode_answers(wire.encode(junk))
+
+
+async def test_a_batch_cancelled_before_its_calls_start_leaves_nothing_in_flight() -> None:
+    worker = ToolWorker()
+    agent = FakeRef(_AGENT, "agent")
+    calls = [
+        ToolCall("agent", None, "echo_n", f"c{n}", json.dumps({"n": n}), 5.0) for n in range(3)
+    ]
+    batch = asyncio.ensure_future(worker.run_tools(encode_calls(calls), {"agent": agent}))
+    await asyncio.sleep(0)
+    # The batch has booked its calls and made their tasks, which have not run yet.
+    assert worker.statistics()["in_flight"] == 3
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    deadline = time.monotonic() + 5 * UNIT
+    while worker.statistics()["in_flight"]:
+        assert time.monotonic() < deadline, "calls left in flight"
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(worker.wait_idle(), 5 * UNIT)
