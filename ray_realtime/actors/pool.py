@@ -1,9 +1,12 @@
 """Worker pools as the session driver sees them: executors over worker actors.
 
 A call goes to the least busy worker on the session's own node, else to the
-least busy anywhere. A worker that died is dropped from the pool, reported,
-and the call is answered with an error output; the session never hangs on it:
-every call is bounded by its timeout plus a grace period.
+least busy anywhere. Tool calls to one worker are batched: those issued in
+the same turn of the event loop (by one session or by many sessions of the
+actor) travel as one actor call (:mod:`ray_realtime.actors.tool_batch`).
+A worker that died is dropped from the pool, reported, and each of its calls
+is answered with an error output; the session never hangs on it: every call
+is bounded by its timeout plus a grace period.
 
 A call that finds no worker (they died, the router is starting their
 replacements) waits for one, bounded by the call's own timeout, instead of
@@ -16,12 +19,21 @@ another worker, or waits for one, the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray_realtime.actors import raylib
+from ray_realtime.actors.tool_batch import (
+    ToolAnswer,
+    ToolBatcher,
+    ToolCall,
+    decode_answers,
+    encode_calls,
+)
 from ray_realtime.actors.worker_health import WorkerRetiring
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.agents.guardrails import OutputGuardrail
@@ -52,6 +64,37 @@ class WorkerSlot:
     handle: Any
     in_flight: int = 0
     calls: int = 0
+    # The tool calls to this worker, batched per loop turn (made on first use).
+    batcher: ToolBatcher | None = field(default=None, repr=False)
+
+    def tool_batcher(self) -> ToolBatcher:
+        """The batcher of tool calls to this worker."""
+        if self.batcher is None:
+            self.batcher = ToolBatcher(
+                send=functools.partial(_send_tools, self.handle),
+                stream=functools.partial(_stream_tools, self.handle),
+            )
+        return self.batcher
+
+
+# The worker's methods take the references only when there are some to send:
+# every argument costs the actor call something.
+
+
+async def _send_tools(
+    handle: Any, calls: list[ToolCall], refs: dict[str, Any]
+) -> list[tuple[int, ToolAnswer | None]]:
+    args = (encode_calls(calls), refs) if refs else (encode_calls(calls),)
+    return decode_answers(await raylib.result(handle.run_tools.remote(*args)))
+
+
+async def _stream_tools(
+    handle: Any, calls: list[ToolCall], refs: dict[str, Any]
+) -> AsyncGenerator[list[tuple[int, ToolAnswer | None]], None]:
+    args = (encode_calls(calls), refs) if refs else (encode_calls(calls),)
+    async with contextlib.aclosing(raylib.stream(handle.stream_tools, *args)) as groups:
+        async for data in groups:
+            yield decode_answers(data)
 
 
 @dataclass
@@ -125,34 +168,40 @@ class SessionObjects:
     session actor (so they outlive the process that started the session)."""
 
     def __init__(self, context_bytes: bytes, run_guardrails: list[OutputGuardrail]) -> None:
-        self._agents: dict[int, tuple[Any, Any]] = {}
         self._context_bytes = context_bytes
         self._run_guardrails = run_guardrails
-        self._context_ref: Any = None
-        self._run_guardrails_ref: Any = None
+        # key -> (the object, the task putting it): calls that need an object
+        # at the same time wait for one put, and so resume together (their
+        # calls then go in one batch).
+        self._puts: dict[Any, tuple[Any, asyncio.Future[Any]]] = {}
 
     # Put on first use: a session that never calls a tool never pays for it,
     # and session start stays a few method calls. A put is a call to the
     # object store that may block (spilling): it runs off the event loop.
+    async def _put(self, key: Any, value: Any) -> Any:
+        entry = self._puts.get(key)
+        if entry is not None and entry[0] is value:
+            put = entry[1]
+            # A put that failed is tried again by the next call.
+            if not put.done() or (not put.cancelled() and put.exception() is None):
+                return await asyncio.shield(put)
+        put = asyncio.ensure_future(asyncio.to_thread(raylib.put, value))
+        self._puts[key] = (value, put)
+        return await asyncio.shield(put)
+
     async def context_ref(self) -> Any:
         """The reference of the pickled context."""
-        if self._context_ref is None:
-            self._context_ref = await asyncio.to_thread(raylib.put, self._context_bytes)
-        return self._context_ref
+        return await self._put("context", self._context_bytes)
 
     async def run_guardrails_ref(self) -> Any | None:
         """The reference of the run config's guardrails (None when there are none)."""
-        if self._run_guardrails_ref is None and self._run_guardrails:
-            self._run_guardrails_ref = await asyncio.to_thread(raylib.put, self._run_guardrails)
-        return self._run_guardrails_ref
+        if not self._run_guardrails:
+            return None
+        return await self._put("run_guardrails", self._run_guardrails)
 
     async def agent_ref(self, agent: RealtimeAgent[Any]) -> Any:
         """The reference of ``agent`` (put on first use; agents are few per session)."""
-        entry = self._agents.get(id(agent))
-        if entry is None or entry[0] is not agent:
-            entry = (agent, await asyncio.to_thread(raylib.put, agent))
-            self._agents[id(agent)] = entry
-        return entry[1]
+        return await self._put(id(agent), agent)
 
 
 class _NoWorker(Exception):
@@ -175,9 +224,11 @@ class PoolExecutor:
         self._pool = pool
         self._objects = objects
 
-    async def _call(self, send: Callable[[Any], Any], timeout: float, wait: float) -> Any:
-        """What ``send(worker handle)``'s reference resolves to, from the least
-        busy worker, within ``timeout``; waits up to ``wait`` seconds for a
+    async def _call(
+        self, send: Callable[[WorkerSlot], Awaitable[Any]], timeout: float, wait: float
+    ) -> Any:
+        """What ``send(worker slot)`` gives, from the least busy worker,
+        within ``timeout``; waits up to ``wait`` seconds for a
         worker when there is none. Raises :class:`_NoWorker`,
         :class:`asyncio.TimeoutError`, :class:`_WorkerDied` (the worker is
         dropped from the pool) or what the call raised."""
@@ -190,7 +241,8 @@ class PoolExecutor:
             slot.in_flight += 1
             slot.calls += 1
             try:
-                return await raylib.result(send(slot.handle), timeout)
+                async with asyncio.timeout(timeout):
+                    return await send(slot)
             except Exception as exc:
                 if raylib.is_actor_gone(exc):
                     self._pool.mark_dead(slot)
@@ -219,17 +271,11 @@ class PoolExecutor:
         try:
             agent_ref = await self._objects.agent_ref(agent)
             context_ref = await self._objects.context_ref()
-            output, error, _, raised, value = await self._call(
-                lambda worker: worker.run_tool.remote(
-                    [agent_ref],
-                    tool.name,
-                    call_id,
-                    arguments,
-                    [context_ref],
-                    default_timeout,
-                ),
-                timeout,
-                wait,
+            agent_key, context_key = raylib.ref_key(agent_ref), raylib.ref_key(context_ref)
+            call = ToolCall(agent_key, context_key, tool.name, call_id, arguments, default_timeout)
+            refs = {agent_key: agent_ref, context_key: context_ref}
+            output, error, raised, value = await self._call(
+                lambda slot: slot.tool_batcher().submit(call, refs, timeout), timeout, wait
             )
             return ToolOutcome(output, error, raised, value)
         except _NoWorker:
@@ -251,7 +297,9 @@ class PoolExecutor:
             agent_ref = await self._objects.agent_ref(agent)
             context_ref = await self._objects.context_ref()
             tools, errors, _ = await self._call(
-                lambda worker: worker.list_mcp_tools.remote([agent_ref], [context_ref], timeout),
+                lambda slot: raylib.result(
+                    slot.handle.list_mcp_tools.remote([agent_ref], [context_ref], timeout)
+                ),
                 timeout + _GRACE_SECONDS,
                 timeout,
             )
@@ -288,12 +336,14 @@ class PoolExecutor:
             run_ref = await objects.run_guardrails_ref()
             refs = [run_ref] if run_ref is not None else []
             data = await self._call(
-                lambda worker: worker.run_guardrails.remote(
-                    [agent_ref],
-                    refs,
-                    text,
-                    [context_ref],
-                    timeout,
+                lambda slot: raylib.result(
+                    slot.handle.run_guardrails.remote(
+                        [agent_ref],
+                        refs,
+                        text,
+                        [context_ref],
+                        timeout,
+                    )
                 ),
                 timeout + _GRACE_SECONDS,
                 timeout,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import ray
@@ -34,6 +35,7 @@ __all__ = [
     "put",
     "ref_key",
     "result",
+    "stream",
     "unwrap_task_error",
 ]
 
@@ -141,6 +143,14 @@ async def result(ref: Any, timeout: float | None = None) -> Any:
     import asyncio
 
     return await asyncio.wait_for(result(ref), timeout)
+
+
+async def stream(method: Any, *args: Any) -> AsyncGenerator[Any, None]:
+    """What the streaming actor method ``method`` (an async generator on the
+    actor) yields for ``args``, item by item, as the actor yields them."""
+    refs = method.options(num_returns="streaming").remote(*args)
+    async for ref in refs:
+        yield await ref
 
 
 async def gather_with_timeout(refs: list[Any], timeout: float) -> list[Any]:

@@ -19,6 +19,13 @@ import pytest
 from ray_realtime import RealtimeAgent, function_tool
 from ray_realtime.actors.pool import PoolExecutor, WorkerPool, WorkerSlot
 from ray_realtime.actors.router import Router
+from ray_realtime.actors.tool_batch import (
+    ToolAnswer,
+    ToolCall,
+    decode_answers,
+    encode_answers,
+    encode_calls,
+)
 from ray_realtime.actors.worker_health import (
     CURRENT_CALL,
     ThreadLedger,
@@ -28,6 +35,7 @@ from ray_realtime.actors.worker_health import (
 from ray_realtime.actors.workers import ToolWorker
 from ray_realtime.cluster.fleet import ActorKind
 from tests.actors.router_fakes import FakeActor, FakeOps, raw_node
+from tests.actors.worker_fakes import FakeRef
 from tests.conftest import UNIT
 
 # ------------------------------------------------------------- the ledger
@@ -86,22 +94,6 @@ def test_the_tracking_executor_books_work_under_the_current_call() -> None:
 # ------------------------------------------------- a real worker, no Ray
 
 
-class _Ref:
-    """Stands in for an object reference: awaitable, with a stable key."""
-
-    def __init__(self, value: Any, key: str) -> None:
-        self._value = value
-        self._key = key
-
-    def hex(self) -> str:
-        return self._key
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        if False:
-            yield
-        return self._value
-
-
 _release = threading.Event()
 
 
@@ -119,17 +111,21 @@ def quick_tool() -> str:
 
 
 @pytest.fixture
-def worker_agent() -> Generator[_Ref, None, None]:
+def worker_agent() -> Generator[FakeRef, None, None]:
     _release.clear()
-    yield _Ref(RealtimeAgent(name="W", tools=[stuck_tool, quick_tool]), "agent")
+    yield FakeRef(RealtimeAgent(name="W", tools=[stuck_tool, quick_tool]), "agent")
     _release.set()
 
 
-async def _run(worker: ToolWorker, agent: _Ref, tool: str) -> tuple[str, str | None, str]:
-    return await worker.run_tool([agent], tool, "call-1", "{}", [], 1.0)
+async def _run(worker: ToolWorker, agent: FakeRef, tool: str) -> ToolAnswer:
+    key = agent.hex()
+    call = ToolCall(key, None, tool, "call-1", "{}", 1.0)
+    ((_, answer),) = decode_answers(await worker.run_tools(encode_calls([call]), {key: agent}))
+    assert answer is not None
+    return answer
 
 
-async def test_a_worker_whose_threads_are_stuck_retires(worker_agent: _Ref) -> None:
+async def test_a_worker_whose_threads_are_stuck_retires(worker_agent: FakeRef) -> None:
     try:
         await _stuck_worker_retires(worker_agent)
     finally:
@@ -137,11 +133,11 @@ async def test_a_worker_whose_threads_are_stuck_retires(worker_agent: _Ref) -> N
         _release.set()
 
 
-async def _stuck_worker_retires(worker_agent: _Ref) -> None:
+async def _stuck_worker_retires(worker_agent: FakeRef) -> None:
     worker = ToolWorker()
     watch = asyncio.ensure_future(worker.wait_retire(2, 10 * UNIT))
     assert (await _run(worker, worker_agent, "quick_tool"))[0] == "quick"
-    _, error, _, _, _ = await _run(worker, worker_agent, "stuck_tool")
+    _, error, _, _ = await _run(worker, worker_agent, "stuck_tool")
     assert error is not None and "timed out" in error
     assert worker.statistics()["stuck_threads"] == 1 and not watch.done()
     # Live calls still get a thread.
@@ -156,7 +152,7 @@ async def _stuck_worker_retires(worker_agent: _Ref) -> None:
     await asyncio.wait_for(worker.wait_idle(), 5 * UNIT)
 
 
-async def test_a_retiring_worker_goes_idle_when_its_calls_end(worker_agent: _Ref) -> None:
+async def test_a_retiring_worker_goes_idle_when_its_calls_end(worker_agent: FakeRef) -> None:
     worker = ToolWorker()
     assert await worker.wait_retire(1, 0.01) is False  # nothing stuck yet
     gate = asyncio.Event()
@@ -167,7 +163,7 @@ async def test_a_retiring_worker_goes_idle_when_its_calls_end(worker_agent: _Ref
         await gate.wait()
         return "done"
 
-    slow = _Ref(RealtimeAgent(name="S", tools=[waits, stuck_tool]), "slow")
+    slow = FakeRef(RealtimeAgent(name="S", tools=[waits, stuck_tool]), "slow")
     in_flight = asyncio.ensure_future(_run(worker, slow, "waits"))
     try:
         await _run(worker, slow, "stuck_tool")  # limit 1: retiring now
@@ -187,7 +183,8 @@ async def test_a_retiring_worker_goes_idle_when_its_calls_end(worker_agent: _Ref
 
 
 class _Handle:
-    """A worker handle whose ``run_tool.remote`` runs ``behaviour``."""
+    """A worker handle whose ``run_tools.remote`` runs ``behaviour`` (one
+    call at a time here)."""
 
     def __init__(self, name: str, behaviour: Callable[[], Awaitable[Any]]) -> None:
         self.name = name
@@ -195,11 +192,11 @@ class _Handle:
         outer = self
 
         class _Method:
-            def remote(self, *args: Any) -> Awaitable[Any]:
+            async def remote(self, *args: Any) -> bytes:
                 outer.calls += 1
-                return behaviour()
+                return encode_answers([(0, await behaviour())])
 
-        self.run_tool = _Method()
+        self.run_tools = _Method()
 
 
 class _Objects:
@@ -213,8 +210,8 @@ class _Objects:
         return "agent"
 
 
-async def _answer(name: str) -> tuple[str, None, str, bool, None]:
-    return f"from {name}", None, "n1", False, None
+async def _answer(name: str) -> ToolAnswer:
+    return f"from {name}", None, False, None
 
 
 async def _refuse() -> Any:
