@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -85,6 +86,40 @@ def _reject_lone_surrogates(event: dict[str, Any]) -> None:
         ) from None
 
 
+_APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
+
+
+def _parse_append(message: str) -> dict[str, Any] | None:
+    """The event of an ``input_audio_buffer.append`` written the usual way (``type``
+    first, then ``audio``), parsed without scanning its audio twice; ``None`` for any
+    other message (the full parser takes it).
+
+    The result equals ``json.loads(message)``: the audio string has neither a quote nor
+    a backslash (so it is the raw text up to the next quote), and the rest of the
+    message, parsed with the audio cut out, has no backslash either (no escape can
+    spell another ``"audio"`` key) and no second ``"audio"`` key.
+    """
+    if not message.startswith(_APPEND_HEAD):
+        return None
+    start = len(_APPEND_HEAD)
+    end = message.find('"', start)
+    if end < 0:
+        return None
+    tail = message[end:]
+    audio = message[start:end]
+    if "\\" in audio or "\\" in tail or '"audio"' in tail:
+        return None
+    try:
+        # Small: the audio is cut out. Nesting is bounded by the tail's length check.
+        event = json.loads(_APPEND_HEAD + tail) if len(tail) <= 4096 else None
+    except (ValueError, RecursionError):  # the full parser reports it
+        return None
+    if not isinstance(event, dict) or event.get("audio") != "" or json_too_deep(event):
+        return None
+    event["audio"] = audio
+    return event
+
+
 class Connection:
     """Serves one client WebSocket until it closes."""
 
@@ -109,6 +144,8 @@ class Connection:
         self._speech_item_id: str | None = None
         self._speech_start_ms = 0.0
         self._rebuild_vad()
+        # The serialised ids of the audio part being streamed (see emit_audio_delta).
+        self._audio_head: tuple[tuple[Any, ...], str] = ((), "")
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "session.update": self._on_session_update,
             "input_audio_buffer.append": self._on_append,
@@ -134,6 +171,21 @@ class Connection:
             # A lone surrogate cannot be UTF-8 encoded; inputs carrying one are rejected
             # on arrival, so this is only a safety net: escape it rather than fail.
             await self.ws.send(json.dumps(event, separators=(",", ":")))
+
+    async def emit_audio_delta(self, delta: str, ids: dict[str, Any]) -> None:
+        """Send a ``response.output_audio.delta`` (the same event as ``emit`` would).
+
+        The hot path of a speaking server, so the JSON is put together by hand: the
+        delta is base64 (no character needs escaping) and the ids are serialised once
+        per audio part, not once per chunk.
+        """
+        key = tuple(ids.items())
+        if self._audio_head[0] != key:
+            self._audio_head = (key, json.dumps(ids, separators=(",", ":"))[1:-1])
+        await self.ws.send(
+            f'{{"type":"response.output_audio.delta","event_id":"{self.ids.next("event")}",'
+            f'{self._audio_head[1]},"delta":"{delta}"}}'
+        )
 
     async def error(self, exc: ProtocolError, client_event_id: str | None) -> None:
         """Report a client error without closing the connection."""
@@ -212,18 +264,20 @@ class Connection:
                     "event_too_large",
                     f"Event exceeds the maximum size of {self.options.max_event_bytes} bytes.",
                 )
-            try:
-                event = json.loads(message)
-            except RecursionError:
-                raise self._too_deep() from None
-            except ValueError:
-                raise ProtocolError("invalid_json", "The event is not valid JSON.") from None
-            if not isinstance(event, dict):
-                raise ProtocolError("invalid_event", "An event must be a JSON object.")
-            if json_too_deep(event):
-                raise self._too_deep()
-            if "\\u" in message and _SURROGATE_ESCAPE.search(message):
-                _reject_lone_surrogates(event)
+            event = _parse_append(message)
+            if event is None:
+                try:
+                    event = json.loads(message)
+                except RecursionError:
+                    raise self._too_deep() from None
+                except ValueError:
+                    raise ProtocolError("invalid_json", "The event is not valid JSON.") from None
+                if not isinstance(event, dict):
+                    raise ProtocolError("invalid_event", "An event must be a JSON object.")
+                if json_too_deep(event):
+                    raise self._too_deep()
+                if "\\u" in message and _SURROGATE_ESCAPE.search(message):
+                    _reject_lone_surrogates(event)
             raw_id = event.get("event_id")
             if raw_id is not None:
                 client_event_id = expect_str(raw_id, "event_id", max_len=512)
@@ -337,10 +391,15 @@ class Connection:
         fmt = self.session.input_format
         if fmt.bytes_per_sample == 2:
             # Keep a trailing odd byte so a sample split across appends is not lost.
-            data = self._odd_byte + data
+            if self._odd_byte:
+                data = self._odd_byte + data
             self._odd_byte = data[len(data) - len(data) % 2 :]
-            data = data[: len(data) - len(data) % 2]
-        samples = decode_to_pcm16(data, fmt)
+            if self._odd_byte:
+                data = data[:-1]
+            # Little-endian PCM16 as it is: a read-only view, no copy.
+            samples = np.frombuffer(data, dtype="<i2")
+        else:
+            samples = decode_to_pcm16(data, fmt)
         added_ms = samples.size * 1000.0 / self._rate
         if self._buffered_ms() + added_ms > self.options.max_input_audio_ms:
             raise ProtocolError(
@@ -349,7 +408,7 @@ class Connection:
                 "commit or clear it first.",
                 "audio",
             )
-        self._buffer += samples.astype("<i2").tobytes()
+        self._buffer += data if fmt.bytes_per_sample == 2 else samples.astype("<i2").tobytes()
         self._timeline_ms += added_ms
         if self._vad is None:
             return

@@ -198,6 +198,12 @@ def expect_base64(value: object, param: str) -> bytes:
     """Decode a standard base64 string strictly (no stray characters)."""
     text = expect_str(value, param)
     try:
+        # The strict decoder accepts only what the check below accepts, decoded alike,
+        # and costs less (no regular expression pass over the text first).
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(
