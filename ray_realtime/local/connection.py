@@ -36,6 +36,7 @@ from .protocol import (
     expect_int,
     expect_str,
     json_too_deep,
+    parse_append_event,
     reject_unknown,
 )
 from .responder import ResponseParams, ResponseRunner, parse_response_params
@@ -84,40 +85,6 @@ def _reject_lone_surrogates(event: dict[str, Any]) -> None:
             "The event contains a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape that is "
             "not part of a pair); strings must be valid Unicode.",
         ) from None
-
-
-_APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
-
-
-def _parse_append(message: str) -> dict[str, Any] | None:
-    """The event of an ``input_audio_buffer.append`` written the usual way (``type``
-    first, then ``audio``), parsed without scanning its audio twice; ``None`` for any
-    other message (the full parser takes it).
-
-    The result equals ``json.loads(message)``: the audio string has neither a quote nor
-    a backslash (so it is the raw text up to the next quote), and the rest of the
-    message, parsed with the audio cut out, has no backslash either (no escape can
-    spell another ``"audio"`` key) and no second ``"audio"`` key.
-    """
-    if not message.startswith(_APPEND_HEAD):
-        return None
-    start = len(_APPEND_HEAD)
-    end = message.find('"', start)
-    if end < 0:
-        return None
-    tail = message[end:]
-    audio = message[start:end]
-    if "\\" in audio or "\\" in tail or '"audio"' in tail:
-        return None
-    try:
-        # Small: the audio is cut out. Nesting is bounded by the tail's length check.
-        event = json.loads(_APPEND_HEAD + tail) if len(tail) <= 4096 else None
-    except (ValueError, RecursionError):  # the full parser reports it
-        return None
-    if not isinstance(event, dict) or event.get("audio") != "" or json_too_deep(event):
-        return None
-    event["audio"] = audio
-    return event
 
 
 class Connection:
@@ -264,8 +231,11 @@ class Connection:
                     "event_too_large",
                     f"Event exceeds the maximum size of {self.options.max_event_bytes} bytes.",
                 )
-            event = _parse_append(message)
-            if event is None:
+            audio: bytes | None = None
+            split = parse_append_event(message)
+            if split is not None:
+                event, audio = split
+            else:
                 try:
                     event = json.loads(message)
                 except RecursionError:
@@ -291,7 +261,10 @@ class Connection:
             if handler is None:
                 raise ProtocolError("unknown_event", f"Unknown event type: '{event_type}'.", "type")
             reject_unknown(event, ("type", "event_id", *_EVENT_KEYS[event_type]), "")
-            await handler(event)
+            if audio is not None and event_type == "input_audio_buffer.append":
+                await self._append(audio)  # decoded already, by parse_append_event
+            else:
+                await handler(event)
         except ProtocolError as exc:
             await self.error(exc, client_event_id)
         except ConnectionClosed:
@@ -387,7 +360,9 @@ class Connection:
             self._vad.reset()
 
     async def _on_append(self, event: dict[str, Any]) -> None:
-        data = expect_base64(event.get("audio"), "audio")
+        await self._append(expect_base64(event.get("audio"), "audio"))
+
+    async def _append(self, data: bytes) -> None:
         fmt = self.session.input_format
         if fmt.bytes_per_sample == 2:
             # Keep a trailing odd byte so a sample split across appends is not lost.
