@@ -162,8 +162,13 @@ class EnergyVad:
         frame costs more than the arithmetic), the same sums as :func:`rms`."""
         if n_frames == 0:
             return []
+        used = data[: n_frames * self._frame_samples]
+        if not used.any():
+            # Digital silence (a muted microphone, a padded phone line): every level is
+            # 0.0, below any threshold (the lowest maps to -60 dBFS).
+            return [False] * n_frames
         if n_frames == 1:
-            return [rms(data[: self._frame_samples]) >= self.level]
-        x = data[: n_frames * self._frame_samples].astype(np.float64) / 32768.0
+            return [rms(used) >= self.level]
+        x = used.astype(np.float64) / 32768.0
         levels = np.sqrt(np.mean((x * x).reshape(n_frames, self._frame_samples), axis=1))
         return (levels >= self.level).tolist()  # type: ignore[no-any-return]

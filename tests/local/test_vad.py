@@ -148,3 +148,14 @@ def test_frames_judged_together_as_one_by_one(seed: int) -> None:
     assert together == by_frame
     assert len(by_frame) >= 4  # the signal does cross the threshold
     assert many.position_ms == one.position_ms
+
+
+def test_digital_silence_is_never_speech_even_at_the_lowest_threshold() -> None:
+    vad = EnergyVad(threshold=0.0, prefix_padding_ms=0, silence_duration_ms=20)
+    assert threshold_to_rms(0.0) > 0.0
+    assert vad.feed(silence(1000)) == []
+    quiet = np.full(int(PCM_SAMPLE_RATE * FRAME_MS / 1000), 40, dtype=np.int16)  # ~-58 dBFS
+    assert [e.kind for e in vad.feed(np.concatenate([quiet, silence(40)]))] == [
+        "speech_started",
+        "speech_stopped",
+    ]
