@@ -450,10 +450,9 @@ class ResponseRunner:
             float(max(opts.max_reply_audio_ms, opts.audio_chunk_ms)),
         )
         n, chunks = _TONES.chunks(duration, fmt, opts.audio_chunk_ms)
-        # Paced: chunk k leaves at start + k x chunk_ms (real time by the loop's clock;
-        # a late chunk goes at once, so a busy server does not drift slower).
+        # Paced: one chunk, then a wait of one chunk's duration.
         period = opts.audio_chunk_ms / 1000.0
-        start = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
         sent_words = 0
         for k, (samples, delta) in enumerate(chunks):
             due = ((k + 1) * len(words) + n - 1) // n
@@ -467,7 +466,7 @@ class ResponseRunner:
             self._audio_ms_sent += samples * 1000.0 / fmt.sample_rate
             item.audio_ms = round(self._audio_ms_sent)
             await self.host.emit_audio_delta(delta, ids)
-            await self._checkpoint(start + (k + 1) * period if opts.pace_audio else None)
+            await self._checkpoint(loop.time() + period if opts.pace_audio else None)
         await self._close_part()
         await self._finish_item(final_status)
 
