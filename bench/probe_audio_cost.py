@@ -13,7 +13,8 @@ in + chunks out): each process handles each chunk once in its direction.
 
 The driver process holds what a session actor holds for its sessions (the
 model client, the session core and driver, the event log) plus the handle
-that reads the events; it has no data plane.
+that reads the events; it has no data plane. ``--mode model`` runs the model
+client alone instead (``OpenAIRealtimeWebSocketModel``, no session).
 
 ``--root`` names the checkouts to compare (each a directory with
 ``ray_realtime`` and ``bench``); the runs alternate between them
@@ -57,17 +58,69 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def _driver(url: str, server_pid: int, k: int, seconds: float) -> dict[str, Any]:
+class _ModelSession:
+    """The model client alone (``--mode model``) behind the few calls the probe makes
+    of a session: ``send_audio``, ``send_message`` and an event iterator."""
+
+    def __init__(self, url: str) -> None:
+        from ray_realtime.model import OpenAIRealtimeWebSocketModel
+
+        self.url = url
+        self.model = OpenAIRealtimeWebSocketModel()
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_event(self, event: Any) -> None:
+        if event.type in ("audio", "turn_ended"):
+            self.events.put_nowait(event)
+
+    async def __aenter__(self) -> _ModelSession:
+        self.model.add_listener(self)
+        await self.model.connect({"url": self.url})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.model.close()
+
+    async def send_audio(self, audio: bytes) -> None:
+        from ray_realtime.types.model_inputs import RealtimeModelSendAudio
+
+        await self.model.send_event(RealtimeModelSendAudio(audio))
+
+    async def send_message(self, text: str) -> None:
+        from ray_realtime.types.model_inputs import RealtimeModelSendUserInput
+
+        await self.model.send_event(RealtimeModelSendUserInput(text))
+
+    def __aiter__(self) -> _ModelSession:
+        return self
+
+    async def __anext__(self) -> Any:
+        event = await self.events.get()
+        return _Event("agent_end") if event.type == "turn_ended" else _Event("audio", event)
+
+
+class _Event:
+    def __init__(self, kind: str, audio: Any = None) -> None:
+        self.type = kind
+        self.audio = audio
+
+
+async def _driver(
+    url: str, server_pid: int, k: int, seconds: float, mode: str = "session"
+) -> dict[str, Any]:
     import psutil
 
     from ray_realtime import RealtimeAgent, RealtimeRunner
 
     agent: RealtimeAgent[Any] = RealtimeAgent(name="Probe", instructions="probe")
-    sessions = []
+    sessions: list[Any] = []
     for _ in range(k):
-        session = await RealtimeRunner(agent, config={"execution": "in_process"}).run(
-            model_config={"url": url}
-        )
+        if mode == "model":
+            session: Any = _ModelSession(url)
+        else:
+            session = await RealtimeRunner(agent, config={"execution": "in_process"}).run(
+                model_config={"url": url}
+            )
         await asyncio.wait_for(session.__aenter__(), 30)
         sessions.append(session)
     await asyncio.sleep(1.0)
@@ -122,7 +175,12 @@ async def _driver(url: str, server_pid: int, k: int, seconds: float) -> dict[str
 
 
 def _one_run(
-    root: Path, k: int, seconds: float, profile: str = "", profile_delay: float = 0.0
+    root: Path,
+    k: int,
+    seconds: float,
+    profile: str = "",
+    profile_delay: float = 0.0,
+    mode: str = "session",
 ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(root)}
     server = subprocess.Popen(
@@ -147,6 +205,8 @@ def _one_run(
                 str(k),
                 "--seconds",
                 str(seconds),
+                "--mode",
+                mode,
             ],
             cwd=root,
             env=env,
@@ -201,18 +261,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", default="", help="directory for py-spy raw profiles")
     parser.add_argument("--profile-delay", type=float, default=5.0)
+    parser.add_argument(
+        "--mode",
+        choices=["session", "model"],
+        default="session",
+        help="session: in-process sessions; model: the model client alone",
+    )
     parser.add_argument("--driver", default="")
     parser.add_argument("--server-pid", type=int, default=0)
     args = parser.parse_args(argv)
     if args.driver:
-        print(json.dumps(asyncio.run(_driver(args.driver, args.server_pid, args.k, args.seconds))))
+        result = _driver(args.driver, args.server_pid, args.k, args.seconds, args.mode)
+        print(json.dumps(asyncio.run(result)))
         return 0
     roots = [Path(r).resolve() for r in (args.root or ["."])]
     results: dict[Path, list[dict[str, Any]]] = {r: [] for r in roots}
     for _ in range(args.rounds):
         for root in roots:
             load = os.getloadavg()[0]
-            r = _one_run(root, args.k, args.seconds, args.profile, args.profile_delay)
+            r = _one_run(root, args.k, args.seconds, args.profile, args.profile_delay, args.mode)
             chunks = r["chunks_in"] + r["chunks_out"]
             r["driver_us"] = r["driver_cpu_s"] / chunks * 1e6
             r["server_us"] = r["server_cpu_s"] / chunks * 1e6
