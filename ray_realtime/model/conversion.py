@@ -542,9 +542,11 @@ def parse_audio_delta(message: str) -> tuple[dict[str, Any], bytes] | None:
     if key < 0:
         return None
     start = key + len(_DELTA_KEY)
-    while start < len(message) and message[start] in " \t\n\r":
+    # Compact JSON, or one space after the colon (Python's default); anything else is
+    # left to the whole parse.
+    if message.startswith(' "', start):
         start += 1
-    if start >= len(message) or message[start] != '"':
+    elif not message.startswith('"', start):
         return None
     start += 1
     end = message.find('"', start)
