@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
+import binascii
 import contextlib
 import signal
 import struct
@@ -33,7 +33,7 @@ from websockets.asyncio.server import ServerConnection
 from ray_realtime.local.connection import Connection
 from ray_realtime.local.server import LocalModelServer
 
-__all__ = ["STAMP_MAGIC", "StampingModelServer", "main", "read_stamp"]
+__all__ = ["STAMP_MAGIC", "StampingModelServer", "main", "read_stamp", "stamp_delta"]
 
 STAMP_MAGIC = b"RRTS"
 _STAMP = struct.Struct("<4sId")
@@ -47,6 +47,17 @@ def read_stamp(pcm: bytes) -> tuple[int, float] | None:
     return int(index), float(sent)
 
 
+def stamp_delta(delta: str, index: int, sent: float) -> str:
+    """``delta`` (base64 PCM) with its first 16 bytes replaced by the stamp; a delta
+    shorter than the stamp is returned unchanged. Only the first 24 base64 characters
+    (18 bytes) are decoded and encoded again: the rest is kept as it is."""
+    if len(delta) < 24:
+        return delta
+    head = bytearray(binascii.a2b_base64(delta[:24]))
+    _STAMP.pack_into(head, 0, STAMP_MAGIC, index, sent)
+    return binascii.b2a_base64(head, newline=False).decode("ascii") + delta[24:]
+
+
 class _StampingConnection(Connection):
     """A connection that stamps its output audio chunks."""
 
@@ -54,18 +65,13 @@ class _StampingConnection(Connection):
         super().__init__(ws, options, model)
         self._chunk_index: dict[str, int] = {}
 
-    async def emit(self, event_type: str, **fields: Any) -> None:
-        if event_type == "response.output_audio.delta":
-            pcm = bytearray(base64.b64decode(fields["delta"]))
-            if len(pcm) >= _STAMP.size:
-                item_id = str(fields.get("item_id", ""))
-                index = self._chunk_index.get(item_id, 0)
-                self._chunk_index[item_id] = index + 1
-                if len(self._chunk_index) > 64:  # bounded: forget the oldest items
-                    self._chunk_index.pop(next(iter(self._chunk_index)))
-                _STAMP.pack_into(pcm, 0, STAMP_MAGIC, index, time.monotonic())
-                fields["delta"] = base64.b64encode(pcm).decode("ascii")
-        await super().emit(event_type, **fields)
+    async def emit_audio_delta(self, delta: str, ids: dict[str, Any]) -> None:
+        item_id = str(ids.get("item_id", ""))
+        index = self._chunk_index.get(item_id, 0)
+        self._chunk_index[item_id] = index + 1
+        if len(self._chunk_index) > 64:  # bounded: forget the oldest items
+            self._chunk_index.pop(next(iter(self._chunk_index)))
+        await super().emit_audio_delta(stamp_delta(delta, index, time.monotonic()), ids)
 
 
 class StampingModelServer(LocalModelServer):

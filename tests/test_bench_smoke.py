@@ -133,3 +133,24 @@ async def test_stamping_model_server_stamps_every_audio_chunk_in_order() -> None
     assert [index for index, _ in stamps] == list(range(len(chunks)))  # type: ignore[misc]
     sent = [when for _, when in stamps]  # type: ignore[misc]
     assert sent == sorted(sent) and before <= sent[0] <= time.monotonic()
+
+
+def test_stamp_splices_only_the_first_bytes() -> None:
+    """The stamp rewrites the first 24 base64 characters of a delta; the audio after
+    the stamp's 16 bytes passes unchanged, whatever the delta's length."""
+    import base64
+    import struct
+
+    from bench.model_server import STAMP_MAGIC, read_stamp, stamp_delta
+
+    for size in (0, 10, 15, 16, 17, 18, 19, 100, 1920, 1921):
+        pcm = bytes((i * 7 + 3) % 256 for i in range(size))
+        delta = base64.b64encode(pcm).decode("ascii")
+        stamped = stamp_delta(delta, 5, 12.25)
+        if size < 16:
+            assert stamped == delta
+            continue
+        out = base64.b64decode(stamped, validate=True)
+        assert out[16:] == pcm[16:] and len(out) == size
+        assert out[:16] == struct.pack("<4sId", STAMP_MAGIC, 5, 12.25)
+        assert read_stamp(out) == (5, 12.25)

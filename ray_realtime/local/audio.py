@@ -15,7 +15,9 @@ Everything here is deterministic and free of I/O so it can be unit tested and re
 
 from __future__ import annotations
 
+import binascii
 import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +31,7 @@ __all__ = [
     "PCM_SAMPLE_RATE",
     "AudioFormat",
     "AudioFormatName",
+    "EncodedToneCache",
     "alaw_decode",
     "alaw_encode",
     "bytes_to_pcm16",
@@ -236,30 +239,109 @@ def tone_chunks(
     the duration. ``count`` is the number of chunks (at least one, possibly empty, as
     :func:`chunk_samples`).
     """
-    n = max(0, round(duration_ms * sample_rate / 1000.0))
-    per_chunk = max(1, sample_rate * chunk_ms // 1000)
-    count = max(1, -(-n // per_chunk))
-    fade_n = min(n // 2, int(fade_ms * sample_rate / 1000.0))
-    ramp = np.linspace(0.0, 1.0, fade_n, endpoint=False) if fade_n > 0 else None
-    fall = ramp[::-1] if ramp is not None else None
-    fade_out = n - fade_n
+    plan = _ToneShape(duration_ms, sample_rate, chunk_ms, frequency_hz, amplitude, fade_ms)
+    return plan.count, (plan.chunk(index) for index in range(plan.count))
 
-    def chunks() -> Iterator[Int16Array]:
-        for start in range(0, max(n, 1), per_chunk):
-            end = min(n, start + per_chunk)
-            t = np.arange(start, end, dtype=np.float64) / sample_rate
-            wave = amplitude * np.sin(2.0 * math.pi * frequency_hz * t)
-            if ramp is not None and fall is not None:
-                # The fade-in covers samples [0, fade_n), the fade-out [n - fade_n, n).
-                lo, hi = start, min(end, fade_n)
-                if lo < hi:
-                    wave[lo - start : hi - start] *= ramp[lo:hi]
-                lo, hi = max(start, fade_out), end
-                if lo < hi:
-                    wave[lo - start : hi - start] *= fall[lo - fade_out : hi - fade_out]
-            yield np.round(wave * 32767.0).astype(np.int16)
 
-    return count, chunks()
+class _ToneShape:
+    """One tone of a given length, cut in chunks: chunk ``index`` is computed alone
+    (what :func:`tone_chunks` yields; :class:`EncodedToneCache` caches it encoded)."""
+
+    def __init__(
+        self,
+        duration_ms: float,
+        sample_rate: int,
+        chunk_ms: int,
+        frequency_hz: float = TONE_FREQUENCY_HZ,
+        amplitude: float = TONE_AMPLITUDE,
+        fade_ms: float = 5.0,
+    ) -> None:
+        self.n = max(0, round(duration_ms * sample_rate / 1000.0))
+        self.sample_rate = sample_rate
+        self.per_chunk = max(1, sample_rate * chunk_ms // 1000)
+        self.count = max(1, -(-self.n // self.per_chunk))
+        self.frequency_hz = frequency_hz
+        self.amplitude = amplitude
+        self.fade_n = min(self.n // 2, int(fade_ms * sample_rate / 1000.0))
+
+    def chunk(self, index: int) -> Int16Array:
+        """The samples of chunk ``index`` (``0 <= index < count``)."""
+        n, fade_n = self.n, self.fade_n
+        start = index * self.per_chunk
+        end = min(n, start + self.per_chunk)
+        t = np.arange(start, end, dtype=np.float64) / self.sample_rate
+        wave = self.amplitude * np.sin(2.0 * math.pi * self.frequency_hz * t)
+        if fade_n > 0:
+            # The fade-in covers samples [0, fade_n), the fade-out [n - fade_n, n); the
+            # ramp is the one synthesize_tone uses, so chunks join bit-identically.
+            lo, hi = start, min(end, fade_n)
+            if lo < hi:
+                ramp = np.linspace(0.0, 1.0, fade_n, endpoint=False)
+                wave[lo - start : hi - start] *= ramp[lo:hi]
+            fade_out = n - fade_n
+            lo, hi = max(start, fade_out), end
+            if lo < hi:
+                fall = np.linspace(0.0, 1.0, fade_n, endpoint=False)[::-1]
+                wave[lo - start : hi - start] *= fall[lo - fade_out : hi - fade_out]
+        result: Int16Array = np.round(wave * 32767.0).astype(np.int16)
+        return result
+
+
+class EncodedToneCache:
+    """Chunks of :func:`tone_chunks` already encoded in a wire format and in base64,
+    as ``response.output_audio.delta`` carries them, bounded in bytes.
+
+    Every reply of the same length has the same chunks (the tone is deterministic), so
+    a server streaming many such replies encodes each chunk once: a chunk is a
+    dictionary lookup instead of a synthesis, an encoding and a base64 pass. The least
+    recently used chunks are dropped beyond ``max_bytes`` (of base64 text); a chunk
+    larger than an eighth of it is not kept at all.
+    """
+
+    def __init__(self, max_bytes: int = 8 << 20) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self.max_bytes = max_bytes
+        self._bytes = 0
+        self._chunks: OrderedDict[tuple[object, ...], tuple[int, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    @property
+    def size_bytes(self) -> int:
+        """Base64 characters held."""
+        return self._bytes
+
+    def chunks(
+        self, duration_ms: float, fmt: AudioFormat, chunk_ms: int
+    ) -> tuple[int, Iterator[tuple[int, str]]]:
+        """``(count, chunks)`` of a tone of ``duration_ms`` in ``fmt``: each chunk as
+        ``(samples, base64 of its wire bytes)``, the same audio as
+        ``encode_from_pcm16`` of each chunk of :func:`tone_chunks`."""
+        shape = _ToneShape(duration_ms, fmt.sample_rate, chunk_ms)
+        key = (fmt.name, fmt.sample_rate, chunk_ms, shape.n)
+        return shape.count, (self._chunk(shape, fmt, key, i) for i in range(shape.count))
+
+    def _chunk(
+        self, shape: _ToneShape, fmt: AudioFormat, key: tuple[object, ...], index: int
+    ) -> tuple[int, str]:
+        full_key = (*key, index)
+        hit = self._chunks.get(full_key)
+        if hit is not None:
+            self._chunks.move_to_end(full_key)
+            return hit
+        samples = shape.chunk(index)
+        encoded = binascii.b2a_base64(encode_from_pcm16(samples, fmt), newline=False)
+        entry = (int(samples.size), encoded.decode("ascii"))
+        size = len(entry[1])
+        if size * 8 <= self.max_bytes:
+            self._chunks[full_key] = entry
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, dropped) = self._chunks.popitem(last=False)
+                self._bytes -= len(dropped)
+        return entry
 
 
 def chunk_samples(samples: Int16Array, sample_rate: int, chunk_ms: int) -> list[Int16Array]:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -35,6 +36,7 @@ from .protocol import (
     expect_int,
     expect_str,
     json_too_deep,
+    parse_append_event,
     reject_unknown,
 )
 from .responder import ResponseParams, ResponseRunner, parse_response_params
@@ -109,6 +111,8 @@ class Connection:
         self._speech_item_id: str | None = None
         self._speech_start_ms = 0.0
         self._rebuild_vad()
+        # The serialised ids of the audio part being streamed (see emit_audio_delta).
+        self._audio_head: tuple[tuple[Any, ...], str] = ((), "")
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "session.update": self._on_session_update,
             "input_audio_buffer.append": self._on_append,
@@ -134,6 +138,21 @@ class Connection:
             # A lone surrogate cannot be UTF-8 encoded; inputs carrying one are rejected
             # on arrival, so this is only a safety net: escape it rather than fail.
             await self.ws.send(json.dumps(event, separators=(",", ":")))
+
+    async def emit_audio_delta(self, delta: str, ids: dict[str, Any]) -> None:
+        """Send a ``response.output_audio.delta`` (the same event as ``emit`` would).
+
+        The hot path of a speaking server, so the JSON is put together by hand: the
+        delta is base64 (no character needs escaping) and the ids are serialised once
+        per audio part, not once per chunk.
+        """
+        key = tuple(ids.items())
+        if self._audio_head[0] != key:
+            self._audio_head = (key, json.dumps(ids, separators=(",", ":"))[1:-1])
+        await self.ws.send(
+            f'{{"type":"response.output_audio.delta","event_id":"{self.ids.next("event")}",'
+            f'{self._audio_head[1]},"delta":"{delta}"}}'
+        )
 
     async def error(self, exc: ProtocolError, client_event_id: str | None) -> None:
         """Report a client error without closing the connection."""
@@ -212,18 +231,23 @@ class Connection:
                     "event_too_large",
                     f"Event exceeds the maximum size of {self.options.max_event_bytes} bytes.",
                 )
-            try:
-                event = json.loads(message)
-            except RecursionError:
-                raise self._too_deep() from None
-            except ValueError:
-                raise ProtocolError("invalid_json", "The event is not valid JSON.") from None
-            if not isinstance(event, dict):
-                raise ProtocolError("invalid_event", "An event must be a JSON object.")
-            if json_too_deep(event):
-                raise self._too_deep()
-            if "\\u" in message and _SURROGATE_ESCAPE.search(message):
-                _reject_lone_surrogates(event)
+            audio: bytes | None = None
+            split = parse_append_event(message)
+            if split is not None:
+                event, audio = split
+            else:
+                try:
+                    event = json.loads(message)
+                except RecursionError:
+                    raise self._too_deep() from None
+                except ValueError:
+                    raise ProtocolError("invalid_json", "The event is not valid JSON.") from None
+                if not isinstance(event, dict):
+                    raise ProtocolError("invalid_event", "An event must be a JSON object.")
+                if json_too_deep(event):
+                    raise self._too_deep()
+                if "\\u" in message and _SURROGATE_ESCAPE.search(message):
+                    _reject_lone_surrogates(event)
             raw_id = event.get("event_id")
             if raw_id is not None:
                 client_event_id = expect_str(raw_id, "event_id", max_len=512)
@@ -237,7 +261,10 @@ class Connection:
             if handler is None:
                 raise ProtocolError("unknown_event", f"Unknown event type: '{event_type}'.", "type")
             reject_unknown(event, ("type", "event_id", *_EVENT_KEYS[event_type]), "")
-            await handler(event)
+            if audio is not None and event_type == "input_audio_buffer.append":
+                await self._append(audio)  # decoded already, by parse_append_event
+            else:
+                await handler(event)
         except ProtocolError as exc:
             await self.error(exc, client_event_id)
         except ConnectionClosed:
@@ -333,14 +360,21 @@ class Connection:
             self._vad.reset()
 
     async def _on_append(self, event: dict[str, Any]) -> None:
-        data = expect_base64(event.get("audio"), "audio")
+        await self._append(expect_base64(event.get("audio"), "audio"))
+
+    async def _append(self, data: bytes) -> None:
         fmt = self.session.input_format
         if fmt.bytes_per_sample == 2:
             # Keep a trailing odd byte so a sample split across appends is not lost.
-            data = self._odd_byte + data
+            if self._odd_byte:
+                data = self._odd_byte + data
             self._odd_byte = data[len(data) - len(data) % 2 :]
-            data = data[: len(data) - len(data) % 2]
-        samples = decode_to_pcm16(data, fmt)
+            if self._odd_byte:
+                data = data[:-1]
+            # Little-endian PCM16 as it is: a read-only view, no copy.
+            samples = np.frombuffer(data, dtype="<i2")
+        else:
+            samples = decode_to_pcm16(data, fmt)
         added_ms = samples.size * 1000.0 / self._rate
         if self._buffered_ms() + added_ms > self.options.max_input_audio_ms:
             raise ProtocolError(
@@ -349,7 +383,7 @@ class Connection:
                 "commit or clear it first.",
                 "audio",
             )
-        self._buffer += samples.astype("<i2").tobytes()
+        self._buffer += data if fmt.bytes_per_sample == 2 else samples.astype("<i2").tobytes()
         self._timeline_ms += added_ms
         if self._vad is None:
             return

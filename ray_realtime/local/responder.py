@@ -11,12 +11,11 @@ cancellation is only used when the connection goes away.
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .audio import AudioFormat, encode_from_pcm16, tone_chunks
+from .audio import AudioFormat, EncodedToneCache
 from .conversation import Conversation, StoredItem, parse_client_item
 from .protocol import (
     IdFactory,
@@ -46,6 +45,10 @@ MAX_DELTAS = 4096
 """Most text/transcript/argument deltas per response: longer outputs get longer deltas
 (several words, or more characters), so the event count stays bounded."""
 
+_TONES = EncodedToneCache()
+"""The reply audio, encoded once per process: every reply of one length streams the
+same chunks (bounded in bytes; see :class:`EncodedToneCache`)."""
+
 
 def _group(pieces: list[str], max_parts: int = MAX_DELTAS) -> list[str]:
     """``pieces`` merged into at most ``max_parts`` consecutive groups (same text)."""
@@ -63,6 +66,11 @@ class ResponseHost(Protocol):
 
     async def emit(self, event_type: str, **fields: Any) -> None:
         """Send a server event."""
+
+    async def emit_audio_delta(self, delta: str, ids: dict[str, Any]) -> None:
+        """Send a ``response.output_audio.delta`` carrying ``delta`` (base64) with the
+        ids of its part (``response_id``, ``item_id``, ``output_index``,
+        ``content_index``)."""
 
     async def add_item(
         self, item: StoredItem, previous_item_id: str | None, *, done: bool
@@ -219,6 +227,11 @@ def usage(entries: list[Entry], output_text: str, output_audio_ms: float) -> dic
     }
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _Cancelled(Exception):
     """Raised inside the runner at a checkpoint once a cancel was requested."""
 
@@ -243,7 +256,8 @@ class ResponseRunner:
         self.item: StoredItem | None = None
         self.task: asyncio.Task[None] | None = None
         self._cancel_reason: str | None = None
-        self._wake = asyncio.Event()
+        # The pause a paced response is in (resolved early by a cancel request).
+        self._pause: asyncio.Future[None] | None = None
         self._previous_id: str | None = None
         self._part_open = False
         self._args_sent = ""  # set once the arguments stop (done or cancelled)
@@ -266,7 +280,8 @@ class ResponseRunner:
         """Ask the runner to stop at its next checkpoint (reason ``client_cancelled``...)."""
         if self._cancel_reason is None:
             self._cancel_reason = reason
-            self._wake.set()
+            if self._pause is not None and not self._pause.done():
+                self._pause.set_result(None)
 
     def _wire(self, status: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
         fmt = self.params.output_format
@@ -284,14 +299,21 @@ class ResponseRunner:
             "metadata": self.params.metadata,
         }
 
-    async def _checkpoint(self, delay_s: float = 0.0) -> None:
-        """Yield to the event loop (optionally pacing) and stop if a cancel is pending."""
+    async def _checkpoint(self, until: float | None = None) -> None:
+        """Yield to the event loop (pacing: until the loop time ``until``) and stop if a
+        cancel is pending."""
         if self._cancel_reason is None:
-            if delay_s > 0:
+            loop = asyncio.get_running_loop()
+            if until is not None and until > loop.time():
+                # One future and one timer per pause: far cheaper than wait_for on an
+                # Event (a task, a timer and a cancellation per audio chunk).
+                pause = self._pause = loop.create_future()
+                timer = loop.call_at(until, _resolve, pause)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay_s)
-                except TimeoutError:
-                    pass
+                    await pause
+                finally:
+                    timer.cancel()
+                    self._pause = None
             else:
                 await asyncio.sleep(0)
         if self._cancel_reason is not None:
@@ -427,9 +449,12 @@ class ResponseRunner:
             max(float(opts.audio_chunk_ms), len(text) * opts.audio_ms_per_char / self.params.speed),
             float(max(opts.max_reply_audio_ms, opts.audio_chunk_ms)),
         )
-        n, chunks = tone_chunks(duration, fmt.sample_rate, opts.audio_chunk_ms)
+        n, chunks = _TONES.chunks(duration, fmt, opts.audio_chunk_ms)
+        # Paced: one chunk, then a wait of one chunk's duration.
+        period = opts.audio_chunk_ms / 1000.0
+        loop = asyncio.get_running_loop()
         sent_words = 0
-        for k, chunk in enumerate(chunks):
+        for k, (samples, delta) in enumerate(chunks):
             due = ((k + 1) * len(words) + n - 1) // n
             while sent_words < due:
                 self._text_parts.append(words[sent_words])
@@ -438,11 +463,10 @@ class ResponseRunner:
                     "response.output_audio_transcript.delta", delta=words[sent_words - 1], **ids
                 )
                 await self._checkpoint()
-            self._audio_ms_sent += chunk.size * 1000.0 / fmt.sample_rate
+            self._audio_ms_sent += samples * 1000.0 / fmt.sample_rate
             item.audio_ms = round(self._audio_ms_sent)
-            delta = base64.b64encode(encode_from_pcm16(chunk, fmt)).decode("ascii")
-            await self.host.emit("response.output_audio.delta", delta=delta, **ids)
-            await self._checkpoint(opts.audio_chunk_ms / 1000.0 if opts.pace_audio else 0.0)
+            await self.host.emit_audio_delta(delta, ids)
+            await self._checkpoint(loop.time() + period if opts.pace_audio else None)
         await self._close_part()
         await self._finish_item(final_status)
 

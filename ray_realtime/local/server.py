@@ -156,6 +156,9 @@ class LocalModelServer:
             self._requested_port,
             process_request=self._process_request,
             select_subprotocol=_select_subprotocol,
+            # PCM audio does not compress and deflate costs CPU on every frame (a
+            # browser offers it by default).
+            compression=None,
             max_size=self.max_frame_bytes,
             close_timeout=2,
             logger=_ws_logger,

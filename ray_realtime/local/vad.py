@@ -134,11 +134,9 @@ class EnergyVad:
             data = np.concatenate([self._pending, data])
         n_frames = data.size // self._frame_samples
         events: list[VadEvent] = []
-        for i in range(n_frames):
-            frame = data[i * self._frame_samples : (i + 1) * self._frame_samples]
+        for voiced in self._voiced(data, n_frames):
             frame_start = self._position_ms
             self._position_ms += FRAME_MS
-            voiced = rms(frame) >= self.level
             if not self._in_speech:
                 if voiced:
                     self._in_speech = True
@@ -157,3 +155,20 @@ class EnergyVad:
                 events.append(VadEvent("speech_stopped", round(self._position_ms)))
         self._pending = data[n_frames * self._frame_samples :].copy()
         return events
+
+    def _voiced(self, data: np.ndarray, n_frames: int) -> list[bool]:
+        """Whether each of the first ``n_frames`` frames of ``data`` is voiced: its
+        :func:`rms` reaches the level. All frames in one pass (a numpy call per
+        frame costs more than the arithmetic), the same sums as :func:`rms`."""
+        if n_frames == 0:
+            return []
+        used = data[: n_frames * self._frame_samples]
+        if not used.any():
+            # Digital silence (a muted microphone, a padded phone line): every level is
+            # 0.0, below any threshold (the lowest maps to -60 dBFS).
+            return [False] * n_frames
+        if n_frames == 1:
+            return [rms(used) >= self.level]
+        x = used.astype(np.float64) / 32768.0
+        levels = np.sqrt(np.mean((x * x).reshape(n_frames, self._frame_samples), axis=1))
+        return (levels >= self.level).tolist()  # type: ignore[no-any-return]

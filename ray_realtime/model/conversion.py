@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,6 +58,7 @@ __all__ = [
     "SERVER_EVENT_ALIASES",
     "audio_bytes_per_ms",
     "audio_format_to_protocol",
+    "parse_audio_delta",
     "protocol_item_to_history_item",
     "server_event_to_model_events",
     "server_event_type",
@@ -479,17 +481,24 @@ def _output_item_done(event: Mapping[str, Any], t: str) -> list[RealtimeModelEve
 def _audio_delta(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
     delta = _req_str(event, "delta", t)
     try:
-        data = base64.b64decode(delta, validate=True)
+        # Strict decoding accepts only what validate=True accepts, decoded alike, and
+        # costs less (no regular expression pass first); the slower check decides the rest.
+        data = binascii.a2b_base64(delta, strict_mode=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError(f"{_where(t, 'delta')} is not valid base64") from None
-    return [
-        RealtimeModelAudioEvent(
-            data=data,
-            response_id=_req_str(event, "response_id", t),
-            item_id=_req_str(event, "item_id", t),
-            content_index=_req_int(event, "content_index", t),
-        )
-    ]
+        try:
+            data = base64.b64decode(delta, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError(f"{_where(t, 'delta')} is not valid base64") from None
+    return [_audio_event(event, t, data)]
+
+
+def _audio_event(event: Mapping[str, Any], t: str, data: bytes) -> RealtimeModelAudioEvent:
+    return RealtimeModelAudioEvent(
+        data=data,
+        response_id=_req_str(event, "response_id", t),
+        item_id=_req_str(event, "item_id", t),
+        content_index=_req_int(event, "content_index", t),
+    )
 
 
 def _audio_done(event: Mapping[str, Any], t: str) -> list[RealtimeModelEvent]:
@@ -509,6 +518,53 @@ def _transcript_delta(event: Mapping[str, Any], t: str) -> list[RealtimeModelEve
             response_id=_req_str(event, "response_id", t),
         )
     ]
+
+
+_DELTA_KEY = '"delta":'
+_MAX_REST_CHARS = 4096
+
+
+def parse_audio_delta(message: str) -> tuple[dict[str, Any], bytes] | None:
+    """``(json.loads(message), the delta decoded)`` for a server event whose ``delta``
+    is base64 text (an audio delta), without scanning the delta as JSON; ``None`` when
+    the message is not of that shape (the caller parses it whole).
+
+    The delta is taken as the raw text between the quote after ``"delta":`` and the
+    next quote. That is its parsed value when it is valid base64 (no backslash, so no
+    escape, and no control character inside); the rest of the message (the delta cut
+    out) must hold no backslash either (no escape can spell another ``delta`` key or a
+    lone surrogate) and no second ``"delta"``, and parse to an object whose ``delta``
+    is the empty string: the key found is then that object's own ``delta``, and the
+    two parses differ only in its value. The rest is bounded (``_MAX_REST_CHARS``): the
+    cost is the base64 decoding the delta needs anyway plus a small parse.
+    """
+    key = message.find(_DELTA_KEY)
+    if key < 0:
+        return None
+    start = key + len(_DELTA_KEY)
+    # Compact JSON, or one space after the colon (Python's default); anything else is
+    # left to the whole parse.
+    if message.startswith(' "', start):
+        start += 1
+    elif not message.startswith('"', start):
+        return None
+    start += 1
+    end = message.find('"', start)
+    if end < 0:
+        return None
+    rest = message[:start] + message[end:]
+    if len(rest) > _MAX_REST_CHARS or "\\" in rest or rest.count('"delta"') != 1:
+        return None
+    delta = message[start:end]
+    try:
+        audio = binascii.a2b_base64(delta, strict_mode=True)
+        data = json.loads(rest)
+    except (binascii.Error, ValueError, RecursionError):
+        return None  # the whole parse decides
+    if not isinstance(data, dict) or data.get("delta") != "":
+        return None
+    data["delta"] = delta
+    return data, audio
 
 
 _CONVERTERS: dict[str, _Converter] = {
@@ -542,13 +598,19 @@ def server_event_type(event: Mapping[str, Any]) -> str:
     return SERVER_EVENT_ALIASES.get(kind, kind)
 
 
-def server_event_to_model_events(event: Mapping[str, Any]) -> list[RealtimeModelEvent]:
+def server_event_to_model_events(
+    event: Mapping[str, Any], audio: bytes | None = None
+) -> list[RealtimeModelEvent]:
     """The model events of one decoded server event.
 
-    Raises :class:`ProtocolError` when a field the conversion needs is missing
-    or of the wrong type. Unknown event types become ``RealtimeModelOtherEvent``.
+    ``audio``: the event's ``delta`` already decoded (see :func:`parse_audio_delta`),
+    used when the event is an audio delta. Raises :class:`ProtocolError` when a field
+    the conversion needs is missing or of the wrong type. Unknown event types become
+    ``RealtimeModelOtherEvent``.
     """
     kind = server_event_type(event)
+    if audio is not None and kind == "response.output_audio.delta":
+        return [_audio_event(event, kind, audio)]
     converter = _CONVERTERS.get(kind)
     if converter is None:
         return [RealtimeModelOtherEvent(data=dict(event))]

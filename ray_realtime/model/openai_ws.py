@@ -23,7 +23,7 @@ client:
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import contextlib
 import inspect
 import itertools
@@ -49,6 +49,7 @@ from ray_realtime.exceptions import (
 )
 from ray_realtime.model.conversion import (
     DEFAULT_MODEL_NAME,
+    parse_audio_delta,
     server_event_to_model_events,
     server_event_type,
     tool_output_to_item,
@@ -176,6 +177,19 @@ def _without_lone_surrogates(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_lone_surrogates(v) for v in value]
     return value
+
+
+# Below this a frame is parsed whole: splitting the delta out pays off on audio.
+_SPLIT_MIN_CHARS = 512
+
+
+def _too_large(event_type: Any, size: int) -> InputTooLargeError:
+    return InputTooLargeError(
+        f"client event {event_type!r} is {size} bytes, over the "
+        f"{_MAX_CLIENT_EVENT_BYTES}-byte limit",
+        size,
+        _MAX_CLIENT_EVENT_BYTES,
+    )
 
 
 def _safe_url(url: str, secrets: tuple[str, ...]) -> str:
@@ -476,12 +490,12 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             event = {**event, "event_id": event_id}
         text = json.dumps(event, separators=(",", ":"))
         if len(text) > _MAX_CLIENT_EVENT_BYTES:  # ASCII JSON: characters == bytes
-            raise InputTooLargeError(
-                f"client event {event.get('type')!r} is {len(text)} bytes, over the "
-                f"{_MAX_CLIENT_EVENT_BYTES}-byte limit",
-                len(text),
-                _MAX_CLIENT_EVENT_BYTES,
-            )
+            raise _too_large(event.get("type"), len(text))
+        await self._send_text(text)
+        return event_id
+
+    async def _send_text(self, text: str) -> None:
+        """Send one client event already serialised (within the size limit)."""
         ws = self._ws
         if ws is None:
             raise ModelConnectionError("the realtime model is not connected")
@@ -492,7 +506,6 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             raise ModelConnectionError(
                 f"the connection to the realtime model is closed (close code {code})"
             ) from None
-        return event_id
 
     def _response_busy(self) -> bool:
         return (
@@ -561,9 +574,17 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
                 _MAX_CLIENT_EVENT_BYTES * 3 // 4,
             )
         if event.audio:
-            # base64 happens here and only here: audio is raw bytes everywhere else.
-            audio = base64.b64encode(event.audio).decode("ascii")
-            await self._send({"type": "input_audio_buffer.append", "audio": audio})
+            # base64 happens here and only here: audio is raw bytes everywhere else. The
+            # event is written by hand (one per audio chunk): base64 text and our own
+            # event id need no escaping, and json.dumps would scan the audio again.
+            audio = binascii.b2a_base64(event.audio, newline=False).decode("ascii")
+            text = (
+                '{"type":"input_audio_buffer.append","audio":"'
+                f'{audio}","event_id":"{self._next_event_id()}"}}'
+            )
+            if len(text) > _MAX_CLIENT_EVENT_BYTES:
+                raise _too_large("input_audio_buffer.append", len(text))
+            await self._send_text(text)
         if event.commit:
             await self._send({"type": "input_audio_buffer.commit"})
             # Turn detection off: "the client must manually trigger model response".
@@ -707,6 +728,18 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             raise ProtocolError(
                 f"unexpected binary frame ({len(message)} bytes); server events are JSON text"
             )
+        split = parse_audio_delta(message) if len(message) >= _SPLIT_MIN_CHARS else None
+        if split is not None:
+            data, audio = split
+            # No backslash anywhere (see parse_audio_delta): no lone surrogate to replace.
+            if _too_deep(data):
+                raise ProtocolError(
+                    f"server event nests deeper than {_MAX_EVENT_DEPTH} arrays/objects"
+                )
+            if self._emit_raw:
+                await self._emit(RealtimeModelRawServerEvent(data=data))
+            await self._handle_server_event(data, audio)
+            return
         try:
             data = json.loads(message)
         except RecursionError:
@@ -725,7 +758,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             await self._emit(RealtimeModelRawServerEvent(data=data))
         await self._handle_server_event(data)
 
-    async def _handle_server_event(self, data: dict[str, Any]) -> None:
+    async def _handle_server_event(self, data: dict[str, Any], audio: bytes | None = None) -> None:
         kind = server_event_type(data)
         if kind == "input_audio_buffer.speech_started":
             # The user started speaking over the assistant. "If `true` then the
@@ -750,7 +783,7 @@ class OpenAIRealtimeWebSocketModel(RealtimeModel):
             self._unseen_response_active = False
 
         try:
-            events = server_event_to_model_events(data)
+            events = server_event_to_model_events(data, audio)
         except ProtocolError:
             if kind == "response.done":
                 await self._flush_deferred_response()

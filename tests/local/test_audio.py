@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from ray_realtime.local.audio import (
     AUDIO_FORMATS,
     G711_SAMPLE_RATE,
     PCM_SAMPLE_RATE,
+    EncodedToneCache,
     alaw_decode,
     alaw_encode,
     bytes_to_pcm16,
@@ -127,3 +129,35 @@ def test_tone_chunks_equal_the_whole_tone_in_chunks(duration_ms: float, rate: in
     assert count == len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(AUDIO_FORMATS))
+def test_encoded_tone_chunks_are_the_tone_encoded(name: str) -> None:
+    fmt = AUDIO_FORMATS[name]
+    cache = EncodedToneCache()
+    for duration in (0.0, 3.0, 40.0, 1234.5):
+        count, chunks = tone_chunks(duration, fmt.sample_rate, 40)
+        expected = [
+            (c.size, base64.b64encode(encode_from_pcm16(c, fmt)).decode("ascii")) for c in chunks
+        ]
+        for _ in range(2):  # computed, then from the cache
+            n, encoded = cache.chunks(duration, fmt, 40)
+            assert n == count
+            assert list(encoded) == expected
+
+
+def test_encoded_tone_cache_is_bounded_in_bytes() -> None:
+    fmt = AUDIO_FORMATS["audio/pcm"]
+    chunk_chars = 2560  # 40 ms of 24 kHz PCM16 in base64
+    cache = EncodedToneCache(max_bytes=10 * chunk_chars)
+    for duration in (5000.0, 5000.0, 7000.0):
+        _, chunks = cache.chunks(duration, fmt, 40)
+        for _ in chunks:
+            assert cache.size_bytes <= cache.max_bytes
+    assert 0 < len(cache) <= 10
+    # A chunk above an eighth of the bound is never kept.
+    small = EncodedToneCache(max_bytes=8 * chunk_chars - 1)
+    assert len(list(small.chunks(400.0, fmt, 40)[1])) == 10
+    assert len(small) == 0 and small.size_bytes == 0
+    with pytest.raises(ValueError):
+        EncodedToneCache(max_bytes=0)

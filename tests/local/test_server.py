@@ -533,6 +533,59 @@ async def test_manual_commit_and_clear(client: Client) -> None:
     assert text_reply(await client.respond()) == "I heard 120 ms of audio."
 
 
+async def test_appends_in_odd_shapes_are_parsed_as_json_says(client: Client) -> None:
+    """The server's append fast path (type first, then plain base64 audio) and the
+    whole parse agree on every shape: escapes in the audio, a later duplicate audio
+    key (the last one counts), fields in another order."""
+    await client.update(audio={"input": {"turn_detection": None}})
+    pcm = base64.b64encode(tone(100).astype("<i2").tobytes()).decode()
+    escaped = "".join(f"\\u{ord(c):04x}" for c in pcm)
+    head = '{"type":"input_audio_buffer.append","audio":"'
+    shapes = [
+        (head + pcm + '","event_id":"evt_1"}', 100),
+        (head + escaped + '"}', 100),  # escapes: the whole parse decodes them
+        (head + pcm + '","audio":""}', 0),  # the last key counts: nothing appended
+        (head + pcm + '","audi\\u006f":""}', 0),
+        # The last type counts: a clear, which takes no audio.
+        (head + pcm + '","type":"input_audio_buffer.clear"}', 0),
+        ('{"audio":"' + pcm + '","type":"input_audio_buffer.append"}', 100),
+    ]
+    for message, expected_ms in shapes:
+        await client.send_raw(message)
+        if '"input_audio_buffer.clear"' in message:
+            await client.expect_error("unknown_parameter")
+        await client.send({"type": "input_audio_buffer.commit"})
+        if expected_ms == 0:
+            error = await client.expect_error("input_audio_buffer_commit_empty")
+            assert "only has 0.00ms" in error["error"]["message"], message[:80]
+            continue
+        events = await client.recv_until("conversation.item.done")
+        assert events[-1]["item"]["content"][0]["type"] == "input_audio", message[:80]
+        assert text_reply(await client.respond()) == f"I heard {expected_ms} ms of audio."
+    # Not base64, or a control character in the audio: the same errors as before.
+    await client.send_raw(head + "AB" + '"}')
+    await client.expect_error("invalid_value")
+    await client.send_raw(head + "AB\nC" + '"}')
+    await client.expect_error("invalid_json")
+
+
+async def test_paced_audio_is_cancelled_within_its_pause() -> None:
+    """A cancel wakes a paced response from its pause between chunks at once."""
+    async with (
+        LocalModelServer(pace_audio=True, audio_chunk_ms=3000) as server,
+        open_client(server.url) as client,
+    ):
+        await client.user_text("say " + "word " * 400)
+        await client.send({"type": "response.create"})
+        events = await client.recv_until("response.output_audio.delta")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await client.send({"type": "response.cancel", "response_id": events[0]["response"]["id"]})
+        events = await client.recv_until("response.done")
+        assert events[-1]["response"]["status"] == "cancelled"
+        assert loop.time() - started < 1.5  # the pause is 3 s
+
+
 async def test_g711_input_with_vad(client: Client) -> None:
     await client.update(
         audio={

@@ -120,3 +120,42 @@ def test_g711_rate_and_invalid_rate() -> None:
     ]
     with pytest.raises(ValueError):
         EnergyVad(sample_rate=44_101)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_frames_judged_together_as_one_by_one(seed: int) -> None:
+    """Many frames per feed are judged in one pass; the decisions (and the timeline)
+    are those of feeding one frame at a time, near the threshold included."""
+    rng = np.random.default_rng(seed)
+    level = threshold_to_rms(0.5) * 32768
+    pieces = [
+        (rng.standard_normal(int(rng.integers(1, 6000))) * level * rng.uniform(0.5, 1.5))
+        for _ in range(30)
+    ]
+    audio = np.clip(np.concatenate(pieces), -32768, 32767).astype(np.int16)
+    frame = PCM_SAMPLE_RATE * FRAME_MS // 1000
+    one = EnergyVad(silence_duration_ms=100, prefix_padding_ms=60)
+    by_frame: list[VadEvent] = []
+    for i in range(0, audio.size, frame):
+        by_frame += one.feed(audio[i : i + frame])
+    many = EnergyVad(silence_duration_ms=100, prefix_padding_ms=60)
+    together: list[VadEvent] = []
+    i = 0
+    while i < audio.size:
+        step = int(rng.integers(1, 40 * frame))
+        together += many.feed(audio[i : i + step])
+        i += step
+    assert together == by_frame
+    assert len(by_frame) >= 4  # the signal does cross the threshold
+    assert many.position_ms == one.position_ms
+
+
+def test_digital_silence_is_never_speech_even_at_the_lowest_threshold() -> None:
+    vad = EnergyVad(threshold=0.0, prefix_padding_ms=0, silence_duration_ms=20)
+    assert threshold_to_rms(0.0) > 0.0
+    assert vad.feed(silence(1000)) == []
+    quiet = np.full(int(PCM_SAMPLE_RATE * FRAME_MS / 1000), 40, dtype=np.int16)  # ~-58 dBFS
+    assert [e.kind for e in vad.feed(np.concatenate([quiet, silence(40)]))] == [
+        "speech_started",
+        "speech_stopped",
+    ]

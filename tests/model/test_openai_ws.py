@@ -9,6 +9,7 @@ schema when built, see ``test_conversion``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import socket
@@ -20,7 +21,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
-from ray_realtime.exceptions import ConfigError, InputTooLargeError, ModelConnectionError, UserError
+from ray_realtime.exceptions import (
+    ConfigError,
+    InputTooLargeError,
+    ModelConnectionError,
+    ProtocolError,
+    UserError,
+)
 from ray_realtime.model import (
     OpenAIRealtimeWebSocketModel,
     RealtimeModelAudioInterruptedEvent,
@@ -36,6 +43,7 @@ from ray_realtime.model import (
     RealtimeModelToolCallEvent,
     RealtimePlaybackTracker,
 )
+from ray_realtime.model.conversion import server_event_to_model_events
 from ray_realtime.types.config import RealtimeModelConfig
 
 from .test_conversion import (
@@ -400,6 +408,54 @@ async def test_raw_server_events_when_asked(peer: FakePeer, connected: Connect) 
     (raw,) = recorder.of_type("raw_server_event")
     assert raw.data == event
     assert recorder.events.index(raw) < recorder.events.index(recorder.of_type("turn_started")[0])
+
+
+async def test_audio_deltas_in_any_shape_give_what_the_whole_parse_gives(
+    peer: FakePeer, connected: Connect
+) -> None:
+    """Audio-sized deltas skip the whole-message JSON parse; every shape of frame
+    still gives the events (and raw events) of ``json.loads`` + conversion."""
+    _, recorder = await connected(emit_raw_server_events=True)
+    pcm = bytes(range(256)) * 8
+    b64 = base64.b64encode(pcm).decode("ascii")
+    compact = json.dumps(audio_delta("item_a", pcm), separators=(",", ":"))
+    escaped = compact.replace(b64[:8], "".join(f"\\u{ord(c):04x}" for c in b64[:8]))
+    frames = [
+        compact,  # the usual shape: the fast path
+        json.dumps(audio_delta("item_a", pcm)),  # spaces after the colons
+        escaped,  # escapes in the delta: parsed whole, same audio
+        compact[:-1] + ',"delta":"AAAA"}',  # a later duplicate: the last one counts
+        compact[:-1] + ',"x":"\\"delta\\":\\"AAAA"}',  # the key inside a string
+        compact.replace('"item_id":"item_a"', '"item_id":"item_\\u0062"'),
+        compact.replace('"content_index":0', '"content_index":"0"'),  # wrong type
+        compact.replace(b64, b64[:-1]),  # not base64
+    ]
+    for frame in frames:
+        await peer.send_raw(frame)
+    await peer.send(transcript_delta("item_a", "end"))
+    await recorder.wait_count("transcript_delta")
+    expected: list[Any] = []
+    for frame in frames:
+        data = json.loads(frame)
+        expected.append(("raw_server_event", data))
+        try:
+            expected += [(e.type, e) for e in server_event_to_model_events(data)]
+        except ProtocolError as exc:
+            expected.append(("exception", str(exc)))
+    got: list[Any] = []
+    for event in recorder.events:
+        if event.type == "raw_server_event":
+            if event.data.get("type") != "response.output_audio.delta":
+                continue
+            got.append((event.type, event.data))
+        elif event.type == "exception":
+            got.append((event.type, event.message))
+        elif event.type == "audio":
+            got.append((event.type, event))
+    assert got == expected
+    audio = [e for kind, e in got if kind == "audio"]
+    assert [a.data for a in audio] == [pcm, pcm, pcm, b"\x00\x00\x00", pcm, pcm]
+    assert audio[5].item_id == "item_b"
 
 
 # ---------------------------------------------------------------------------
