@@ -55,6 +55,7 @@ it how much it missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -98,6 +99,9 @@ OP_INTERRUPT = 3
 # [4, [item_id, content_index, elapsed_ms], false, 0]: the user's playback
 # position (the handle's tracker, coalesced); no reply, like audio.
 OP_PLAYBACK = 4
+# [5, nil, false, 0, channel]: this handle leaves the session's stream (shared
+# connections only; the session goes on).
+OP_LEAVE = 5
 MAX_FRAME_BYTES = 16 << 20
 """Largest frame after authentication (either way)."""
 MAX_HELLO_BYTES = 512
@@ -109,6 +113,17 @@ HELLO_TIMEOUT_SECONDS = 2.0
 MAX_UNAUTHENTICATED = 32
 """Default bound of connections per actor that have not been welcomed yet."""
 _MAX_ID_CHARS = 128
+MAX_CHANNEL_ID = 2**31 - 1
+"""Largest channel number of a shared connection."""
+MAX_CHANNELS = 4096
+"""Most sessions (open or opening) on one shared connection."""
+MAX_OPENING = 64
+"""Most hellos awaiting an answer on one shared connection."""
+MAX_INBOX_FRAMES = 256
+"""Frames one session of a shared connection may have waiting to be taken."""
+PUSH_FRAME_BYTES = 1 << 20
+"""A pushed frame of a shared connection stops taking batches past this size."""
+_HELLO_KEYS = frozenset({"session_id", "token", "after_seq"})
 _READY = b"\xc0"  # msgpack nil
 _WELCOME = msgpack.packb({"welcome": True})
 _SESSION_EVENTS: tuple[type, ...] = typing.get_args(RealtimeSessionEvent)
@@ -173,8 +188,9 @@ def client_ssl_context(environ: Mapping[str, str] | None = None) -> ssl.SSLConte
 # -------------------------------------------------------------------- frames
 
 
-def _parse_hello(raw: Any) -> tuple[str, str, int]:
-    """``(session_id, token, after_seq)`` from a hello frame; ProtocolError otherwise."""
+def _parse_hello(raw: Any) -> tuple[str, str, int, int]:
+    """``(session_id, token, after_seq, channel)`` from a hello frame (channel
+    0: a one-session connection's hello, which has none); ProtocolError otherwise."""
     if not isinstance(raw, bytes) or len(raw) > MAX_HELLO_BYTES:
         raise ProtocolError("a hello is one small binary frame")
     n = len(raw)
@@ -191,20 +207,25 @@ def _parse_hello(raw: Any) -> tuple[str, str, int]:
         )
     except Exception:
         raise ProtocolError("the hello is not msgpack") from None
-    if not isinstance(hello, dict) or set(hello) != {"session_id", "token", "after_seq"}:
-        raise ProtocolError("the hello must be {session_id, token, after_seq}")
+    if not isinstance(hello, dict) or set(hello) - {"channel"} != _HELLO_KEYS:
+        raise ProtocolError("the hello must be {session_id, token, after_seq} (and channel)")
     session_id, token, after_seq = hello["session_id"], hello["token"], hello["after_seq"]
+    channel = hello.get("channel", 0)
+    if "channel" in hello and not (type(channel) is int and 0 < channel <= MAX_CHANNEL_ID):
+        raise ProtocolError("bad channel")
     if not (isinstance(session_id, str) and 0 < len(session_id) <= _MAX_ID_CHARS):
         raise ProtocolError("bad session_id")
     if not (isinstance(token, str) and 0 < len(token) <= _MAX_ID_CHARS):
         raise ProtocolError("bad token")
     if type(after_seq) is not int or after_seq < 0:
         raise ProtocolError("bad after_seq")
-    return session_id, token, after_seq
+    return session_id, token, after_seq, channel
 
 
-def _decode_frame(frame: Any) -> tuple[Any, Any, Any, int]:
-    """``(op, payload, flag, request_id)``; ProtocolError for anything else.
+def _decode_frame(frame: Any, shared: bool = False) -> tuple[Any, Any, Any, int, int]:
+    """``(op, payload, flag, request_id, channel)`` (``shared``: a shared
+    connection's five-element frame, else four and channel 0); ProtocolError
+    for anything else.
 
     The number of arrays and maps is bounded, so a frame of many tiny
     containers costs a bounded amount of memory, not ~70 bytes per byte.
@@ -237,12 +258,26 @@ def _decode_frame(frame: Any) -> tuple[Any, Any, Any, int]:
         raise
     except Exception as exc:
         raise ProtocolError(f"malformed data plane frame: {type(exc).__name__}") from None
-    if not isinstance(message, list) or len(message) != 4:
+    if not isinstance(message, list) or len(message) != (5 if shared else 4):
         raise ProtocolError("unknown data plane frame")
-    op, payload, flag, request_id = message
+    op, payload, flag, request_id = message[:4]
     if type(request_id) is not int or request_id < 0:
         raise ProtocolError("bad request id")
-    return op, payload, flag, request_id
+    channel = message[4] if shared else 0
+    if type(channel) is not int or (shared and not 0 < channel <= MAX_CHANNEL_ID):
+        raise ProtocolError("bad channel")
+    return op, payload, flag, request_id, channel
+
+
+def _parse_ack(reply: dict[Any, Any]) -> tuple[int, BaseException | None]:
+    """``(request_id, error)`` of an ack map; ProtocolError without an int id."""
+    request_id = reply.get("ack")
+    if type(request_id) is not int:  # an unknown int is a late ack; anything else is wrong
+        raise ProtocolError("the data plane sent an ack without a request id")
+    error = reply.get("error")
+    if error is not None and not isinstance(error, BaseException):
+        error = ProtocolError("the data plane sent a malformed error")
+    return request_id, error
 
 
 def encode_event_batch(batch: EventBatch) -> bytes:
@@ -317,6 +352,7 @@ class DataPlaneServer:
         self.frames_out = 0
         self.refused = 0
         self.turned_away = 0
+        self.connections = 0
 
     async def start(self) -> str:
         """Start listening on a free port; returns ``ws://host:port`` (``wss``
@@ -359,6 +395,7 @@ class DataPlaneServer:
             "refused": self.refused,
             "turned_away": self.turned_away,
             "unauthenticated": self._unauthenticated,
+            "connections": self.connections,
         }
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -367,55 +404,90 @@ class DataPlaneServer:
             await ws.close(CLOSE_TRY_AGAIN, "busy")
             return
         self._unauthenticated += 1
-        try:
-            welcomed = await self._authenticate(ws)
-        finally:
-            self._unauthenticated -= 1
-        record_on_node(
-            "data_plane_connections", 1.0, outcome="refused" if welcomed is None else "accepted"
-        )
-        if welcomed is None:
-            return
-        driver, after_seq = welcomed
-        if self._on_connection is not None:
-            self._on_connection(driver.session_id, True)
-        writer = asyncio.get_running_loop().create_task(self._push(ws, driver, after_seq))
-        try:
-            await self._receive(ws, driver)
-        finally:
-            if self._on_connection is not None:
-                self._on_connection(driver.session_id, False)
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+        counted = True
 
-    async def _authenticate(self, ws: ServerConnection) -> tuple[SessionDriver, int] | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._hello_timeout
-        found: tuple[SessionDriver, str] | None = None
-        offered = ""
-        after_seq = 0
+        def authenticated() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self._unauthenticated -= 1
+
+        self.connections += 1
         try:
-            raw = await asyncio.wait_for(ws.recv(), self._hello_timeout)
-            session_id, offered, after_seq = _parse_hello(raw)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._hello_timeout
+            hello: tuple[str, str, int, int] | None = None
+            try:
+                hello = _parse_hello(await asyncio.wait_for(ws.recv(), self._hello_timeout))
+            except (TimeoutError, ProtocolError, ConnectionClosed):
+                pass
+            if hello is not None and hello[3]:
+                await _SharedConnection(self, ws, deadline, authenticated).run(hello)
+                return
+            welcomed = await self._authenticate(ws, hello, deadline)
+            authenticated()
+            record_on_node(
+                "data_plane_connections",
+                1.0,
+                outcome="refused" if welcomed is None else "accepted",
+            )
+            if welcomed is None:
+                return
+            driver, after_seq = welcomed
+            self._connected(driver.session_id, True)
+            writer = loop.create_task(self._push(ws, driver, after_seq))
+            try:
+                await self._receive(ws, driver)
+            finally:
+                self._connected(driver.session_id, False)
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+        finally:
+            authenticated()
+            self.connections -= 1
+
+    def _connected(self, session_id: str, connected: bool) -> None:
+        if self._on_connection is not None:
+            self._on_connection(session_id, connected)
+
+    async def _check_hello(
+        self, session_id: str, offered: str, deadline: float
+    ) -> SessionDriver | None:
+        """The session's driver when ``offered`` is its secret, else None once
+        ``deadline`` has passed (a wrong secret and an unknown session take the
+        same time, so the time tells nothing)."""
+        loop = asyncio.get_running_loop()
+        found: tuple[SessionDriver, str] | None = None
+        try:
             # The handle may say hello while its session is still being
             # registered: the lookup waits for it, within the same deadline.
             found = await asyncio.wait_for(
                 self._lookup(session_id), max(0.0, deadline - loop.time())
             )
-        except (TimeoutError, ProtocolError, ConnectionClosed):
+        except TimeoutError:
             found = None
         token = found[1] if found is not None else ""
         # Constant time in the secret (bytes: compare_digest refuses non-ASCII str).
         secret_ok = hmac.compare_digest(
             offered.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
         )
-        if found is None or not secret_ok:
+        if found is not None and secret_ok:
+            return found[0]
+        self.refused += 1
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        return None
+
+    async def _authenticate(
+        self, ws: ServerConnection, hello: tuple[str, str, int, int] | None, deadline: float
+    ) -> tuple[SessionDriver, int] | None:
+        loop = asyncio.get_running_loop()
+        driver: SessionDriver | None = None
+        if hello is not None:
+            session_id, offered, after_seq, _ = hello
+            driver = await self._check_hello(session_id, offered, deadline)
+        else:
             self.refused += 1
-            if offered:
-                # A well-formed hello is refused when the deadline passes,
-                # whether its session is unknown (the lookup waited that long)
-                # or its secret wrong: the time tells nothing either.
-                await asyncio.sleep(max(0.0, deadline - loop.time()))
+        if driver is None:
             await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
             return None
         # websockets reads the limit when it starts on a frame: it is already
@@ -431,40 +503,19 @@ class DataPlaneServer:
         if ready != _READY:
             await ws.close(CLOSE_BAD_FRAME, "expected the ready frame")
             return None
-        return found[0], after_seq
+        return driver, after_seq
 
     async def _receive(self, ws: ServerConnection, driver: SessionDriver) -> None:
         async for frame in ws:
             self.frames_in += 1
             try:
-                op, payload, flag, request_id = _decode_frame(frame)
+                op, payload, flag, request_id, _ = _decode_frame(frame)
             except ProtocolError as exc:
                 # A malformed frame ends this connection, never the session.
                 logger.info("session %s data plane: %s", driver.session_id, exc)
                 await ws.close(CLOSE_BAD_FRAME, "bad frame")
                 return
-            error: BaseException | None = None
-            try:
-                if op == OP_AUDIO and isinstance(payload, bytes):
-                    await driver.send_audio(payload, commit=bool(flag))
-                elif op == OP_MESSAGE and isinstance(payload, (str, dict)):
-                    await driver.send_message(payload)
-                elif op == OP_INTERRUPT:
-                    await driver.interrupt()
-                elif op == OP_PLAYBACK:
-                    driver.report_playback(payload)
-                else:
-                    error = ProtocolError(f"unknown data plane operation {op!r}")
-            except (UserError, SessionClosedError) as exc:
-                error = exc
-            if request_id:
-                reply: dict[str, Any] = {"ack": request_id}
-                if error is not None:
-                    reply["error"] = error
-                await ws.send(wire.encode(reply))
-            elif error is not None and not isinstance(error, SessionClosedError):
-                # Audio has no reply: a refused chunk is told to the readers.
-                await driver.report_error({"message": str(error), "type": "invalid_input"})
+            await _apply(ws, driver, op, payload, flag, request_id)
 
     async def _push(self, ws: ServerConnection, driver: SessionDriver, after_seq: int) -> None:
         cursor = after_seq
@@ -489,23 +540,367 @@ class DataPlaneServer:
             await ws.close(1011, "push failed")
 
 
-class DataPlaneClient:
-    """The handle's end: sends frames, receives pushed event batches and acks.
+async def _apply(
+    ws: ServerConnection, driver: SessionDriver, op: Any, payload: Any, flag: Any, request_id: int
+) -> None:
+    """Carry out one frame's operation on the session; acknowledge a request."""
+    error: BaseException | None = None
+    try:
+        if op == OP_AUDIO and isinstance(payload, bytes):
+            await driver.send_audio(payload, commit=bool(flag))
+        elif op == OP_MESSAGE and isinstance(payload, (str, dict)):
+            await driver.send_message(payload)
+        elif op == OP_INTERRUPT:
+            await driver.interrupt()
+        elif op == OP_PLAYBACK:
+            driver.report_playback(payload)
+        else:
+            error = ProtocolError(f"unknown data plane operation {op!r}")
+    except (UserError, SessionClosedError) as exc:
+        error = exc
+    if request_id:
+        reply: dict[str, Any] = {"ack": request_id}
+        if error is not None:
+            reply["error"] = error
+        await ws.send(wire.encode(reply))
+    elif error is not None and not isinstance(error, SessionClosedError):
+        # Audio has no reply: a refused chunk is told to the readers.
+        await driver.report_error({"message": str(error), "type": "invalid_input"})
 
-    A background task reads the socket: acks resolve the waiting request,
-    events go to a buffer the handle's iterator takes from. The buffer is
-    bounded; when the handle does not read, the oldest events go and the next
-    read reports how many were missed (as the actor's own log does).
+
+class _Channel:
+    """One session on a shared connection (server side)."""
+
+    __slots__ = ("driver", "inbox", "number", "pusher", "sent", "worker")
+
+    def __init__(self, number: int, driver: SessionDriver) -> None:
+        self.number = number
+        self.driver = driver
+        # Frames for this session wait here, so a session slow to take input
+        # does not hold the others' frames (bounded: past it, the reader waits).
+        self.inbox: asyncio.Queue[tuple[Any, Any, Any, int]] = asyncio.Queue(MAX_INBOX_FRAMES)
+        self.pusher: asyncio.Task[None] | None = None
+        self.worker: asyncio.Task[None] | None = None
+        self.sent: asyncio.Future[None] | None = None
+
+
+class _SharedConnection:
+    """The server's side of a shared connection: the sessions of one handle
+    process on this actor, each on its own channel (see the module docstring).
+
+    Until a hello is welcomed the connection is unauthenticated: only hellos
+    (small frames), at most :data:`MAX_OPENING` at a time, and a welcome
+    within the hello deadline or the connection closes. A refused hello
+    after that is answered ``{"refused": channel}`` and disturbs no other
+    channel. Event batches ready within one loop turn go out in one frame.
     """
 
-    def __init__(self, ws: ClientConnection, after_seq: int, max_buffered: int) -> None:
+    def __init__(
+        self,
+        server: DataPlaneServer,
+        ws: ServerConnection,
+        deadline: float,
+        on_authenticated: Callable[[], None],
+    ) -> None:
+        self._server = server
         self._ws = ws
+        self._deadline = deadline
+        self._on_authenticated = on_authenticated
+        self._authenticated = False
+        self._channels: dict[int, _Channel] = {}
+        self._opening: dict[int, asyncio.Task[None]] = {}
+        self._ready: list[tuple[_Channel, bytes]] = []
+        self._wake = asyncio.Event()
+        self._idle_since: float | None = None
+        self._done = False
+
+    async def run(self, hello: tuple[str, str, int, int]) -> None:
+        """Serve the connection until it closes."""
+        loop = asyncio.get_running_loop()
+        watchdog = loop.create_task(self._watch())
+        writer = loop.create_task(self._write_loop())
+        self._open(hello, self._deadline)
+        try:
+            await self._read_loop()
+        finally:
+            self._done = True
+            tasks: list[asyncio.Task[Any]] = [watchdog, writer, *self._opening.values()]
+            for channel in self._channels.values():
+                tasks.extend(t for t in (channel.pusher, channel.worker) if t is not None)
+                self._server._connected(channel.driver.session_id, False)
+            self._channels.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        """Close the connection when it is not authenticated by its deadline,
+        and when it has had no session for a hello timeout."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, self._deadline - loop.time()))
+        if not self._authenticated:
+            await self._ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            return
+        timeout = self._server._hello_timeout
+        while True:
+            if self._channels or self._opening:
+                self._idle_since = None
+            elif self._idle_since is None:
+                self._idle_since = loop.time()
+            elif loop.time() - self._idle_since >= timeout:
+                await self._ws.close(CLOSE_SESSION_ENDED, "no session")
+                return
+            await asyncio.sleep(timeout / 2)
+
+    def _open(self, hello: tuple[str, str, int, int], deadline: float) -> None:
+        number = hello[3]
+        if number in self._channels or number in self._opening:
+            raise ProtocolError(f"channel {number} is in use")
+        task = asyncio.get_running_loop().create_task(self._welcome(hello, deadline))
+        self._opening[number] = task
+
+    async def _welcome(self, hello: tuple[str, str, int, int], deadline: float) -> None:
+        session_id, offered, after_seq, number = hello
+        try:
+            driver = await self._server._check_hello(session_id, offered, deadline)
+        finally:
+            self._opening.pop(number, None)
+        record_on_node(
+            "data_plane_connections", 1.0, outcome="refused" if driver is None else "accepted"
+        )
+        if driver is None:
+            if not self._authenticated:
+                await self._ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            else:
+                await self._send_control({"refused": number})
+            return
+        if not self._authenticated:
+            self._authenticated = True
+            # As for a one-session connection: the handle sends its ``ready``
+            # frame after the first welcome; frames after it may be large.
+            self._ws.protocol.max_message_size = MAX_FRAME_BYTES
+            self._on_authenticated()
+        channel = _Channel(number, driver)
+        self._channels[number] = channel
+        self._server._connected(session_id, True)
+        await self._send_control({"welcome": number})
+        if self._done:  # the connection ended meanwhile (and ended the channel)
+            return
+        loop = asyncio.get_running_loop()
+        channel.worker = loop.create_task(self._work(channel))
+        channel.pusher = loop.create_task(self._push(channel, after_seq))
+
+    async def _send_control(self, message: dict[str, int]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.send(msgpack.packb(message))
+
+    async def _read_loop(self) -> None:
+        server = self._server
+        try:
+            async for frame in self._ws:
+                server.frames_in += 1
+                try:
+                    await self._take(frame)
+                except ProtocolError as exc:
+                    logger.info("data plane shared connection: %s", exc)
+                    code = CLOSE_BAD_FRAME if self._authenticated else CLOSE_UNAUTHORIZED
+                    await self._ws.close(code, "bad frame")
+                    return
+        except ConnectionClosed:
+            return
+
+    async def _take(self, frame: Any) -> None:
+        if isinstance(frame, bytes) and frame[:1] and frame[0] & 0xF0 == 0x80:
+            # A fixmap: a hello for another session.
+            hello = _parse_hello(frame)
+            if not hello[3]:
+                raise ProtocolError("a hello on a shared connection needs a channel")
+            if len(self._opening) >= MAX_OPENING or (
+                len(self._channels) + len(self._opening) >= MAX_CHANNELS
+            ):
+                raise ProtocolError("too many sessions on one connection")
+            loop = asyncio.get_running_loop()
+            self._open(hello, loop.time() + self._server._hello_timeout)
+            return
+        if not self._authenticated:
+            raise ProtocolError("only hellos before the welcome")
+        if frame == _READY:
+            return
+        op, payload, flag, request_id, number = _decode_frame(frame, shared=True)
+        channel = self._channels.get(number)
+        if channel is None:
+            # Never opened, refused, or ended: a late frame. A request gets
+            # told, so that its handle goes over Ray.
+            if request_id:
+                await self._send_control({"ended": number})
+            return
+        await channel.inbox.put((op, payload, flag, request_id))
+
+    async def _work(self, channel: _Channel) -> None:
+        while True:
+            op, payload, flag, request_id = await channel.inbox.get()
+            if op == OP_LEAVE:
+                self._end(channel)
+                return
+            try:
+                await _apply(self._ws, channel.driver, op, payload, flag, request_id)
+            except ConnectionClosed:
+                return
+
+    def _end(self, channel: _Channel) -> None:
+        if self._channels.get(channel.number) is channel:
+            del self._channels[channel.number]
+            self._server._connected(channel.driver.session_id, False)
+            current = asyncio.current_task()
+            for task in (channel.pusher, channel.worker):
+                if task is not None and task is not current:
+                    task.cancel()
+
+    async def _push(self, channel: _Channel, after_seq: int) -> None:
+        driver = channel.driver
+        cursor = after_seq
+        try:
+            while True:
+                batch = await driver.read_events(cursor, 256, 30.0)
+                if batch.missed:
+                    record_on_node("events_lost", float(batch.missed))
+                if batch.events or batch.missed or batch.closed:
+                    # One batch per channel waits for the writer at a time:
+                    # what comes meanwhile goes in this channel's next batch.
+                    sent = asyncio.get_running_loop().create_future()
+                    channel.sent = sent
+                    self._ready.append((channel, encode_event_batch(batch)))
+                    self._wake.set()
+                    await sent
+                cursor = batch.last_seq
+                if batch.closed:  # the closed batch ends the channel at the handle
+                    self._end(channel)
+                    return
+        except (asyncio.CancelledError, ConnectionClosed):
+            raise
+        except Exception as exc:
+            # Never a silent stop: the handle is told and reads over Ray.
+            logger.warning("session %s data plane push stopped: %r", driver.session_id, exc)
+            self._end(channel)
+            await self._send_control({"ended": channel.number})
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ready, self._ready = self._ready, []
+            while ready:
+                size = 0
+                count = 0
+                for _, data in ready:
+                    if count and size + len(data) > PUSH_FRAME_BYTES:
+                        break
+                    size += len(data)
+                    count += 1
+                taken, ready = ready[:count], ready[count:]
+                frame: list[Any] = []
+                for channel, data in taken:
+                    frame += (channel.number, data)
+                await self._ws.send(msgpack.packb(frame, use_bin_type=True))
+                self._server.frames_out += 1
+                for channel, _ in taken:
+                    if channel.sent is not None and not channel.sent.done():
+                        channel.sent.set_result(None)
+
+
+class EventStream:
+    """A handle's buffer of one session's pushed events, read by its iterator.
+
+    The buffer is bounded; when the handle does not read, the oldest events
+    go and the next read reports how many were missed (as the actor's own log
+    does). The stream only moves forward from what it has handed out.
+    """
+
+    def __init__(self, after_seq: int, max_buffered: int) -> None:
         self._pending: deque[tuple[int, RealtimeSessionEvent]] = deque(maxlen=max_buffered)
         self._stream_seq = after_seq
         self._served_seq = after_seq
         self._closed = False
         self._broken = False
         self._wakeup = asyncio.Event()
+
+    @property
+    def broken(self) -> bool:
+        """Whether the socket dropped without the session ending."""
+        return self._broken
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session ended (its last events may still be buffered)."""
+        return self._closed
+
+    def can_serve(self, after_seq: int) -> bool:
+        """Whether a read after ``after_seq`` can come from this stream (the
+        stream only moves forward from what it has already handed out)."""
+        if self._broken and not self._pending:
+            return False
+        return self._served_seq <= after_seq <= self._stream_seq
+
+    def _add_batch(self, frame: bytes) -> None:
+        """Take one pushed batch (:func:`ray_realtime.wire.encode_batch` bytes);
+        ProtocolError for anything else."""
+        events, last_seq, _, closed = wire.decode_batch(frame)
+        if not all(isinstance(event, _SESSION_EVENTS) for event in events):
+            # Well-formed msgpack is not yet a batch of events: never
+            # hand a peer's plain value to the application as one.
+            raise ProtocolError("data plane sent a batch holding a non-event")
+        first = last_seq - len(events) + 1
+        for offset, event in enumerate(events):
+            self._pending.append((first + offset, event))
+        self._stream_seq = last_seq
+        if closed:
+            self._closed = True
+        self._wake()
+
+    async def read(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
+        """Events after ``after_seq`` from the stream, waiting up to ``timeout``."""
+        self._drop_through(after_seq)
+        if not self._pending and not self._closed and not self._broken:
+            waiter = self._wakeup
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._drop_through(after_seq)
+        if self._broken and not self._pending:
+            raise DataPlaneBroken("the data plane socket dropped")
+        taken = [self._pending.popleft() for _ in range(min(max_events, len(self._pending)))]
+        if taken:
+            last = taken[-1][0]
+            # A gap before the first event is what a bounded buffer dropped.
+            missed = max(0, taken[0][0] - after_seq - 1)
+        else:
+            last = max(after_seq, self._stream_seq)
+            missed = max(0, self._stream_seq - after_seq)
+        self._served_seq = last
+        closed = self._closed and not self._pending
+        return EventBatch([event for _, event in taken], last, missed, closed)
+
+    def _drop_through(self, seq: int) -> None:
+        while self._pending and self._pending[0][0] <= seq:
+            self._pending.popleft()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+
+class DataPlaneClient(EventStream):
+    """The handle's end of a one-session connection: sends frames, receives
+    pushed event batches and acks.
+
+    A background task reads the socket: acks resolve the waiting request,
+    events go to the bounded buffer the handle's iterator takes from.
+    """
+
+    def __init__(self, ws: ClientConnection, after_seq: int, max_buffered: int) -> None:
+        super().__init__(after_seq, max_buffered)
+        self._ws = ws
         self._acks: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
@@ -560,23 +955,6 @@ class DataPlaneClient:
             raise
         return cls(ws, after_seq, max_buffered)
 
-    @property
-    def broken(self) -> bool:
-        """Whether the socket dropped without the session ending."""
-        return self._broken
-
-    @property
-    def closed(self) -> bool:
-        """Whether the session ended (its last events may still be buffered)."""
-        return self._closed
-
-    def can_serve(self, after_seq: int) -> bool:
-        """Whether a read after ``after_seq`` can come from this stream (the
-        stream only moves forward from what it has already handed out)."""
-        if self._broken and not self._pending:
-            return False
-        return self._served_seq <= after_seq <= self._stream_seq
-
     async def send_audio(self, audio: bytes, commit: bool) -> None:
         """Send one audio frame (no reply); :class:`DataPlaneBroken` if the
         socket is gone."""
@@ -618,38 +996,6 @@ class DataPlaneClient:
             self._broken = self._broken or not self._closed
             raise DataPlaneBroken("the data plane socket dropped") from None
 
-    async def read(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
-        """Events after ``after_seq`` from the stream, waiting up to ``timeout``."""
-        self._drop_through(after_seq)
-        if not self._pending and not self._closed and not self._broken:
-            waiter = self._wakeup
-            try:
-                await asyncio.wait_for(waiter.wait(), timeout)
-            except TimeoutError:
-                pass
-            self._drop_through(after_seq)
-        if self._broken and not self._pending:
-            raise DataPlaneBroken("the data plane socket dropped")
-        taken = [self._pending.popleft() for _ in range(min(max_events, len(self._pending)))]
-        if taken:
-            last = taken[-1][0]
-            # A gap before the first event is what a bounded buffer dropped.
-            missed = max(0, taken[0][0] - after_seq - 1)
-        else:
-            last = max(after_seq, self._stream_seq)
-            missed = max(0, self._stream_seq - after_seq)
-        self._served_seq = last
-        closed = self._closed and not self._pending
-        return EventBatch([event for _, event in taken], last, missed, closed)
-
-    def _drop_through(self, seq: int) -> None:
-        while self._pending and self._pending[0][0] <= seq:
-            self._pending.popleft()
-
-    def _wake(self) -> None:
-        self._wakeup.set()
-        self._wakeup = asyncio.Event()
-
     async def _read_loop(self) -> None:
         try:
             async for frame in self._ws:
@@ -658,18 +1004,7 @@ class DataPlaneClient:
                 if frame[0] & 0xF0 == 0x80:  # a msgpack map: an ack
                     self._on_ack(wire.decode(frame))
                     continue
-                events, last_seq, _, closed = wire.decode_batch(frame)
-                if not all(isinstance(event, _SESSION_EVENTS) for event in events):
-                    # Well-formed msgpack is not yet a batch of events: never
-                    # hand a peer's plain value to the application as one.
-                    raise ProtocolError("data plane sent a batch holding a non-event")
-                first = last_seq - len(events) + 1
-                for offset, event in enumerate(events):
-                    self._pending.append((first + offset, event))
-                self._stream_seq = last_seq
-                if closed:
-                    self._closed = True
-                self._wake()
+                self._add_batch(frame)
         except ConnectionClosed:
             pass
         except Exception as exc:
@@ -690,16 +1025,10 @@ class DataPlaneClient:
     def _on_ack(self, reply: Any) -> None:
         if not isinstance(reply, dict):
             return
-        request_id = reply.get("ack")
-        if type(request_id) is not int:  # an unknown int is a late ack; anything else is wrong
-            raise ProtocolError("the data plane sent an ack without a request id")
+        request_id, error = _parse_ack(reply)
         future = self._acks.get(request_id)
-        if future is None or future.done():
-            return
-        error = reply.get("error")
-        if error is not None and not isinstance(error, BaseException):
-            error = ProtocolError("the data plane sent a malformed error")
-        future.set_result(error)
+        if future is not None and not future.done():
+            future.set_result(error)
 
     async def close(self) -> None:
         """Close the socket and stop the reader."""
