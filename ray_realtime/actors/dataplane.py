@@ -608,6 +608,9 @@ class _SharedConnection:
         self._on_authenticated = on_authenticated
         self._authenticated = False
         self._channels: dict[int, _Channel] = {}
+        # Channels whose tasks may still run (a channel left is no longer in
+        # _channels while its worker carries out the frames before the leave).
+        self._live: set[_Channel] = set()
         self._opening: dict[int, asyncio.Task[None]] = {}
         self._ready: list[tuple[_Channel, bytes]] = []
         self._wake = asyncio.Event()
@@ -625,10 +628,10 @@ class _SharedConnection:
         finally:
             self._done = True
             tasks: list[asyncio.Task[Any]] = [watchdog, writer, *self._opening.values()]
-            for channel in self._channels.values():
+            for channel in self._live:
                 tasks.extend(t for t in (channel.pusher, channel.worker) if t is not None)
-                self._server._connected(channel.driver.session_id, False)
-            self._channels.clear()
+                self._detach(channel)
+            self._live.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -682,13 +685,12 @@ class _SharedConnection:
             self._on_authenticated()
         channel = _Channel(number, driver)
         self._channels[number] = channel
+        self._live.add(channel)
         self._server._connected(session_id, True)
         await self._send_control({"welcome": number})
         if self._done:  # the connection ended meanwhile (and ended the channel)
             return
-        loop = asyncio.get_running_loop()
-        channel.worker = loop.create_task(self._work(channel))
-        channel.pusher = loop.create_task(self._push(channel, after_seq))
+        channel.pusher = asyncio.get_running_loop().create_task(self._push(channel, after_seq))
 
     async def _send_control(self, message: dict[str, int]) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -734,27 +736,40 @@ class _SharedConnection:
             if request_id:
                 await self._send_control({"ended": number})
             return
+        if op == OP_LEAVE:
+            # Frames after a leave find no channel; those before it are
+            # still carried out, in order, then the worker ends it.
+            self._detach(channel)
+        if channel.worker is None:
+            channel.worker = asyncio.get_running_loop().create_task(self._work(channel))
         await channel.inbox.put((op, payload, flag, request_id))
 
     async def _work(self, channel: _Channel) -> None:
-        while True:
-            op, payload, flag, request_id = await channel.inbox.get()
-            if op == OP_LEAVE:
-                self._end(channel)
-                return
-            try:
+        # Runs while the channel has frames waiting (started by the reader).
+        try:
+            while not channel.inbox.empty():
+                op, payload, flag, request_id = channel.inbox.get_nowait()
+                if op == OP_LEAVE:
+                    self._end(channel)
+                    return
                 await _apply(self._ws, channel.driver, op, payload, flag, request_id)
-            except ConnectionClosed:
-                return
+        except ConnectionClosed:
+            return
+        finally:
+            channel.worker = None
 
-    def _end(self, channel: _Channel) -> None:
+    def _detach(self, channel: _Channel) -> None:
         if self._channels.get(channel.number) is channel:
             del self._channels[channel.number]
             self._server._connected(channel.driver.session_id, False)
-            current = asyncio.current_task()
-            for task in (channel.pusher, channel.worker):
-                if task is not None and task is not current:
-                    task.cancel()
+
+    def _end(self, channel: _Channel) -> None:
+        self._detach(channel)
+        self._live.discard(channel)
+        current = asyncio.current_task()
+        for task in (channel.pusher, channel.worker):
+            if task is not None and task is not current:
+                task.cancel()
 
     async def _push(self, channel: _Channel, after_seq: int) -> None:
         driver = channel.driver
@@ -765,13 +780,13 @@ class _SharedConnection:
                 if batch.missed:
                     record_on_node("events_lost", float(batch.missed))
                 if batch.events or batch.missed or batch.closed:
-                    # One batch per channel waits for the writer at a time:
+                    # At most one batch per channel waits for the writer:
                     # what comes meanwhile goes in this channel's next batch.
-                    sent = asyncio.get_running_loop().create_future()
-                    channel.sent = sent
+                    if channel.sent is not None and not channel.sent.done():
+                        await channel.sent
+                    channel.sent = asyncio.get_running_loop().create_future()
                     self._ready.append((channel, encode_event_batch(batch)))
                     self._wake.set()
-                    await sent
                 cursor = batch.last_seq
                 if batch.closed:  # the closed batch ends the channel at the handle
                     self._end(channel)
