@@ -568,6 +568,21 @@ async def _apply(
         await driver.report_error({"message": str(error), "type": "invalid_input"})
 
 
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again those that go on:
+    on Python 3.11 a cancellation that meets ``wait_for``'s inner future just
+    done is lost, and a pusher then waits for its next events."""
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=0.1)
+        pending = list(still)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("data plane task ended with %r", task.exception())
+
+
 class _Channel:
     """One session on a shared connection (server side)."""
 
@@ -616,6 +631,7 @@ class _SharedConnection:
         self._wake = asyncio.Event()
         self._idle_since: float | None = None
         self._done = False
+        self._last_channel = 0
 
     async def run(self, hello: tuple[str, str, int, int]) -> None:
         """Serve the connection until it closes."""
@@ -632,9 +648,7 @@ class _SharedConnection:
                 tasks.extend(t for t in (channel.pusher, channel.worker) if t is not None)
                 self._detach(channel)
             self._live.clear()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
 
     async def _watch(self) -> None:
         """Close the connection when it is not authenticated by its deadline,
@@ -656,9 +670,7 @@ class _SharedConnection:
             await asyncio.sleep(timeout / 2)
 
     def _open(self, hello: tuple[str, str, int, int], deadline: float) -> None:
-        number = hello[3]
-        if number in self._channels or number in self._opening:
-            raise ProtocolError(f"channel {number} is in use")
+        number = self._last_channel = hello[3]
         task = asyncio.get_running_loop().create_task(self._welcome(hello, deadline))
         self._opening[number] = task
 
@@ -705,6 +717,11 @@ class _SharedConnection:
                     await self._take(frame)
                 except ProtocolError as exc:
                     logger.info("data plane shared connection: %s", exc)
+                    # The frames before the bad one are carried out (and
+                    # acknowledged) first, as on a one-session connection.
+                    workers = [c.worker for c in self._live if c.worker is not None]
+                    if workers:
+                        await asyncio.wait(workers, timeout=server._hello_timeout)
                     code = CLOSE_BAD_FRAME if self._authenticated else CLOSE_UNAUTHORIZED
                     await self._ws.close(code, "bad frame")
                     return
@@ -721,6 +738,10 @@ class _SharedConnection:
                 len(self._channels) + len(self._opening) >= MAX_CHANNELS
             ):
                 raise ProtocolError("too many sessions on one connection")
+            if hello[3] <= self._last_channel:
+                # Numbers only grow: a number names one session for the
+                # connection's whole life, with no set of used ones to keep.
+                raise ProtocolError("a channel number must be larger than the last one")
             loop = asyncio.get_running_loop()
             self._open(hello, loop.time() + self._server._hello_timeout)
             return
@@ -775,7 +796,7 @@ class _SharedConnection:
         driver = channel.driver
         cursor = after_seq
         try:
-            while True:
+            while channel in self._live:
                 batch = await driver.read_events(cursor, 256, 30.0)
                 if batch.missed:
                     record_on_node("events_lost", float(batch.missed))
@@ -800,6 +821,10 @@ class _SharedConnection:
             await self._send_control({"ended": channel.number})
 
     async def _write_loop(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._write_batches()
+
+    async def _write_batches(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -284,8 +284,8 @@ async def test_shared_frames_on_the_wire(actor: Actor) -> None:
         await ws.send(msgpack.packb([3, None, False, 2, 8]))
         assert await _recv_map(ws) == {"ended": 8}
         assert await _recv_map(ws) == {"refused": 9}
-        # A reused channel number is a protocol error: the connection closes.
-        await ws.send(_hello(7, b))
+        # Channel numbers only grow: a smaller one is a protocol error.
+        await ws.send(_hello(8, b))
         with pytest.raises(ConnectionClosed):
             await _recv_map(ws)
     assert ws.close_code == CLOSE_BAD_FRAME
