@@ -1,7 +1,8 @@
 """The data plane: a direct WebSocket between a session handle and its actor.
 
 Ray carries control (open, message, interrupt, update, close); the two
-high-rate streams travel over one WebSocket per handle instead, because a Ray
+high-rate streams travel over a WebSocket instead (one per handle, or one
+per handle process and actor shared by its sessions: below), because a Ray
 call per audio chunk or per event batch would cap a whole machine at a few
 dozen live voice sessions: a machine carries far fewer Ray calls per second
 than loopback WebSocket messages (the figures are in ``docs/benchmarks.md``):
@@ -42,6 +43,33 @@ and never logged. Only after the welcome does the frame limit rise to
 the next frame, which is why the handle sends the small ``ready`` frame after
 the welcome), and frames after it are decoded with a bound on the number of
 containers, so that no frame costs more than its size in time and memory.
+
+Shared connections (one per handle process and actor, see
+:mod:`ray_realtime.actors.dataplane_shared`): the same socket carries several
+sessions, each a *channel* numbered by the handle's process.
+
+- A hello names its channel: ``{"channel", "session_id", "token",
+  "after_seq"}`` (channel numbers are positive and grow on a connection;
+  a smaller or repeated one is a protocol error). The actor answers
+  ``{"welcome": channel}`` or, once the connection has a welcomed channel,
+  ``{"refused": channel}`` when the hello deadline passes (whatever was
+  wrong: the other channels go on). Before its first welcome the connection
+  is unauthenticated as above (hellos only, at most :data:`MAX_OPENING`
+  waiting, closed with :data:`CLOSE_UNAUTHORIZED` when none is welcomed in
+  time); the handle sends ``ready`` after the first welcome.
+- Frames carry their channel: ``[op, payload, flag, request_id, channel]``
+  (request ids are the connection's), plus ``[5, nil, false, 0, channel]``:
+  the handle leaves that session's stream (the session goes on; no reply).
+  A request on a channel not open is answered ``{"ended": channel}``, as is
+  every channel whose push fails: its handle then goes over Ray.
+- Pushed frames are ``[channel, batch, channel, batch, ...]``, each batch the
+  :func:`ray_realtime.wire.encode_batch` bytes as a msgpack bin: the batches
+  of every session ready within one loop turn go out in one frame (up to
+  :data:`PUSH_FRAME_BYTES`). A channel ends with its session's closed batch.
+- A session's frames wait in its own bounded queue (:data:`MAX_INBOX_FRAMES`),
+  so a session slow to take input does not hold the others'; a malformed
+  frame closes the connection (:data:`CLOSE_BAD_FRAME`), never a session;
+  an authenticated connection with no channel for a hello timeout is closed.
 
 The server binds the node's Ray address (127.0.0.1 in the embedded mode).
 When Ray runs with TLS (``RAY_USE_TLS`` with ``RAY_TLS_SERVER_CERT``,
