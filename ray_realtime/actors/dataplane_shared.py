@@ -29,6 +29,7 @@ from ray_realtime import wire
 from ray_realtime.actors.dataplane import (
     CLOSE_UNAUTHORIZED,
     MAX_FRAME_BYTES,
+    MAX_OPENING,
     OP_AUDIO,
     OP_INTERRUPT,
     OP_LEAVE,
@@ -111,6 +112,9 @@ class SharedSocket:
         self._next_channel = 0
         self._next_id = 0
         self._ready_sent = False
+        # The actor answers at most MAX_OPENING hellos at a time per socket
+        # (more is a protocol error): the others wait here.
+        self._hello_slots = asyncio.Semaphore(MAX_OPENING)
 
     @property
     def channels(self) -> int:
@@ -141,6 +145,12 @@ class SharedSocket:
         self, session_id: str, token: str, after_seq: int, timeout: float, max_buffered: int
     ) -> PlaneChannel:
         """Say hello for one session and wait for its welcome."""
+        async with self._hello_slots:
+            return await self._open_channel(session_id, token, after_seq, timeout, max_buffered)
+
+    async def _open_channel(
+        self, session_id: str, token: str, after_seq: int, timeout: float, max_buffered: int
+    ) -> PlaneChannel:
         if self.done or self._ws is None:
             raise _SocketGone
         self._next_channel += 1

@@ -309,3 +309,46 @@ async def test_a_shared_connection_that_is_never_welcomed_is_closed(actor: Actor
         assert ws.close_code == CLOSE_UNAUTHORIZED, frames
         assert time.monotonic() - start <= HELLO_TIMEOUT + 2 * UNIT
     await _wait_for(lambda: actor.plane.statistics()["unauthenticated"] == 0)
+
+
+async def test_a_session_nobody_reads_does_not_hold_the_others(actor: Actor) -> None:
+    a, b, _ = list(actor.drivers)
+    idle = await open_channel(
+        actor.plane.url, a, _secret(a), actor.drivers[a].last_seq, max_buffered=4
+    )
+    busy = await _open(actor, b)
+    try:
+        start = actor.drivers[a].last_seq
+        # Session a makes events nobody reads, while b does two turns.
+        await idle.send_message("Hello to nobody")
+        for text in ("Hello b", "Hello b again"):
+            assert any(
+                isinstance(e, RealtimeAudio) for e in await _turn(busy, actor.drivers[b], text)
+            )
+        await _wait_for(lambda: actor.drivers[a].last_seq - start > 4)
+        # a's buffer kept its newest events and says what it dropped.
+        batch = await idle.read(start, 256, 1.0)
+        assert batch.missed > 0 and len(batch.events) <= 4
+        assert not idle.broken and not busy.broken
+    finally:
+        await idle.close()
+        await busy.close()
+
+
+async def test_more_sessions_opening_at_once_than_hellos_allowed_in_flight(
+    actor: Actor,
+) -> None:
+    # The actor answers at most MAX_OPENING hellos at a time per socket; the
+    # handle's process keeps within it, so a burst of opens breaks nothing.
+    from ray_realtime.actors.dataplane import MAX_OPENING
+
+    a = next(iter(actor.drivers))
+    channels = await asyncio.gather(*(_open(actor, a) for _ in range(MAX_OPENING + 8)))
+    try:
+        assert actor.plane.statistics()["connections"] == 1
+        assert shared_sockets()[0].channels == MAX_OPENING + 8
+        assert await _turn(channels[-1], actor.drivers[a], "Hello after a burst")
+    finally:
+        for ch in channels:
+            await ch.close()
+    assert shared_sockets() == []
