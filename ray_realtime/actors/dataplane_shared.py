@@ -10,7 +10,10 @@ drops, every channel on it is broken (:class:`DataPlaneBroken`) and each
 handle goes on over Ray calls, as with a one-session connection.
 
 :func:`open_channel` finds or dials the socket for an actor's data-plane URL
-(per event loop: asyncio objects belong to one) and opens a channel on it.
+(per event loop: asyncio objects belong to one) and opens a channel on it;
+:class:`SharedConnection` is the actor's end, which
+:class:`~ray_realtime.actors.dataplane.DataPlaneServer` hands a connection
+whose hello names a channel.
 """
 
 from __future__ import annotations
@@ -19,38 +22,338 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ray_realtime import wire
 from ray_realtime.actors.dataplane import (
+    _READY,
+    CLOSE_BAD_FRAME,
+    CLOSE_SESSION_ENDED,
     CLOSE_UNAUTHORIZED,
+    MAX_CHANNELS,
     MAX_FRAME_BYTES,
+    MAX_INBOX_FRAMES,
     MAX_OPENING,
     OP_AUDIO,
     OP_INTERRUPT,
     OP_LEAVE,
     OP_MESSAGE,
     OP_PLAYBACK,
+    PUSH_FRAME_BYTES,
     DataPlaneBroken,
+    DataPlaneServer,
     EventStream,
+    _apply,
+    _decode_frame,
     _parse_ack,
+    _parse_hello,
+    encode_event_batch,
 )
+from ray_realtime.actors.metrics import record_on_node
 from ray_realtime.exceptions import ModelConnectionError, ProtocolError
+from ray_realtime.session.driver import SessionDriver
 
-__all__ = ["PlaneChannel", "SharedSocket", "open_channel", "shared_sockets"]
+__all__ = ["PlaneChannel", "SharedConnection", "SharedSocket", "open_channel", "shared_sockets"]
 
 logger = logging.getLogger(__name__)
 
-_READY = b"\xc0"  # msgpack nil
 _sockets: dict[tuple[int, str], SharedSocket] = {}
 
 
 class _SocketGone(Exception):
     """The shared socket closed before the channel was welcomed: dial again."""
+
+
+# ---------------------------------------------------------------- server side
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again those that go on:
+    on Python 3.11 a cancellation that meets ``wait_for``'s inner future just
+    done is lost, and a pusher then waits for its next events."""
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=0.1)
+        pending = list(still)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("data plane task ended with %r", task.exception())
+
+
+class _Channel:
+    """One session on a shared connection (server side)."""
+
+    __slots__ = ("driver", "inbox", "number", "pusher", "sent", "worker")
+
+    def __init__(self, number: int, driver: SessionDriver) -> None:
+        self.number = number
+        self.driver = driver
+        # Frames for this session wait here, so a session slow to take input
+        # does not hold the others' frames (bounded: past it, the reader waits).
+        self.inbox: asyncio.Queue[tuple[Any, Any, Any, int]] = asyncio.Queue(MAX_INBOX_FRAMES)
+        self.pusher: asyncio.Task[None] | None = None
+        self.worker: asyncio.Task[None] | None = None
+        self.sent: asyncio.Future[None] | None = None
+
+
+class SharedConnection:
+    """The server's side of a shared connection: the sessions of one handle
+    process on this actor, each on its own channel (see the module docstring).
+
+    Until a hello is welcomed the connection is unauthenticated: only hellos
+    (small frames), at most :data:`MAX_OPENING` at a time, and a welcome
+    within the hello deadline or the connection closes. A refused hello
+    after that is answered ``{"refused": channel}`` and disturbs no other
+    channel. Event batches ready within one loop turn go out in one frame.
+    """
+
+    def __init__(
+        self,
+        server: DataPlaneServer,
+        ws: ServerConnection,
+        deadline: float,
+        on_authenticated: Callable[[], None],
+    ) -> None:
+        self._server = server
+        self._ws = ws
+        self._deadline = deadline
+        self._on_authenticated = on_authenticated
+        self._authenticated = False
+        self._channels: dict[int, _Channel] = {}
+        # Channels whose tasks may still run (a channel left is no longer in
+        # _channels while its worker carries out the frames before the leave).
+        self._live: set[_Channel] = set()
+        self._opening: dict[int, asyncio.Task[None]] = {}
+        self._ready: list[tuple[_Channel, bytes]] = []
+        self._wake = asyncio.Event()
+        self._idle_since: float | None = None
+        self._done = False
+        self._last_channel = 0
+
+    async def run(self, hello: tuple[str, str, int, int]) -> None:
+        """Serve the connection until it closes."""
+        loop = asyncio.get_running_loop()
+        watchdog = loop.create_task(self._watch())
+        writer = loop.create_task(self._write_loop())
+        self._open(hello, self._deadline)
+        try:
+            await self._read_loop()
+        finally:
+            self._done = True
+            tasks: list[asyncio.Task[Any]] = [watchdog, writer, *self._opening.values()]
+            for channel in self._live:
+                tasks.extend(t for t in (channel.pusher, channel.worker) if t is not None)
+                self._detach(channel)
+            self._live.clear()
+            await _cancel_all(tasks)
+
+    async def _watch(self) -> None:
+        """Close the connection when it is not authenticated by its deadline,
+        and when it has had no session for a hello timeout."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, self._deadline - loop.time()))
+        if not self._authenticated:
+            await self._ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            return
+        timeout = self._server._hello_timeout
+        while True:
+            if self._channels or self._opening:
+                self._idle_since = None
+            elif self._idle_since is None:
+                self._idle_since = loop.time()
+            elif loop.time() - self._idle_since >= timeout:
+                await self._ws.close(CLOSE_SESSION_ENDED, "no session")
+                return
+            await asyncio.sleep(timeout / 2)
+
+    def _open(self, hello: tuple[str, str, int, int], deadline: float) -> None:
+        number = self._last_channel = hello[3]
+        task = asyncio.get_running_loop().create_task(self._welcome(hello, deadline))
+        self._opening[number] = task
+
+    async def _welcome(self, hello: tuple[str, str, int, int], deadline: float) -> None:
+        session_id, offered, after_seq, number = hello
+        try:
+            driver = await self._server._check_hello(session_id, offered, deadline)
+        finally:
+            self._opening.pop(number, None)
+        record_on_node(
+            "data_plane_connections", 1.0, outcome="refused" if driver is None else "accepted"
+        )
+        if driver is None:
+            if not self._authenticated:
+                await self._ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            else:
+                await self._send_control({"refused": number})
+            return
+        if not self._authenticated:
+            self._authenticated = True
+            # As for a one-session connection: the handle sends its ``ready``
+            # frame after the first welcome; frames after it may be large.
+            self._ws.protocol.max_message_size = MAX_FRAME_BYTES
+            self._on_authenticated()
+        channel = _Channel(number, driver)
+        self._channels[number] = channel
+        self._live.add(channel)
+        self._server._connected(session_id, True)
+        await self._send_control({"welcome": number})
+        if self._done:  # the connection ended meanwhile (and ended the channel)
+            return
+        channel.pusher = asyncio.get_running_loop().create_task(self._push(channel, after_seq))
+
+    async def _send_control(self, message: dict[str, int]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.send(msgpack.packb(message))
+
+    async def _read_loop(self) -> None:
+        server = self._server
+        try:
+            async for frame in self._ws:
+                server.frames_in += 1
+                try:
+                    await self._take(frame)
+                except ProtocolError as exc:
+                    logger.info("data plane shared connection: %s", exc)
+                    # The frames before the bad one are carried out (and
+                    # acknowledged) first, as on a one-session connection.
+                    workers = [c.worker for c in self._live if c.worker is not None]
+                    if workers:
+                        await asyncio.wait(workers, timeout=server._hello_timeout)
+                    code = CLOSE_BAD_FRAME if self._authenticated else CLOSE_UNAUTHORIZED
+                    await self._ws.close(code, "bad frame")
+                    return
+        except ConnectionClosed:
+            return
+
+    async def _take(self, frame: Any) -> None:
+        if isinstance(frame, bytes) and frame[:1] and frame[0] & 0xF0 == 0x80:
+            # A fixmap: a hello for another session.
+            hello = _parse_hello(frame)
+            if not hello[3]:
+                raise ProtocolError("a hello on a shared connection needs a channel")
+            if len(self._opening) >= MAX_OPENING or (
+                len(self._channels) + len(self._opening) >= MAX_CHANNELS
+            ):
+                raise ProtocolError("too many sessions on one connection")
+            if hello[3] <= self._last_channel:
+                # Numbers only grow: a number names one session for the
+                # connection's whole life, with no set of used ones to keep.
+                raise ProtocolError("a channel number must be larger than the last one")
+            loop = asyncio.get_running_loop()
+            self._open(hello, loop.time() + self._server._hello_timeout)
+            return
+        if not self._authenticated:
+            raise ProtocolError("only hellos before the welcome")
+        if frame == _READY:
+            return
+        op, payload, flag, request_id, number = _decode_frame(frame, shared=True)
+        channel = self._channels.get(number)
+        if channel is None:
+            # Never opened, refused, or ended: a late frame. A request gets
+            # told, so that its handle goes over Ray.
+            if request_id:
+                await self._send_control({"ended": number})
+            return
+        if op == OP_LEAVE:
+            # Frames after a leave find no channel; those before it are
+            # still carried out, in order, then the worker ends it.
+            self._detach(channel)
+        if channel.worker is None:
+            channel.worker = asyncio.get_running_loop().create_task(self._work(channel))
+        await channel.inbox.put((op, payload, flag, request_id))
+
+    async def _work(self, channel: _Channel) -> None:
+        # Runs while the channel has frames waiting (started by the reader).
+        try:
+            while not channel.inbox.empty():
+                op, payload, flag, request_id = channel.inbox.get_nowait()
+                if op == OP_LEAVE:
+                    self._end(channel)
+                    return
+                await _apply(self._ws, channel.driver, op, payload, flag, request_id)
+        except ConnectionClosed:
+            return
+        finally:
+            channel.worker = None
+
+    def _detach(self, channel: _Channel) -> None:
+        if self._channels.get(channel.number) is channel:
+            del self._channels[channel.number]
+            self._server._connected(channel.driver.session_id, False)
+
+    def _end(self, channel: _Channel) -> None:
+        self._detach(channel)
+        self._live.discard(channel)
+        current = asyncio.current_task()
+        for task in (channel.pusher, channel.worker):
+            if task is not None and task is not current:
+                task.cancel()
+
+    async def _push(self, channel: _Channel, after_seq: int) -> None:
+        driver = channel.driver
+        cursor = after_seq
+        try:
+            while channel in self._live:
+                batch = await driver.read_events(cursor, 256, 30.0)
+                if batch.missed:
+                    record_on_node("events_lost", float(batch.missed))
+                if batch.events or batch.missed or batch.closed:
+                    # At most one batch per channel waits for the writer:
+                    # what comes meanwhile goes in this channel's next batch.
+                    if channel.sent is not None and not channel.sent.done():
+                        await channel.sent
+                    channel.sent = asyncio.get_running_loop().create_future()
+                    self._ready.append((channel, encode_event_batch(batch)))
+                    self._wake.set()
+                cursor = batch.last_seq
+                if batch.closed:  # the closed batch ends the channel at the handle
+                    self._end(channel)
+                    return
+        except (asyncio.CancelledError, ConnectionClosed):
+            raise
+        except Exception as exc:
+            # Never a silent stop: the handle is told and reads over Ray.
+            logger.warning("session %s data plane push stopped: %r", driver.session_id, exc)
+            self._end(channel)
+            await self._send_control({"ended": channel.number})
+
+    async def _write_loop(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._write_batches()
+
+    async def _write_batches(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ready, self._ready = self._ready, []
+            while ready:
+                size = 0
+                count = 0
+                for _, data in ready:
+                    if count and size + len(data) > PUSH_FRAME_BYTES:
+                        break
+                    size += len(data)
+                    count += 1
+                taken, ready = ready[:count], ready[count:]
+                frame: list[Any] = []
+                for channel, data in taken:
+                    frame += (channel.number, data)
+                await self._ws.send(msgpack.packb(frame, use_bin_type=True))
+                self._server.frames_out += 1
+                for channel, _ in taken:
+                    if channel.sent is not None and not channel.sent.done():
+                        channel.sent.set_result(None)
+
+
+# ---------------------------------------------------------------- client side
 
 
 def shared_sockets() -> list[SharedSocket]:
