@@ -261,23 +261,14 @@ class ActorBackend:
         if ssl_context is not None and not url.startswith("wss://"):
             # Ray runs with TLS here: a plaintext data plane is refused.
             raise ModelConnectionError("the data plane is not TLS while Ray is")
-        max_buffered = int(self._run_config.get("event_log_size", 4096))
-        if os.environ.get(SHARED_DATA_PLANE_ENV, "1") != "0":
-            # One socket per actor for all of this process's sessions there.
-            return await open_channel(
-                url,
-                self.session_id,
-                token,
-                after_seq,
-                max_buffered=max_buffered,
-                ssl_context=ssl_context,
-            )
-        return await DataPlaneClient.open(
+        # By default one socket per actor for all of this process's sessions there.
+        shared = os.environ.get(SHARED_DATA_PLANE_ENV, "1") != "0"
+        return await (open_channel if shared else DataPlaneClient.open)(
             url,
             self.session_id,
             token,
             after_seq,
-            max_buffered=max_buffered,
+            max_buffered=int(self._run_config.get("event_log_size", 4096)),
             ssl_context=ssl_context,
         )
 
