@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--guardrail-workers", type=int, default=1, help="guardrail workers per node"
     )
     serve.add_argument(
-        "--sessions-per-actor", type=int, default=1, help="sessions packed per actor"
+        "--sessions-per-actor", type=int, default=8, help="sessions packed per actor (1: one each)"
     )
     serve.add_argument("--max-sessions-per-node", type=int, default=200)
     serve.add_argument(

@@ -1,7 +1,8 @@
 """The data plane: a direct WebSocket between a session handle and its actor.
 
 Ray carries control (open, message, interrupt, update, close); the two
-high-rate streams travel over one WebSocket per handle instead, because a Ray
+high-rate streams travel over a WebSocket instead (one per handle, or one
+per handle process and actor shared by its sessions: below), because a Ray
 call per audio chunk or per event batch would cap a whole machine at a few
 dozen live voice sessions: a machine carries far fewer Ray calls per second
 than loopback WebSocket messages (the figures are in ``docs/benchmarks.md``):
@@ -42,6 +43,33 @@ and never logged. Only after the welcome does the frame limit rise to
 the next frame, which is why the handle sends the small ``ready`` frame after
 the welcome), and frames after it are decoded with a bound on the number of
 containers, so that no frame costs more than its size in time and memory.
+
+Shared connections (one per handle process and actor, see
+:mod:`ray_realtime.actors.dataplane_shared`): the same socket carries several
+sessions, each a *channel* numbered by the handle's process.
+
+- A hello names its channel: ``{"channel", "session_id", "token",
+  "after_seq"}`` (channel numbers are positive and grow on a connection;
+  a smaller or repeated one is a protocol error). The actor answers
+  ``{"welcome": channel}`` or, once the connection has a welcomed channel,
+  ``{"refused": channel}`` when the hello deadline passes (whatever was
+  wrong: the other channels go on). Before its first welcome the connection
+  is unauthenticated as above (hellos only, at most :data:`MAX_OPENING`
+  waiting, closed with :data:`CLOSE_UNAUTHORIZED` when none is welcomed in
+  time); the handle sends ``ready`` after the first welcome.
+- Frames carry their channel: ``[op, payload, flag, request_id, channel]``
+  (request ids are the connection's), plus ``[5, nil, false, 0, channel]``:
+  the handle leaves that session's stream (the session goes on; no reply).
+  A request on a channel not open is answered ``{"ended": channel}``, as is
+  every channel whose push fails: its handle then goes over Ray.
+- Pushed frames are ``[channel, batch, channel, batch, ...]``, each batch the
+  :func:`ray_realtime.wire.encode_batch` bytes as a msgpack bin: the batches
+  of every session ready within one loop turn go out in one frame (up to
+  :data:`PUSH_FRAME_BYTES`). A channel ends with its session's closed batch.
+- A session's frames wait in its own bounded queue (:data:`MAX_INBOX_FRAMES`),
+  so a session slow to take input does not hold the others'; a malformed
+  frame closes the connection (:data:`CLOSE_BAD_FRAME`), never a session;
+  an authenticated connection with no channel for a hello timeout is closed.
 
 The server binds the node's Ray address (127.0.0.1 in the embedded mode).
 When Ray runs with TLS (``RAY_USE_TLS`` with ``RAY_TLS_SERVER_CERT``,
@@ -98,6 +126,9 @@ OP_INTERRUPT = 3
 # [4, [item_id, content_index, elapsed_ms], false, 0]: the user's playback
 # position (the handle's tracker, coalesced); no reply, like audio.
 OP_PLAYBACK = 4
+# [5, nil, false, 0, channel]: this handle leaves the session's stream (shared
+# connections only; the session goes on).
+OP_LEAVE = 5
 MAX_FRAME_BYTES = 16 << 20
 """Largest frame after authentication (either way)."""
 MAX_HELLO_BYTES = 512
@@ -109,6 +140,17 @@ HELLO_TIMEOUT_SECONDS = 2.0
 MAX_UNAUTHENTICATED = 32
 """Default bound of connections per actor that have not been welcomed yet."""
 _MAX_ID_CHARS = 128
+MAX_CHANNEL_ID = 2**31 - 1
+"""Largest channel number of a shared connection."""
+MAX_CHANNELS = 4096
+"""Most sessions (open or opening) on one shared connection."""
+MAX_OPENING = 64
+"""Most hellos awaiting an answer on one shared connection."""
+MAX_INBOX_FRAMES = 256
+"""Frames one session of a shared connection may have waiting to be taken."""
+PUSH_FRAME_BYTES = 1 << 20
+"""A pushed frame of a shared connection stops taking batches past this size."""
+_HELLO_KEYS = frozenset({"session_id", "token", "after_seq"})
 _READY = b"\xc0"  # msgpack nil
 _WELCOME = msgpack.packb({"welcome": True})
 _SESSION_EVENTS: tuple[type, ...] = typing.get_args(RealtimeSessionEvent)
@@ -173,8 +215,9 @@ def client_ssl_context(environ: Mapping[str, str] | None = None) -> ssl.SSLConte
 # -------------------------------------------------------------------- frames
 
 
-def _parse_hello(raw: Any) -> tuple[str, str, int]:
-    """``(session_id, token, after_seq)`` from a hello frame; ProtocolError otherwise."""
+def _parse_hello(raw: Any) -> tuple[str, str, int, int]:
+    """``(session_id, token, after_seq, channel)`` from a hello frame (channel
+    0: a one-session connection's hello, which has none); ProtocolError otherwise."""
     if not isinstance(raw, bytes) or len(raw) > MAX_HELLO_BYTES:
         raise ProtocolError("a hello is one small binary frame")
     n = len(raw)
@@ -191,20 +234,25 @@ def _parse_hello(raw: Any) -> tuple[str, str, int]:
         )
     except Exception:
         raise ProtocolError("the hello is not msgpack") from None
-    if not isinstance(hello, dict) or set(hello) != {"session_id", "token", "after_seq"}:
-        raise ProtocolError("the hello must be {session_id, token, after_seq}")
+    if not isinstance(hello, dict) or set(hello) - {"channel"} != _HELLO_KEYS:
+        raise ProtocolError("the hello must be {session_id, token, after_seq} (and channel)")
     session_id, token, after_seq = hello["session_id"], hello["token"], hello["after_seq"]
+    channel = hello.get("channel", 0)
+    if "channel" in hello and not (type(channel) is int and 0 < channel <= MAX_CHANNEL_ID):
+        raise ProtocolError("bad channel")
     if not (isinstance(session_id, str) and 0 < len(session_id) <= _MAX_ID_CHARS):
         raise ProtocolError("bad session_id")
     if not (isinstance(token, str) and 0 < len(token) <= _MAX_ID_CHARS):
         raise ProtocolError("bad token")
     if type(after_seq) is not int or after_seq < 0:
         raise ProtocolError("bad after_seq")
-    return session_id, token, after_seq
+    return session_id, token, after_seq, channel
 
 
-def _decode_frame(frame: Any) -> tuple[Any, Any, Any, int]:
-    """``(op, payload, flag, request_id)``; ProtocolError for anything else.
+def _decode_frame(frame: Any, shared: bool = False) -> tuple[Any, Any, Any, int, int]:
+    """``(op, payload, flag, request_id, channel)`` (``shared``: a shared
+    connection's five-element frame, else four and channel 0); ProtocolError
+    for anything else.
 
     The number of arrays and maps is bounded, so a frame of many tiny
     containers costs a bounded amount of memory, not ~70 bytes per byte.
@@ -237,12 +285,26 @@ def _decode_frame(frame: Any) -> tuple[Any, Any, Any, int]:
         raise
     except Exception as exc:
         raise ProtocolError(f"malformed data plane frame: {type(exc).__name__}") from None
-    if not isinstance(message, list) or len(message) != 4:
+    if not isinstance(message, list) or len(message) != (5 if shared else 4):
         raise ProtocolError("unknown data plane frame")
-    op, payload, flag, request_id = message
+    op, payload, flag, request_id = message[:4]
     if type(request_id) is not int or request_id < 0:
         raise ProtocolError("bad request id")
-    return op, payload, flag, request_id
+    channel = message[4] if shared else 0
+    if type(channel) is not int or (shared and not 0 < channel <= MAX_CHANNEL_ID):
+        raise ProtocolError("bad channel")
+    return op, payload, flag, request_id, channel
+
+
+def _parse_ack(reply: dict[Any, Any]) -> tuple[int, BaseException | None]:
+    """``(request_id, error)`` of an ack map; ProtocolError without an int id."""
+    request_id = reply.get("ack")
+    if type(request_id) is not int:  # an unknown int is a late ack; anything else is wrong
+        raise ProtocolError("the data plane sent an ack without a request id")
+    error = reply.get("error")
+    if error is not None and not isinstance(error, BaseException):
+        error = ProtocolError("the data plane sent a malformed error")
+    return request_id, error
 
 
 def encode_event_batch(batch: EventBatch) -> bytes:
@@ -317,6 +379,7 @@ class DataPlaneServer:
         self.frames_out = 0
         self.refused = 0
         self.turned_away = 0
+        self.connections = 0
 
     async def start(self) -> str:
         """Start listening on a free port; returns ``ws://host:port`` (``wss``
@@ -359,6 +422,7 @@ class DataPlaneServer:
             "refused": self.refused,
             "turned_away": self.turned_away,
             "unauthenticated": self._unauthenticated,
+            "connections": self.connections,
         }
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -367,55 +431,93 @@ class DataPlaneServer:
             await ws.close(CLOSE_TRY_AGAIN, "busy")
             return
         self._unauthenticated += 1
-        try:
-            welcomed = await self._authenticate(ws)
-        finally:
-            self._unauthenticated -= 1
-        record_on_node(
-            "data_plane_connections", 1.0, outcome="refused" if welcomed is None else "accepted"
-        )
-        if welcomed is None:
-            return
-        driver, after_seq = welcomed
-        if self._on_connection is not None:
-            self._on_connection(driver.session_id, True)
-        writer = asyncio.get_running_loop().create_task(self._push(ws, driver, after_seq))
-        try:
-            await self._receive(ws, driver)
-        finally:
-            if self._on_connection is not None:
-                self._on_connection(driver.session_id, False)
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+        counted = True
 
-    async def _authenticate(self, ws: ServerConnection) -> tuple[SessionDriver, int] | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._hello_timeout
-        found: tuple[SessionDriver, str] | None = None
-        offered = ""
-        after_seq = 0
+        def authenticated() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self._unauthenticated -= 1
+
+        self.connections += 1
         try:
-            raw = await asyncio.wait_for(ws.recv(), self._hello_timeout)
-            session_id, offered, after_seq = _parse_hello(raw)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._hello_timeout
+            hello: tuple[str, str, int, int] | None = None
+            try:
+                hello = _parse_hello(await asyncio.wait_for(ws.recv(), self._hello_timeout))
+            except (TimeoutError, ProtocolError, ConnectionClosed):
+                pass
+            if hello is not None and hello[3]:
+                # Imported here: that module builds on this one.
+                from ray_realtime.actors.dataplane_shared import SharedConnection
+
+                await SharedConnection(self, ws, deadline, authenticated).run(hello)
+                return
+            welcomed = await self._authenticate(ws, hello, deadline)
+            authenticated()
+            record_on_node(
+                "data_plane_connections",
+                1.0,
+                outcome="refused" if welcomed is None else "accepted",
+            )
+            if welcomed is None:
+                return
+            driver, after_seq = welcomed
+            self._connected(driver.session_id, True)
+            writer = loop.create_task(self._push(ws, driver, after_seq))
+            try:
+                await self._receive(ws, driver)
+            finally:
+                self._connected(driver.session_id, False)
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+        finally:
+            authenticated()
+            self.connections -= 1
+
+    def _connected(self, session_id: str, connected: bool) -> None:
+        if self._on_connection is not None:
+            self._on_connection(session_id, connected)
+
+    async def _check_hello(
+        self, session_id: str, offered: str, deadline: float
+    ) -> SessionDriver | None:
+        """The session's driver when ``offered`` is its secret, else None once
+        ``deadline`` has passed (a wrong secret and an unknown session take the
+        same time, so the time tells nothing)."""
+        loop = asyncio.get_running_loop()
+        found: tuple[SessionDriver, str] | None = None
+        try:
             # The handle may say hello while its session is still being
             # registered: the lookup waits for it, within the same deadline.
             found = await asyncio.wait_for(
                 self._lookup(session_id), max(0.0, deadline - loop.time())
             )
-        except (TimeoutError, ProtocolError, ConnectionClosed):
+        except TimeoutError:
             found = None
         token = found[1] if found is not None else ""
         # Constant time in the secret (bytes: compare_digest refuses non-ASCII str).
         secret_ok = hmac.compare_digest(
             offered.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
         )
-        if found is None or not secret_ok:
+        if found is not None and secret_ok:
+            return found[0]
+        self.refused += 1
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        return None
+
+    async def _authenticate(
+        self, ws: ServerConnection, hello: tuple[str, str, int, int] | None, deadline: float
+    ) -> tuple[SessionDriver, int] | None:
+        loop = asyncio.get_running_loop()
+        driver: SessionDriver | None = None
+        if hello is not None:
+            session_id, offered, after_seq, _ = hello
+            driver = await self._check_hello(session_id, offered, deadline)
+        else:
             self.refused += 1
-            if offered:
-                # A well-formed hello is refused when the deadline passes,
-                # whether its session is unknown (the lookup waited that long)
-                # or its secret wrong: the time tells nothing either.
-                await asyncio.sleep(max(0.0, deadline - loop.time()))
+        if driver is None:
             await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
             return None
         # websockets reads the limit when it starts on a frame: it is already
@@ -431,40 +533,19 @@ class DataPlaneServer:
         if ready != _READY:
             await ws.close(CLOSE_BAD_FRAME, "expected the ready frame")
             return None
-        return found[0], after_seq
+        return driver, after_seq
 
     async def _receive(self, ws: ServerConnection, driver: SessionDriver) -> None:
         async for frame in ws:
             self.frames_in += 1
             try:
-                op, payload, flag, request_id = _decode_frame(frame)
+                op, payload, flag, request_id, _ = _decode_frame(frame)
             except ProtocolError as exc:
                 # A malformed frame ends this connection, never the session.
                 logger.info("session %s data plane: %s", driver.session_id, exc)
                 await ws.close(CLOSE_BAD_FRAME, "bad frame")
                 return
-            error: BaseException | None = None
-            try:
-                if op == OP_AUDIO and isinstance(payload, bytes):
-                    await driver.send_audio(payload, commit=bool(flag))
-                elif op == OP_MESSAGE and isinstance(payload, (str, dict)):
-                    await driver.send_message(payload)
-                elif op == OP_INTERRUPT:
-                    await driver.interrupt()
-                elif op == OP_PLAYBACK:
-                    driver.report_playback(payload)
-                else:
-                    error = ProtocolError(f"unknown data plane operation {op!r}")
-            except (UserError, SessionClosedError) as exc:
-                error = exc
-            if request_id:
-                reply: dict[str, Any] = {"ack": request_id}
-                if error is not None:
-                    reply["error"] = error
-                await ws.send(wire.encode(reply))
-            elif error is not None and not isinstance(error, SessionClosedError):
-                # Audio has no reply: a refused chunk is told to the readers.
-                await driver.report_error({"message": str(error), "type": "invalid_input"})
+            await _apply(ws, driver, op, payload, flag, request_id)
 
     async def _push(self, ws: ServerConnection, driver: SessionDriver, after_seq: int) -> None:
         cursor = after_seq
@@ -489,23 +570,127 @@ class DataPlaneServer:
             await ws.close(1011, "push failed")
 
 
-class DataPlaneClient:
-    """The handle's end: sends frames, receives pushed event batches and acks.
+async def _apply(
+    ws: ServerConnection, driver: SessionDriver, op: Any, payload: Any, flag: Any, request_id: int
+) -> None:
+    """Carry out one frame's operation on the session; acknowledge a request."""
+    error: BaseException | None = None
+    try:
+        if op == OP_AUDIO and isinstance(payload, bytes):
+            await driver.send_audio(payload, commit=bool(flag))
+        elif op == OP_MESSAGE and isinstance(payload, (str, dict)):
+            await driver.send_message(payload)
+        elif op == OP_INTERRUPT:
+            await driver.interrupt()
+        elif op == OP_PLAYBACK:
+            driver.report_playback(payload)
+        else:
+            error = ProtocolError(f"unknown data plane operation {op!r}")
+    except (UserError, SessionClosedError) as exc:
+        error = exc
+    if request_id:
+        reply: dict[str, Any] = {"ack": request_id}
+        if error is not None:
+            reply["error"] = error
+        await ws.send(wire.encode(reply))
+    elif error is not None and not isinstance(error, SessionClosedError):
+        # Audio has no reply: a refused chunk is told to the readers.
+        await driver.report_error({"message": str(error), "type": "invalid_input"})
 
-    A background task reads the socket: acks resolve the waiting request,
-    events go to a buffer the handle's iterator takes from. The buffer is
-    bounded; when the handle does not read, the oldest events go and the next
-    read reports how many were missed (as the actor's own log does).
+
+class EventStream:
+    """A handle's buffer of one session's pushed events, read by its iterator.
+
+    The buffer is bounded; when the handle does not read, the oldest events
+    go and the next read reports how many were missed (as the actor's own log
+    does). The stream only moves forward from what it has handed out.
     """
 
-    def __init__(self, ws: ClientConnection, after_seq: int, max_buffered: int) -> None:
-        self._ws = ws
+    def __init__(self, after_seq: int, max_buffered: int) -> None:
         self._pending: deque[tuple[int, RealtimeSessionEvent]] = deque(maxlen=max_buffered)
         self._stream_seq = after_seq
         self._served_seq = after_seq
         self._closed = False
         self._broken = False
         self._wakeup = asyncio.Event()
+
+    @property
+    def broken(self) -> bool:
+        """Whether the socket dropped without the session ending."""
+        return self._broken
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session ended (its last events may still be buffered)."""
+        return self._closed
+
+    def can_serve(self, after_seq: int) -> bool:
+        """Whether a read after ``after_seq`` can come from this stream (the
+        stream only moves forward from what it has already handed out)."""
+        if self._broken and not self._pending:
+            return False
+        return self._served_seq <= after_seq <= self._stream_seq
+
+    def _add_batch(self, frame: bytes) -> None:
+        """Take one pushed batch (:func:`ray_realtime.wire.encode_batch` bytes);
+        ProtocolError for anything else."""
+        events, last_seq, _, closed = wire.decode_batch(frame)
+        if not all(isinstance(event, _SESSION_EVENTS) for event in events):
+            # Well-formed msgpack is not yet a batch of events: never
+            # hand a peer's plain value to the application as one.
+            raise ProtocolError("data plane sent a batch holding a non-event")
+        first = last_seq - len(events) + 1
+        for offset, event in enumerate(events):
+            self._pending.append((first + offset, event))
+        self._stream_seq = last_seq
+        if closed:
+            self._closed = True
+        self._wake()
+
+    async def read(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
+        """Events after ``after_seq`` from the stream, waiting up to ``timeout``."""
+        self._drop_through(after_seq)
+        if not self._pending and not self._closed and not self._broken:
+            waiter = self._wakeup
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._drop_through(after_seq)
+        if self._broken and not self._pending:
+            raise DataPlaneBroken("the data plane socket dropped")
+        taken = [self._pending.popleft() for _ in range(min(max_events, len(self._pending)))]
+        if taken:
+            last = taken[-1][0]
+            # A gap before the first event is what a bounded buffer dropped.
+            missed = max(0, taken[0][0] - after_seq - 1)
+        else:
+            last = max(after_seq, self._stream_seq)
+            missed = max(0, self._stream_seq - after_seq)
+        self._served_seq = last
+        closed = self._closed and not self._pending
+        return EventBatch([event for _, event in taken], last, missed, closed)
+
+    def _drop_through(self, seq: int) -> None:
+        while self._pending and self._pending[0][0] <= seq:
+            self._pending.popleft()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+
+class DataPlaneClient(EventStream):
+    """The handle's end of a one-session connection: sends frames, receives
+    pushed event batches and acks.
+
+    A background task reads the socket: acks resolve the waiting request,
+    events go to the bounded buffer the handle's iterator takes from.
+    """
+
+    def __init__(self, ws: ClientConnection, after_seq: int, max_buffered: int) -> None:
+        super().__init__(after_seq, max_buffered)
+        self._ws = ws
         self._acks: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
@@ -560,23 +745,6 @@ class DataPlaneClient:
             raise
         return cls(ws, after_seq, max_buffered)
 
-    @property
-    def broken(self) -> bool:
-        """Whether the socket dropped without the session ending."""
-        return self._broken
-
-    @property
-    def closed(self) -> bool:
-        """Whether the session ended (its last events may still be buffered)."""
-        return self._closed
-
-    def can_serve(self, after_seq: int) -> bool:
-        """Whether a read after ``after_seq`` can come from this stream (the
-        stream only moves forward from what it has already handed out)."""
-        if self._broken and not self._pending:
-            return False
-        return self._served_seq <= after_seq <= self._stream_seq
-
     async def send_audio(self, audio: bytes, commit: bool) -> None:
         """Send one audio frame (no reply); :class:`DataPlaneBroken` if the
         socket is gone."""
@@ -618,38 +786,6 @@ class DataPlaneClient:
             self._broken = self._broken or not self._closed
             raise DataPlaneBroken("the data plane socket dropped") from None
 
-    async def read(self, after_seq: int, max_events: int, timeout: float | None) -> EventBatch:
-        """Events after ``after_seq`` from the stream, waiting up to ``timeout``."""
-        self._drop_through(after_seq)
-        if not self._pending and not self._closed and not self._broken:
-            waiter = self._wakeup
-            try:
-                await asyncio.wait_for(waiter.wait(), timeout)
-            except TimeoutError:
-                pass
-            self._drop_through(after_seq)
-        if self._broken and not self._pending:
-            raise DataPlaneBroken("the data plane socket dropped")
-        taken = [self._pending.popleft() for _ in range(min(max_events, len(self._pending)))]
-        if taken:
-            last = taken[-1][0]
-            # A gap before the first event is what a bounded buffer dropped.
-            missed = max(0, taken[0][0] - after_seq - 1)
-        else:
-            last = max(after_seq, self._stream_seq)
-            missed = max(0, self._stream_seq - after_seq)
-        self._served_seq = last
-        closed = self._closed and not self._pending
-        return EventBatch([event for _, event in taken], last, missed, closed)
-
-    def _drop_through(self, seq: int) -> None:
-        while self._pending and self._pending[0][0] <= seq:
-            self._pending.popleft()
-
-    def _wake(self) -> None:
-        self._wakeup.set()
-        self._wakeup = asyncio.Event()
-
     async def _read_loop(self) -> None:
         try:
             async for frame in self._ws:
@@ -658,18 +794,7 @@ class DataPlaneClient:
                 if frame[0] & 0xF0 == 0x80:  # a msgpack map: an ack
                     self._on_ack(wire.decode(frame))
                     continue
-                events, last_seq, _, closed = wire.decode_batch(frame)
-                if not all(isinstance(event, _SESSION_EVENTS) for event in events):
-                    # Well-formed msgpack is not yet a batch of events: never
-                    # hand a peer's plain value to the application as one.
-                    raise ProtocolError("data plane sent a batch holding a non-event")
-                first = last_seq - len(events) + 1
-                for offset, event in enumerate(events):
-                    self._pending.append((first + offset, event))
-                self._stream_seq = last_seq
-                if closed:
-                    self._closed = True
-                self._wake()
+                self._add_batch(frame)
         except ConnectionClosed:
             pass
         except Exception as exc:
@@ -690,16 +815,10 @@ class DataPlaneClient:
     def _on_ack(self, reply: Any) -> None:
         if not isinstance(reply, dict):
             return
-        request_id = reply.get("ack")
-        if type(request_id) is not int:  # an unknown int is a late ack; anything else is wrong
-            raise ProtocolError("the data plane sent an ack without a request id")
+        request_id, error = _parse_ack(reply)
         future = self._acks.get(request_id)
-        if future is None or future.done():
-            return
-        error = reply.get("error")
-        if error is not None and not isinstance(error, BaseException):
-            error = ProtocolError("the data plane sent a malformed error")
-        future.set_result(error)
+        if future is not None and not future.done():
+            future.set_result(error)
 
     async def close(self) -> None:
         """Close the socket and stop the reader."""

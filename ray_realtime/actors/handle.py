@@ -34,6 +34,7 @@ import msgpack
 from ray_realtime import wire
 from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneBroken, DataPlaneClient, client_ssl_context
+from ray_realtime.actors.dataplane_shared import PlaneChannel, open_channel
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.core.session_core import check_audio_chunk, check_user_message
 from ray_realtime.exceptions import (
@@ -61,6 +62,10 @@ logger = logging.getLogger(__name__)
 
 PLAYBACK_REPORT_SECONDS = 0.05
 """Longest a change of the playback tracker waits before it is reported."""
+
+SHARED_DATA_PLANE_ENV = "RAY_REALTIME_SHARED_DATA_PLANE"
+"""Set to ``0`` for one data-plane socket per session handle instead of one
+per (process, actor) shared by its sessions (for side-by-side measurements)."""
 
 _DEFAULT_RECOVERY_TIMEOUT = 10.0
 # How often a recovery asks again for a router that is gone.
@@ -126,7 +131,7 @@ class ActorBackend:
         self._placement = placement
         self._actor: Any = placement["actor"] if placement else None
         self._closed = False
-        self._plane: DataPlaneClient | None = None
+        self._plane: DataPlaneClient | PlaneChannel | None = None
         self._max_audio = 0
         self._max_message = 0
         self._audio_format = "pcm16"
@@ -207,7 +212,7 @@ class ActorBackend:
         }
         # The data plane opens while the session opens: its hello waits on the
         # actor for the session to be registered, so neither waits on the other.
-        early: asyncio.Task[DataPlaneClient] | None = None
+        early: asyncio.Task[DataPlaneClient | PlaneChannel] | None = None
         url = placement.get("data_url")
         if self.use_data_plane and url:
             early = asyncio.ensure_future(self._dial(url, token, 0))
@@ -248,7 +253,7 @@ class ActorBackend:
         self._secret = str(info["token"])
         await self._open_data_plane(info, after_seq)
 
-    async def _dial(self, url: str, token: str, after_seq: int) -> DataPlaneClient:
+    async def _dial(self, url: str, token: str, after_seq: int) -> DataPlaneClient | PlaneChannel:
         try:
             ssl_context = client_ssl_context()
         except ConfigError as exc:
@@ -256,7 +261,9 @@ class ActorBackend:
         if ssl_context is not None and not url.startswith("wss://"):
             # Ray runs with TLS here: a plaintext data plane is refused.
             raise ModelConnectionError("the data plane is not TLS while Ray is")
-        return await DataPlaneClient.open(
+        # By default one socket per actor for all of this process's sessions there.
+        shared = os.environ.get(SHARED_DATA_PLANE_ENV, "1") != "0"
+        return await (open_channel if shared else DataPlaneClient.open)(
             url,
             self.session_id,
             token,

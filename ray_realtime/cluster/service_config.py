@@ -19,6 +19,10 @@ class ServiceConfig:
 
     ``local_model``: run a bundled local model server on each node (default:
     when no ``OPENAI_API_KEY`` is set where the service is deployed).
+    ``sessions_per_actor``: sessions packed in one session actor (and the
+    size of the warm pool's actors); 1 gives every session a process of its
+    own. A session may ask for its own size in its run config (``1``:
+    isolation, an actor to itself).
     ``open_attach``: let any process of the cluster attach to a session by
     its id alone (default off: ``attach`` needs the session's ticket; see
     ``docs/security.md``). It applies to sessions opened while it is on.
@@ -39,7 +43,7 @@ class ServiceConfig:
     tool_workers_per_node: int = 1
     guardrail_workers_per_node: int = 1
     max_sessions_per_node: int = 200
-    sessions_per_actor: int = 1
+    sessions_per_actor: int = 8
     local_model: bool | None = None
     health_interval_seconds: float = 2.0
     health_timeout_seconds: float = 10.0

@@ -345,7 +345,9 @@ class RealtimeRunConfig(TypedDict, total=False):
     max_pending_tool_calls: int
     """Tool calls of one session in flight at once (default 64)."""
     sessions_per_actor: int
-    """Sessions packed into one session actor (default 1)."""
+    """Sessions packed into one session actor (default: the service's
+    ``sessions_per_actor``, 8); 1 gives the session an actor of its own
+    (isolation: its own process)."""
     placement: dict[str, Any]
     """Node requirement for the session: ``{"resources": {...}, "labels": {...}}``."""
     data_plane: bool

@@ -72,7 +72,8 @@ def _zone_of(cluster: RayTestCluster) -> dict[str, str]:
 async def test_sessions_spread_over_the_nodes(ray_cluster: RayTestCluster) -> None:
     router = ray_cluster.router
     await _no_sessions(router)
-    sessions = await _open(_runner(), 6)
+    # Dedicated (isolated) sessions: placement spreads them by load.
+    sessions = await _open(_runner(sessions_per_actor=1), 6)
     try:
         nodes = await _session_nodes(router, sessions)
         zones = Counter(_zone_of(ray_cluster)[n] for n in nodes.values())
@@ -96,7 +97,7 @@ async def test_drained_node_gets_no_new_sessions(ray_cluster: RayTestCluster) ->
         status = await service_status()
         (c,) = [n for n in status["nodes"] if n["node_id"] == node_c]
         assert c["drained"] and c["warm"] == 0
-        sessions = await _open(_runner(), 4)
+        sessions = await _open(_runner(sessions_per_actor=1), 4)
         try:
             nodes = await _session_nodes(router, sessions)
             assert node_c not in nodes.values()

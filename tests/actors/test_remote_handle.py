@@ -178,3 +178,51 @@ async def test_calls_on_a_closed_session(ray_cluster: RayTestCluster) -> None:
 
 async def _drain(session: RealtimeSession) -> list[Any]:
     return [event async for event in session]
+
+
+async def test_sessions_of_one_actor_share_one_socket_and_survive_its_drop(
+    ray_cluster: RayTestCluster,
+) -> None:
+    from ray_realtime.actors.dataplane_shared import shared_sockets
+    from ray_realtime.types.events import RealtimeEventsLost, RealtimeSessionRecovered
+
+    # Packed (the default): the three land on one actor, and their handles
+    # here share one data-plane socket to it.
+    runner = _runner(sessions_per_actor=3)
+    sessions = [await runner.run() for _ in range(3)]
+    for session in sessions:
+        await session.__aenter__()
+    try:
+        names = {s._backend.actor_name for s in sessions}  # type: ignore[attr-defined]
+        assert len(names) == 1
+        urls = {s.url for s in shared_sockets() if s.channels}
+        assert len(urls) == 1
+        sock = next(s for s in shared_sockets() if s.channels)
+        assert sock.channels == 3
+        assert all(s._backend.data_plane_connected for s in sessions)  # type: ignore[attr-defined]
+        turns = await asyncio.gather(
+            *(_turn_after(s, f"say shared {i}") for i, s in enumerate(sessions))
+        )
+        assert all("audio" in [e.type for e in t] for t in turns)
+        # The socket drops mid-stream: every session goes on over Ray, losing nothing.
+        reading = [asyncio.ensure_future(collect_turns(s)) for s in sessions]
+        await asyncio.gather(*(s.send_message("say after the drop") for s in sessions))
+        sock._ws.transport.abort()  # type: ignore[union-attr]
+        after = await asyncio.gather(*reading)
+        for events in after:
+            assert "audio" in [e.type for e in events]
+            assert not [e for e in events if isinstance(e, RealtimeEventsLost)]
+            assert not [e for e in events if isinstance(e, RealtimeSessionRecovered)]
+        assert not any(s._backend.data_plane_connected for s in sessions)  # type: ignore[attr-defined]
+        again = await asyncio.gather(*(_turn_after(s, "say over Ray") for s in sessions))
+        assert all("audio" in [e.type for e in t] for t in again)
+    finally:
+        for session in sessions:
+            await session.close()
+    assert not [s for s in shared_sockets() if s.url in urls]
+
+
+async def _turn_after(session: RealtimeSession, text: str) -> list[Any]:
+    reading = asyncio.ensure_future(collect_turns(session))
+    await session.send_message(text)
+    return await reading

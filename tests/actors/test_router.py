@@ -24,8 +24,12 @@ from ray_realtime import (
     realtime_handoff,
 )
 from ray_realtime.cluster.service import register_agent, service_status
+from ray_realtime.cluster.service_config import ServiceConfig
 from tests.actors.util import ACTOR, collect_turns, last_reply, placement_of, wait_until
 from tests.conftest import SERVICE_CONFIG, UNIT, RayTestCluster
+
+# The size of warm actors: the service's sessions_per_actor (packed by default).
+WARM_SIZE = ServiceConfig.from_dict(SERVICE_CONFIG).sessions_per_actor
 
 pytestmark = [pytest.mark.ray]
 
@@ -127,7 +131,7 @@ async def _warm_actors() -> dict[str, str]:
             )
         except Exception:
             continue  # being retired
-        if not info["sessions"] and info["capacity"] == SERVICE_CONFIG.get("sessions_per_actor", 1):
+        if not info["sessions"] and info["capacity"] == WARM_SIZE:
             warm[name] = info["node_id"]
     return warm
 

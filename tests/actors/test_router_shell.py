@@ -77,8 +77,9 @@ async def test_placements_that_arrive_before_the_router_knows_its_nodes_all_succ
     # reconcile sees none, then placements look again and find them.
     ops = FakeOps([[], [], TWO_NODES], nodes_delay=0.01, create_delay=0.01)
     router = Router(CONFIG, ops)
+    # Dedicated actors (sessions_per_actor 1), so that placement spreads them.
     placements = await asyncio.wait_for(
-        asyncio.gather(*(router.place_session(f"s{i}") for i in range(8))), 10 * UNIT
+        asyncio.gather(*(router.place_session(f"s{i}", None, 1) for i in range(8))), 10 * UNIT
     )
     assert sorted(p["session_id"] for p in placements) == [f"s{i}" for i in range(8)]
     assert {p["node_id"] for p in placements} == {"node-a", "node-b"}

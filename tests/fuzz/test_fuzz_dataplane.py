@@ -55,6 +55,7 @@ from ray_realtime.actors.dataplane import (
     CLOSE_BAD_FRAME,
     CLOSE_SESSION_ENDED,
     CLOSE_UNAUTHORIZED,
+    MAX_CHANNEL_ID,
     MAX_FRAME_BYTES,
     MAX_FRAME_CONTAINERS,
     MAX_HELLO_BYTES,
@@ -62,6 +63,7 @@ from ray_realtime.actors.dataplane import (
     DataPlaneClient,
     DataPlaneServer,
 )
+from ray_realtime.actors.dataplane_shared import open_channel, shared_sockets
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.exceptions import (
     InputTooLargeError,
@@ -854,4 +856,357 @@ def test_hostile_server_frames_reach_the_handle(live: LiveThread, problems: Erro
     print("the handle's request ended with:", dict(seen))
     assert sum(seen.values()) > 0
     # The hostile servers never touched the live session.
+    _check_session_still_works(live)
+
+
+# --- target 4: shared connections (several sessions, one socket) --------------------------
+
+SHARED_CHANNEL = 1  # the channel the fuzzed connection is welcomed on
+
+
+@dataclass(frozen=True)
+class SharedHello:
+    """A well-formed hello for a fresh channel (numbered when sent), right or wrong secret."""
+
+    right_secret: bool
+
+
+def _channel_ok(value: Any) -> bool:
+    return type(value) is int and 0 < value <= MAX_CHANNEL_ID
+
+
+REQUEST_CHANNEL = st.one_of(
+    st.just(SHARED_CHANNEL),
+    st.sampled_from([2, 3, MAX_CHANNEL_ID, MAX_CHANNEL_ID + 1, 0, -1, True, 1.0, None]),
+    INT64.filter(lambda n: not 1000 <= n < 2000),
+    VALUES,
+)
+SHARED_OP = st.one_of(st.sampled_from([1, 2, 3, 4, 5]), st.sampled_from([0, -1, 1.0, True]), VALUES)
+SHARED_REQUEST = st.builds(
+    lambda *fields: list(fields),
+    SHARED_OP,
+    PAYLOAD,
+    VALUES,
+    st.one_of(st.integers(0, 3), st.integers(0, SENTINEL_ID - 1)),
+    REQUEST_CHANNEL,
+)
+BAD_SHARED_HELLO = st.builds(
+    lambda channel, extra: {
+        "channel": channel,
+        "session_id": SESSION_ID,
+        "token": SECRET,
+        "after_seq": 0,
+        **extra,
+    },
+    st.one_of(st.sampled_from([0, -1, MAX_CHANNEL_ID + 1, SHARED_CHANNEL, True, 1.0]), VALUES),
+    st.one_of(st.just({}), st.dictionaries(TEXT, VALUES, min_size=1, max_size=2)),
+)
+# Well-formed frames on channels open or not (acked, told "ended", or quiet) and hellos.
+WELL_FORMED_SHARED = st.one_of(
+    st.builds(
+        lambda *fields: pack(list(fields)),
+        st.one_of(st.sampled_from([1, 2, 3, 4]), SHARED_OP),
+        PAYLOAD,
+        VALUES,
+        st.one_of(st.integers(0, 3), st.integers(0, SENTINEL_ID - 1)),
+        st.sampled_from([SHARED_CHANNEL, SHARED_CHANNEL, 2, MAX_CHANNEL_ID]),
+    ),
+    st.builds(SharedHello, st.booleans()),
+)
+SHARED_FRAME = st.one_of(
+    SHARED_REQUEST.map(pack),
+    st.builds(SharedHello, st.booleans()),
+    BAD_SHARED_HELLO.map(pack),
+    POST_FRAME,
+)
+
+
+def _expect_hello(frame: bytes, state: dict[str, Any]) -> tuple[str, Any]:
+    """The verdict on a map frame on a welcomed shared connection."""
+    if len(frame) > MAX_HELLO_BYTES:
+        return _Verdict.CLOSE, None
+    try:
+        hello = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except Exception:
+        return _Verdict.CLOSE, None
+    if type(hello) is not dict or set(hello) != {"channel", "session_id", "token", "after_seq"}:
+        return _Verdict.CLOSE, None
+    sid, token, seq, channel = (hello[k] for k in ("session_id", "token", "after_seq", "channel"))
+    if not (isinstance(sid, str) and 0 < len(sid) <= 128):
+        return _Verdict.CLOSE, None
+    if not (isinstance(token, str) and 0 < len(token) <= 128):
+        return _Verdict.CLOSE, None
+    # Channel numbers only grow on a connection.
+    if type(seq) is not int or seq < 0 or not _channel_ok(channel) or channel <= state["last"]:
+        return _Verdict.CLOSE, None
+    state["last"] = channel
+    state["in_use"].add(channel)
+    right = sid == SESSION_ID and token == SECRET
+    return ("welcome" if right else "refused"), channel
+
+
+def _expect_shared(frame: bytes | str, state: dict[str, Any]) -> tuple[str, Any, bool]:
+    """(verdict, request id or channel, refused as a protocol error) for one frame
+    on a shared connection; ``state`` holds the channels open and in use."""
+    if isinstance(frame, bytes) and frame[:1] and frame[0] & 0xF0 == 0x80:
+        verdict, channel = _expect_hello(frame, state)
+        return verdict, channel, False
+    verdict = _Verdict.CLOSE
+    if not isinstance(frame, bytes) or frame == READY:
+        return (_Verdict.QUIET, 0, False) if frame == READY else (verdict, None, False)
+    containers = [0]
+
+    def count(container: Any) -> Any:
+        containers[0] += 1
+        return container
+
+    try:
+        message = msgpack.unpackb(
+            frame, raw=False, strict_map_key=True, max_ext_len=0, list_hook=count,
+            object_hook=count,
+        )  # fmt: skip
+    except Exception:
+        return verdict, None, False
+    if containers[0] > MAX_FRAME_CONTAINERS or type(message) is not list or len(message) != 5:
+        return verdict, None, False
+    op, payload, _, request_id, channel = message
+    if type(request_id) is not int or request_id < 0 or not _channel_ok(channel):
+        return verdict, None, False
+    if channel not in state["open"]:
+        return ("ended" if request_id else _Verdict.QUIET), channel, False
+    if op == 5:
+        state["open"].discard(channel)
+        return _Verdict.QUIET, None, False
+    known = (
+        (op == 1 and isinstance(payload, bytes))
+        or (op == 2 and isinstance(payload, (str, dict)))
+        or op in (3, 4)
+    )
+    return (_Verdict.ACK if request_id else _Verdict.QUIET), request_id, not known
+
+
+def _shared_hello(channel: int, secret: str, after_seq: int) -> bytes:
+    return pack(
+        {"channel": channel, "session_id": SESSION_ID, "token": secret, "after_seq": after_seq}
+    )
+
+
+async def _shared_peer(live: LiveThread, generated: list[Any]) -> str:
+    """A welcomed shared connection sends ``generated`` frames and a sentinel; the
+    answers must match the documented protocol. Returns what ended the exchange."""
+    assert live.driver is not None
+    fresh = iter(range(1000, 2000))
+    frames: list[bytes | str] = []
+    for frame in generated:
+        if isinstance(frame, SharedHello):
+            secret = SECRET if frame.right_secret else "not-the-secret"
+            frame = _shared_hello(next(fresh), secret, 10**6)
+        frames.append(on_wire(frame))
+    state: dict[str, Any] = {
+        "open": {SHARED_CHANNEL},
+        "in_use": {SHARED_CHANNEL},
+        "last": SHARED_CHANNEL,
+    }
+    verdicts = [_expect_shared(frame, state) for frame in frames]
+    closing = next((i for i, v in enumerate(verdicts) if v[0] == _Verdict.CLOSE), None)
+    answered = verdicts if closing is None else verdicts[:closing]
+    sentinel_ended = SHARED_CHANNEL not in state["open"]
+    expected_acks = [(v[1], v[2]) for v in answered if v[0] == _Verdict.ACK]
+    expected_ended = sorted(v[1] for v in answered if v[0] == "ended")
+    welcomes = {v[1] for v in answered if v[0] == "welcome"}
+    refusals = {v[1] for v in answered if v[0] == "refused"}
+    ws = await connect(live.url, max_size=None, open_timeout=5, close_timeout=2)
+    acks: list[dict[str, Any]] = []
+    ended: list[int] = []
+    seen_welcomes: set[int] = set()
+    seen_refusals: set[int] = set()
+    try:
+        await ws.send(_shared_hello(SHARED_CHANNEL, SECRET, live.driver.last_seq))
+        assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), 5)) == {"welcome": 1}
+        await ws.send(READY)
+        if sentinel_ended:  # channel 1 was left: the sentinel is told "ended"
+            expected_ended = sorted([*expected_ended, SHARED_CHANNEL])
+        sentinel_acked = False
+
+        def done() -> bool:
+            answered = sentinel_acked or (sentinel_ended and sorted(ended) == expected_ended)
+            # Acks come from the channel's worker, "ended" from the reader: either order.
+            acked = len(acks) >= len(expected_acks)
+            return answered and acked and seen_welcomes >= welcomes and seen_refusals >= refusals
+
+        try:
+            for frame in frames:
+                await ws.send(frame)
+            await ws.send(pack([99, None, False, SENTINEL_ID, SHARED_CHANNEL]))
+            async with asyncio.timeout(EXAMPLE_SECONDS):
+                while not done():
+                    data = await ws.recv()
+                    assert isinstance(data, bytes) and data
+                    if data[0] & 0xF0 != 0x80:  # pushed batches: [channel, batch, ...]
+                        items = msgpack.unpackb(data)
+                        assert type(items) is list and len(items) % 2 == 0
+                        for channel, batch in zip(items[::2], items[1::2], strict=True):
+                            assert channel in state["in_use"], channel
+                            events = wire.decode_batch(batch)[0]
+                            assert all(isinstance(e, SESSION_EVENT_TYPES) for e in events)
+                        continue
+                    control = wire.decode(data)
+                    if "ack" in control:
+                        if control["ack"] == SENTINEL_ID:
+                            assert isinstance(control["error"], ProtocolError), control
+                            sentinel_acked = True
+                        else:
+                            acks.append(control)
+                    elif "ended" in control:
+                        ended.append(control["ended"])
+                    elif "welcome" in control:
+                        seen_welcomes.add(control["welcome"])
+                    else:
+                        assert set(control) == {"refused"}, control
+                        seen_refusals.add(control["refused"])
+        except ConnectionClosed:
+            pass
+        if closing is None:
+            assert ws.close_code is None, (ws.close_code, ws.close_reason)
+        else:
+            assert ws.close_code == CLOSE_BAD_FRAME, (ws.close_code, ws.close_reason)
+        assert [a["ack"] for a in acks] == [rid for rid, _ in expected_acks], (acks, frames)
+        for ack, (_, refused) in zip(acks, expected_acks, strict=True):
+            error = ack.get("error")
+            assert set(ack) <= {"ack", "error"}, ack
+            if refused:
+                assert isinstance(error, ProtocolError), ack
+            else:
+                assert error is None or isinstance(error, (UserError, SessionClosedError)), ack
+        if closing is None:
+            assert sorted(ended) == expected_ended, (ended, expected_ended)
+        else:
+            assert len(ended) <= len(expected_ended), (ended, expected_ended)
+        assert seen_welcomes <= welcomes and seen_refusals <= refusals
+        return "sentinel answered" if closing is None else "closed"
+    finally:
+        await ws.close()
+
+
+def test_hostile_frames_on_a_shared_connection(live: LiveThread, problems: ErrorRecords) -> None:
+    seen: Counter[str] = Counter()
+
+    @given(
+        frames=st.builds(
+            lambda good, bad: good + bad,
+            st.lists(WELL_FORMED_SHARED, max_size=4),
+            st.lists(SHARED_FRAME, max_size=2),
+        ).filter(bool)
+    )
+    def fuzz(frames: list[Any]) -> None:
+        del problems.records[:]
+        start = time.monotonic()
+        seen[live.run(_shared_peer(live, frames))] += 1
+        assert time.monotonic() - start < EXAMPLE_SECONDS + 1
+        _no_problems(problems)
+
+    fuzz()
+    print("shared exchanges:", dict(seen))
+    assert sum(seen.values()) > 0
+    _check_session_still_works(live)
+    _no_problems(problems)
+
+
+# The handle's side of a shared connection against a hostile server.
+
+SHARED_PUSH = st.builds(
+    lambda pairs: pack([x for pair in pairs for x in pair]),
+    st.lists(
+        st.tuples(
+            st.one_of(st.just(SHARED_CHANNEL), st.sampled_from([2, 0, -1]), VALUES),
+            st.one_of(BATCH, RAW_BATCH, st.binary(max_size=16), VALUES),
+        ),
+        max_size=3,
+    ),
+)
+SHARED_CONTROL = st.builds(
+    lambda kind, value: pack({kind: value}),
+    st.sampled_from(["welcome", "refused", "ended", "ack", "other"]),
+    st.one_of(st.sampled_from([SHARED_CHANNEL, 2, 0]), VALUES),
+)
+SHARED_SERVER_FRAME = st.one_of(
+    SHARED_PUSH,
+    SHARED_CONTROL,
+    SERVER_FRAME,
+    st.builds(lambda batch: pack([SHARED_CHANNEL, batch]), BATCH),
+)
+
+
+async def _hostile_shared_server(frames: list[bytes | str], close_code: int) -> list[Any]:
+    """The real shared client against a server that welcomes its channel, pushes
+    ``frames`` and closes; returns what the channel's request ended with."""
+
+    async def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            hello = msgpack.unpackb(await ws.recv())
+            await ws.send(pack({"welcome": hello["channel"]}))
+            await ws.recv()  # ready
+            for frame in frames:
+                await ws.send(on_wire(frame))
+            await ws.close(close_code)
+
+    outcomes: list[Any] = []
+    async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        channel = await open_channel(f"ws://127.0.0.1:{port}", SESSION_ID, SECRET, 0)
+        assert channel.number == SHARED_CHANNEL
+        request = asyncio.ensure_future(channel.send_message("hi", timeout=EXAMPLE_SECONDS))
+        try:
+            cursor = 0
+            async with asyncio.timeout(EXAMPLE_SECONDS):
+                while True:
+                    try:
+                        batch = await channel.read(cursor, 64, 0.5)
+                    except DataPlaneBroken:
+                        break
+                    for event in batch.events:
+                        assert isinstance(event, SESSION_EVENT_TYPES), event
+                    assert batch.last_seq >= cursor
+                    cursor = batch.last_seq
+                    if batch.closed:
+                        break
+            try:
+                outcomes.append(await request)
+            except (RayRealtimeError, DataPlaneBroken) as exc:
+                outcomes.append(exc)
+        finally:
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+            await channel.close()
+    return outcomes
+
+
+def test_hostile_server_frames_reach_a_shared_channel(
+    live: LiveThread, problems: ErrorRecords
+) -> None:
+    warnings = _Warnings()
+    logger = logging.getLogger("ray_realtime.actors.dataplane_shared")
+    logger.addHandler(warnings)
+    seen: Counter[str] = Counter()
+
+    @given(frames=st.lists(SHARED_SERVER_FRAME, min_size=1, max_size=5), close_code=CLOSE_CODES)
+    def fuzz(frames: list[bytes | str], close_code: int) -> None:
+        del problems.records[:]
+        warnings.records.clear()
+        outcomes = live.run(_hostile_shared_server(frames, close_code))
+        assert len(outcomes) == 1
+        outcome = outcomes[0]
+        seen[type(outcome).__name__] += 1
+        assert outcome is None or isinstance(outcome, (RayRealtimeError, DataPlaneBroken))
+        for record in warnings.records:
+            assert record.args and isinstance(record.args[0], ProtocolError), record.args
+        assert not [s for s in shared_sockets() if not s.done and s.channels]
+        _no_problems(problems)
+
+    try:
+        fuzz()
+    finally:
+        logger.removeHandler(warnings)
+    print("the shared channel's request ended with:", dict(seen))
+    assert sum(seen.values()) > 0
     _check_session_still_works(live)
