@@ -498,6 +498,13 @@ class Router:
         """The session store session actors write to (None when off)."""
         return self._config.store if self._config.stores_sessions else None
 
+    async def worker_lists(self) -> dict[str, list[tuple[str, str, Any]]]:
+        """The ready tool and guardrail workers, as ``update_workers`` pushes
+        them (a new session actor asks once, while it warms up)."""
+        return {
+            kind.value: self._fleet.workers(kind) for kind in (ActorKind.TOOL, ActorKind.GUARDRAIL)
+        }
+
     def _top_up(self, node: NodeRecord) -> list[asyncio.Task[ActorRecord | None]]:
         starts = [
             self._create(kind, node.node_id, 1) for kind in self._workers.missing(node.node_id)
@@ -606,7 +613,9 @@ class Router:
             self._kill(record.handle)
 
     async def _push_workers(self, kind: ActorKind) -> None:
-        hosts = [r.handle for r in self._fleet.hosts_with_sessions()]
+        # Warm actors too: a session opened on one uses the lists it holds
+        # (the handle does not carry them), so they must stay current.
+        hosts = [r.handle for r in self._fleet.of_kind(ActorKind.SESSION)]
         workers = self._fleet.workers(kind)
         await self._ops.call_many(
             hosts, "update_workers", kind.value, workers, timeout=_PUSH_WORKERS_SECONDS
