@@ -43,8 +43,9 @@ async def _start(backend: Any, t: dict[str, float], ship_workers: bool) -> None:
     token = backend._secret
     options = {"model_url": placement["model_url"], "token": token}
     if ship_workers:
-        options["tool_workers"] = placement["tool_workers"]
-        options["guardrail_workers"] = placement["guardrail_workers"]
+        looked_up = await router.lookup.remote(backend.session_id)
+        options["tool_workers"] = looked_up["tool_workers"]
+        options["guardrail_workers"] = looked_up["guardrail_workers"]
     p = time.perf_counter()
     early = asyncio.ensure_future(backend._dial(placement["data_url"], token, 0))
     info = await backend._actor.open_session.remote(backend.session_id, backend._payload, options)

@@ -128,3 +128,19 @@ async def test_a_session_opened_without_worker_lists_runs_tools_on_the_routers_w
         await session.detach()
     finally:
         await asyncio.wait_for(host.close_session.remote(sid, secret), 10 * UNIT)
+
+
+async def test_a_placement_carries_no_worker_handles_and_a_lookup_does() -> None:
+    ops = FakeOps([[raw_node("node-a")]])
+    router = Router(CONFIG, ops)
+    await asyncio.wait_for(router.start(), 5 * UNIT)
+    try:
+        placed = await router.place_session("s1")
+        assert "tool_workers" not in placed and "guardrail_workers" not in placed
+        assert {"actor", "actor_name", "node_id", "model_url", "data_url"} <= set(placed)
+        looked_up = await router.lookup("s1")
+        assert [n for n, _, _ in looked_up["tool_workers"]] == [
+            a.name for a in ops.live(ActorKind.TOOL)
+        ]
+    finally:
+        await asyncio.wait_for(router.shutdown(), 5 * UNIT)
