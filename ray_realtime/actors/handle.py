@@ -202,10 +202,10 @@ class ActorBackend:
         self._placement = placement
         self._actor = placement["actor"]
         token = self._secret
+        # No worker lists: the actor holds the router's (pushed to it and
+        # kept current); shipping their handles cost a millisecond a start.
         options = {
             "model_url": placement["model_url"],
-            "tool_workers": placement["tool_workers"],
-            "guardrail_workers": placement["guardrail_workers"],
             "token": token,
             "open_attach": placement.get("open_attach") is True,
             "playback_reports": self._tracker is not None,

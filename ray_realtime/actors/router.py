@@ -498,6 +498,13 @@ class Router:
         """The session store session actors write to (None when off)."""
         return self._config.store if self._config.stores_sessions else None
 
+    async def worker_lists(self) -> dict[str, list[tuple[str, str, Any]]]:
+        """The ready tool and guardrail workers, as ``update_workers`` pushes
+        them (a new session actor asks once, while it warms up)."""
+        return {
+            kind.value: self._fleet.workers(kind) for kind in (ActorKind.TOOL, ActorKind.GUARDRAIL)
+        }
+
     def _top_up(self, node: NodeRecord) -> list[asyncio.Task[ActorRecord | None]]:
         starts = [
             self._create(kind, node.node_id, 1) for kind in self._workers.missing(node.node_id)
@@ -606,7 +613,9 @@ class Router:
             self._kill(record.handle)
 
     async def _push_workers(self, kind: ActorKind) -> None:
-        hosts = [r.handle for r in self._fleet.hosts_with_sessions()]
+        # Warm actors too: a session opened on one uses the lists it holds
+        # (the handle does not carry them), so they must stay current.
+        hosts = [r.handle for r in self._fleet.of_kind(ActorKind.SESSION)]
         workers = self._fleet.workers(kind)
         await self._ops.call_many(
             hosts, "update_workers", kind.value, workers, timeout=_PUSH_WORKERS_SECONDS
@@ -637,7 +646,8 @@ class Router:
         """Choose a node and a session actor for ``session_id`` (idempotent).
 
         Returns ``actor_name``, ``actor``, ``node_id``, ``model_url``,
-        ``data_url`` and the worker lists to hand to ``open_session``.
+        ``data_url`` and ``open_attach``: what ``open_session`` needs (the
+        actor holds the worker lists; :meth:`lookup` also says them).
         A placement that fails counts in the ``placement_failures`` metric.
         """
         try:
@@ -680,7 +690,8 @@ class Router:
             if self._config.stores_sessions:
                 self._watch_actor(actor)
             self._spawn(self._refill(actor.node_id))
-        return self._placement(record)
+        # Without the workers' handles: each one costs the caller to take in.
+        return self._placement(record, workers=False)
 
     async def _start_for_placement(
         self, session_id: str, node_id: str, capacity: int
@@ -725,11 +736,11 @@ class Router:
         if node is not None and node.open:
             await asyncio.gather(*self._top_up(node), return_exceptions=True)
 
-    def _placement(self, record: SessionRecord) -> dict[str, Any]:
+    def _placement(self, record: SessionRecord, *, workers: bool = True) -> dict[str, Any]:
         actor = self._fleet.get(record.actor_name)
         assert actor is not None
         # Addresses and handles only: a session's secrets never pass the router.
-        return {
+        placement = {
             "session_id": record.session_id,
             "actor_name": record.actor_name,
             "actor": actor.handle,
@@ -737,9 +748,11 @@ class Router:
             "model_url": self._fleet.model_url(actor.node_id),
             "data_url": actor.url,
             "open_attach": self._config.open_attach,
-            "tool_workers": self._fleet.workers(ActorKind.TOOL),
-            "guardrail_workers": self._fleet.workers(ActorKind.GUARDRAIL),
         }
+        if workers:
+            placement["tool_workers"] = self._fleet.workers(ActorKind.TOOL)
+            placement["guardrail_workers"] = self._fleet.workers(ActorKind.GUARDRAIL)
+        return placement
 
     # ------------------------------------------------------------ registry
 

@@ -152,6 +152,7 @@ class SessionHost:
         self._store_lock = asyncio.Lock()
         self._store_checked = False
         self._store_error = ""
+        self._warmup: asyncio.Task[None] | None = None
         self._journals: dict[str, SessionJournal] = {}
         self._secret_hashes: dict[str, str] = {}
 
@@ -159,9 +160,14 @@ class SessionHost:
 
     async def ping(self) -> dict[str, Any]:
         """Liveness and load: node, process, sessions, capacity. The first ping
-        (the router's readiness check) also readies the data plane, so a warm
-        actor's first session does not pay for it."""
+        (the router's readiness check) also readies the data plane and, in the
+        background, the session store and the worker pools, so a warm actor's
+        first session pays for none of them."""
         await self._ensure_data_plane()
+        if self._warmup is None:
+            self._warmup = asyncio.get_running_loop().create_task(self._warm_up())
+            self._tasks.add(self._warmup)
+            self._warmup.add_done_callback(self._tasks.discard)
         return {
             "node_id": self.node_id,
             "pid": os.getpid(),
@@ -256,9 +262,10 @@ class SessionHost:
         """Create and connect a session; idempotent for the same id.
 
         ``payload`` is the pickled ``(agent, context, run_config,
-        model_config)``; ``options`` carries ``model_url``, the worker
-        lists ``tool_workers`` / ``guardrail_workers`` as ``(name, node_id,
-        handle)`` triples, the session's secret ``token`` (generated here when
+        model_config)``; ``options`` carries ``model_url``, optionally the
+        worker lists ``tool_workers`` / ``guardrail_workers`` as ``(name,
+        node_id, handle)`` triples (absent: the router's lists this actor
+        holds), the session's secret ``token`` (generated here when
         absent or short; returned either way) and ``open_attach``. Opening
         an open session again needs its secret.
         """
@@ -272,6 +279,7 @@ class SessionHost:
         agent_bytes, context_bytes, run_config, model_config = raylib.loads(payload)
         agent = self._agent(agent_bytes)
 
+        await self._ensure_workers(options)
         journal = await self._new_journal(
             session_id,
             {
@@ -362,6 +370,51 @@ class SessionHost:
                     ) from None
                 self._store = WriteBehindStore(backend)
             return self._store
+
+    async def _warm_up(self) -> None:
+        """Before the first session: open the session store and take the
+        router's worker lists (round trips an opening session would otherwise
+        wait for; a handle does not carry the worker lists)."""
+        await asyncio.gather(self._warm_store(), self._warm_workers())
+
+    async def _warm_workers(self) -> None:
+        try:
+            lists = await self.call_router("worker_lists")
+        except Exception as exc:
+            # The router pushes its lists with the next change; a session
+            # opened meanwhile asks again (_ensure_workers).
+            logger.info("could not ask the router for its workers: %r", exc)
+            return
+        for kind, workers in (lists or {}).items():
+            if kind not in self._pools:  # a push that came first is newer
+                self._pools[kind] = WorkerPool(
+                    self.node_id,
+                    [WorkerSlot(n, node, h) for n, node, h in workers],
+                    on_dead=self._worker_died,
+                )
+
+    async def _ensure_workers(self, options: dict[str, Any]) -> None:
+        """The worker pools a session opened without worker lists uses: the
+        warm-up's (waited for), else asked from the router now."""
+        if "tool_workers" in options or "guardrail_workers" in options:
+            return
+        if self._warmup is not None and not self._warmup.done():
+            await asyncio.shield(self._warmup)
+        if "tool" not in self._pools or "guardrail" not in self._pools:
+            await self._warm_workers()
+
+    async def _warm_store(self) -> None:
+        try:
+            await self._store_writer()
+        except StoreError as exc:
+            # As _new_journal does: sessions run, their recovery is off, and
+            # open_session tells their readers.
+            logger.warning("the session store could not be opened: %s", exc)
+            self._store_error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            # Anything else: the first session asks again (and fails as before).
+            logger.info("opening the session store ahead failed: %r", exc)
+            self._store_checked = False
 
     async def _new_journal(
         self, session_id: str, settings: dict[str, Any]

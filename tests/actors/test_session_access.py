@@ -142,8 +142,6 @@ async def test_open_attach_hands_the_secret_to_sessions_opened_so(
     payload = raylib.dumps((raylib.dumps(agent), raylib.dumps(None), {}, {}))
     options = {
         "model_url": placement["model_url"],
-        "tool_workers": placement["tool_workers"],
-        "guardrail_workers": placement["guardrail_workers"],
         "open_attach": True,
         "token": "short",  # too short to be a secret: the actor makes one
     }
