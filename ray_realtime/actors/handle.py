@@ -68,6 +68,16 @@ SHARED_DATA_PLANE_ENV = "RAY_REALTIME_SHARED_DATA_PLANE"
 per (process, actor) shared by its sessions (for side-by-side measurements)."""
 
 _DEFAULT_RECOVERY_TIMEOUT = 10.0
+_OPEN_ATTEMPTS = 3
+_OPEN_RETRY_DELAY = 0.1
+
+
+class _PlacedOnDeadActor(Exception):
+    """The actor a session was placed on died before the session opened."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 # How often a recovery asks again for a router that is gone.
 _ROUTER_RETRY_SECONDS = 0.2
 _TICKET_PREFIX = "rrt1."
@@ -199,6 +209,27 @@ class ActorBackend:
                 placement = await router.place_session.remote(*args)
             except BaseException as again:
                 raise raylib.unwrap_task_error(again) from None
+        await self._open_on(router, placement, args)
+
+    async def _open_on(self, router: Any, placement: dict[str, Any], args: tuple[Any, ...]) -> None:
+        # A warm actor can die between the router's last health round and the
+        # open; the session never existed there, so it is placed again (the
+        # router has usually noticed by then: its watch call failed at once).
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                await self._open(router, placement)
+                return
+            except _PlacedOnDeadActor as dead:
+                if attempt + 1 >= _OPEN_ATTEMPTS:
+                    raise self._translate(dead.cause) from None
+                logger.info("session %s: placed on a dead actor; placing it again", self.session_id)
+                await asyncio.sleep(_OPEN_RETRY_DELAY * (attempt + 1))
+                try:
+                    placement = await router.place_session.remote(*args)
+                except BaseException as exc:
+                    raise raylib.unwrap_task_error(exc) from None
+
+    async def _open(self, router: Any, placement: dict[str, Any]) -> None:
         self._placement = placement
         self._actor = placement["actor"]
         token = self._secret
@@ -224,6 +255,8 @@ class ActorBackend:
             if early is not None:
                 early.cancel()
                 await asyncio.gather(early, return_exceptions=True)
+            if raylib.is_actor_gone(raylib.unwrap_task_error(exc)):
+                raise _PlacedOnDeadActor(exc) from None
             raise self._translate(exc) from None
         self._payload = None
         self._watch_playback()

@@ -427,7 +427,8 @@ class Router:
                         timeout=self._config.actor_start_timeout_seconds,
                     )
                 except BaseException as exc:
-                    actor.sessions.discard(session_id)
+                    if not self._placed_on(session_id, actor.name):
+                        actor.sessions.discard(session_id)
                     if self._ops.is_gone(exc):
                         self._actor_dead(actor, "its actor died")
                     raise
@@ -442,6 +443,11 @@ class Router:
                 if isinstance(exc, SessionLostError):
                     break  # the store cannot give it back: no point trying elsewhere
                 logger.warning("recovering session %s failed, trying again: %r", session_id, exc)
+        again = self._sessions.get(session_id)
+        if again is not None and again.actor_name in self._fleet:
+            # A session that had not opened when its actor died (nothing in
+            # the store): its handle placed it again, and that placement holds.
+            return self._placement(again)
         self._sessions.lose([session_id], f"its actor died and recovery failed: {last!r}")
         self._agents.forget_sessions([session_id])
         forget = getattr(self._ops, "forget_stored", None)
@@ -456,6 +462,10 @@ class Router:
                     "could not delete lost session %s from the store: %r", session_id, exc
                 )
         raise SessionLostError(f"session {session_id} could not be recovered: {last!r}", session_id)
+
+    def _placed_on(self, session_id: str, actor_name: str) -> bool:
+        record = self._sessions.get(session_id)
+        return record is not None and record.actor_name == actor_name
 
     async def _wait_node_dead(self, node_id: str) -> None:
         loop = asyncio.get_running_loop()

@@ -11,6 +11,8 @@ still there, the reader sees exactly one ``session_recovered`` whose
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -144,3 +146,27 @@ async def test_a_call_during_recovery_waits_at_most_recovery_timeout(
         await reader.until(lambda e: isinstance(e, RealtimeSessionRecovered), 20 * UNIT)
         await session.send_message("say after")
         await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
+
+
+async def test_a_session_placed_on_a_just_killed_actor_opens_elsewhere(
+    ray_cluster: RayTestCluster,
+) -> None:
+    """The router still lists an actor for a moment after its process dies; a
+    session placed on it in that moment is placed again, not lost."""
+    router = ray_cluster.router
+    runner = RealtimeRunner(_agent(), config={"execution": "actor"})
+    first = await runner.run()
+    async with first:
+        _, info = await session_actor(router, first.session_id)
+        # The next session would share this (packed) actor: kill it and open
+        # at once, before the router's health round can drop it.
+        kill_session_actor_pid = int(info["pid"])
+        os.kill(kill_session_actor_pid, signal.SIGKILL)
+        second = await asyncio.wait_for(runner.run(), 30 * UNIT)
+        async with second:
+            _, second_info = await session_actor(router, second.session_id)
+            assert second_info["pid"] != kill_session_actor_pid
+            await second.send_message("say still here")
+            reader = Reader(second)
+            await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
+            assert "audio" in reader.types()
