@@ -78,6 +78,8 @@ class _PlacedOnDeadActor(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
 # How often a recovery asks again for a router that is gone.
 _ROUTER_RETRY_SECONDS = 0.2
 _TICKET_PREFIX = "rrt1."
