@@ -93,7 +93,8 @@ Why msgpack
     run code or build arbitrary classes: only registered ones.
 
 History item caches
-    History events carry the whole history and items are replaced, not changed,
+    History deltas carry changed items (a ``history_updated`` the whole history)
+    and items are replaced, not changed,
     so an item is encoded once and decoded once, then served from caches bounded
     by bytes (:data:`ITEM_CACHE_BYTES` each; an item over
     :data:`ITEM_CACHE_MAX_ITEM_BYTES` is not cached). A decode never hands out a
@@ -123,6 +124,7 @@ import msgpack
 from pydantic import BaseModel, ValidationError
 
 from ray_realtime import exceptions as _exceptions
+from ray_realtime.core import history_log as _history_log
 from ray_realtime.exceptions import ProtocolError, SerializationError
 from ray_realtime.types import events as _session_events
 from ray_realtime.types import model_events as _model_events
@@ -210,6 +212,8 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _session_events.UsageTotals,
     _session_events.SessionUsage,
     _session_events.RealtimeUsageUpdated,
+    # core/history_log.py: the session log's history delta (internal event)
+    _history_log.HistoryDelta,
     # types/model_events.py: model events
     _model_events.RealtimeModelErrorEvent,
     _model_events.RealtimeModelToolCallEvent,

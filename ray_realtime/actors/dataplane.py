@@ -71,6 +71,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ray_realtime import wire
 from ray_realtime.actors.metrics import record_on_node
+from ray_realtime.core.history_log import HistoryDelta
 from ray_realtime.exceptions import (
     ConfigError,
     ModelConnectionError,
@@ -111,7 +112,7 @@ MAX_UNAUTHENTICATED = 32
 _MAX_ID_CHARS = 128
 _READY = b"\xc0"  # msgpack nil
 _WELCOME = msgpack.packb({"welcome": True})
-_SESSION_EVENTS: tuple[type, ...] = typing.get_args(RealtimeSessionEvent)
+_SESSION_EVENTS: tuple[type, ...] = (*typing.get_args(RealtimeSessionEvent), HistoryDelta)
 # Close codes (application range 4000-4999).
 CLOSE_BAD_FRAME = 4400
 CLOSE_UNAUTHORIZED = 4401
