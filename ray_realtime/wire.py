@@ -124,7 +124,6 @@ import msgpack
 from pydantic import BaseModel, ValidationError
 
 from ray_realtime import exceptions as _exceptions
-from ray_realtime.core import history_log as _history_log
 from ray_realtime.exceptions import ProtocolError, SerializationError
 from ray_realtime.types import events as _session_events
 from ray_realtime.types import model_events as _model_events
@@ -137,6 +136,7 @@ from ray_realtime.types.items import (
     item_from_dict,
     item_to_dict,
 )
+from ray_realtime.types.log_events import HistoryDelta as _HistoryDelta
 
 __all__ = [
     "BYTES_PER_CONTAINER",
@@ -212,8 +212,8 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _session_events.UsageTotals,
     _session_events.SessionUsage,
     _session_events.RealtimeUsageUpdated,
-    # core/history_log.py: the session log's history delta (internal event)
-    _history_log.HistoryDelta,
+    # types/log_events.py: the session log's history delta (internal event)
+    _HistoryDelta,
     # types/model_events.py: model events
     _model_events.RealtimeModelErrorEvent,
     _model_events.RealtimeModelToolCallEvent,

@@ -14,6 +14,7 @@ import msgpack
 import pytest
 
 from ray_realtime import wire
+from ray_realtime.core.history_log import HistoryDelta
 from ray_realtime.exceptions import ProtocolError, SerializationError
 from ray_realtime.types import events as session_events
 from ray_realtime.types import items as history_items
@@ -311,7 +312,8 @@ def test_every_exported_dataclass_is_registered() -> None:
     assert len(classes) == 52  # 24 session (+ usage), 22 model events (+ usage details), 6 inputs
     missing = [cls.__qualname__ for cls in classes if wire.REGISTRY.get(cls.__name__) is not cls]
     assert missing == [], f"add these to ray_realtime.wire._DATACLASSES: {missing}"
-    assert set(wire.REGISTRY.values()) == set(classes)
+    # and the session log's internal history delta (ray_realtime.core.history_log)
+    assert set(wire.REGISTRY.values()) == set(classes) | {HistoryDelta}
 
 
 def test_every_exported_dataclass_has_a_roundtrip_sample() -> None:

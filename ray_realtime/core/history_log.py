@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ray_realtime.core import history as hist
 from ray_realtime.exceptions import ProtocolError
@@ -37,9 +36,9 @@ from ray_realtime.types.events import (
     RealtimeHistoryAdded,
     RealtimeHistoryUpdated,
     RealtimeRawModelEvent,
-    RealtimeSessionEvent,
 )
 from ray_realtime.types.items import RealtimeItem, RealtimeToolCallItem
+from ray_realtime.types.log_events import HistoryDelta, LogEvent
 
 __all__ = [
     "HistoryDelta",
@@ -52,22 +51,6 @@ __all__ = [
 ]
 
 _KINDS = frozenset({"set", "insert", "remove", "reset"})
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryDelta:
-    """The history changed by ``ops`` (applied in order; see the module
-    docstring). Internal: readers see it as ``history_added`` of the last
-    inserted item when ``added``, else as ``history_updated`` with the whole
-    history."""
-
-    ops: list[Any] = field(default_factory=list)
-    added: bool = False
-    type: Literal["history_delta"] = "history_delta"
-
-
-LogEvent = RealtimeSessionEvent | HistoryDelta
-"""What a session's event log holds: the SDK's events and history deltas."""
 
 
 def is_history_event(event: Any) -> bool:
