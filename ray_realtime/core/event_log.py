@@ -4,8 +4,10 @@ Readers keep their own position (the last sequence number they saw), so each
 sees every event; one that falls further behind than the log keeps is told how
 many it missed instead of holding memory for it. The log keeps at most
 ``capacity`` events and, with ``max_bytes``, at most that many bytes as
-``size_of`` estimates them (the newest event is always kept), so its memory
-stays flat however long the session runs.
+``size_of`` estimates them, so its memory stays flat however long the session
+runs. The byte bound never drops the newest ``keep_newest`` events: one large
+event (a tool's big output, in ``tool_end`` and in the history) must not take
+the events just before it from a reader only a little behind.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class EventLog(Generic[T]):
         *,
         max_bytes: int | None = None,
         size_of: Callable[[T], int] | None = None,
+        keep_newest: int = 64,
     ) -> None:
         if capacity <= 0:
             raise ValueError("capacity must be positive")
@@ -52,6 +55,7 @@ class EventLog(Generic[T]):
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._size_of = size_of if max_bytes is not None else None
+        self._keep_newest = max(1, keep_newest)
         self._events: deque[T] = deque()
         self._sizes: deque[int] = deque()
         self._bytes = 0
@@ -94,8 +98,9 @@ class EventLog(Generic[T]):
             self._sizes.append(size)
             self._bytes += size
             limit = self._max_bytes or 0
-            while len(self._events) > 1 and (
-                self._bytes > limit or len(self._events) > self._capacity
+            floor = self._keep_newest
+            while len(self._events) > self._capacity or (
+                self._bytes > limit and len(self._events) > floor
             ):
                 self._events.popleft()
                 self._bytes -= self._sizes.popleft()

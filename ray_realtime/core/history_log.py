@@ -36,6 +36,8 @@ from ray_realtime.types.events import (
     RealtimeHistoryAdded,
     RealtimeHistoryUpdated,
     RealtimeRawModelEvent,
+    RealtimeToolEnd,
+    RealtimeToolStart,
 )
 from ray_realtime.types.items import RealtimeItem, RealtimeToolCallItem
 from ray_realtime.types.log_events import HistoryDelta, LogEvent
@@ -278,6 +280,8 @@ def estimate_event_bytes(event: Any) -> int:
     if isinstance(event, RealtimeHistoryUpdated):
         # The list shares its items with other events: count its slots.
         return _EVENT_OVERHEAD + 8 * len(event.history)
-    if isinstance(event, RealtimeRawModelEvent | RealtimeError):
+    if isinstance(
+        event, RealtimeRawModelEvent | RealtimeError | RealtimeToolEnd | RealtimeToolStart
+    ):
         return _EVENT_OVERHEAD + _plain_bytes(event)
     return _EVENT_OVERHEAD
