@@ -227,6 +227,8 @@ class ActorBackend:
                 await asyncio.gather(early, return_exceptions=True)
             raise self._translate(exc) from None
         self._payload = None
+        # A new session: its history is empty before its first event.
+        self._replica.reset([], 0)
         self._watch_playback()
         self._secret = str(info.get("token") or token)
         fresh = info.get("data_url") == url and info.get("token") == token

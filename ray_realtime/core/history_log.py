@@ -109,9 +109,11 @@ def _ops_of(event: Any, items: list[Any]) -> Sequence[Any]:
 
 class HistoryReplica:
     """A reader's copy of the history at sequence number ``seq``: applies
-    history events in the log's order and hands out the SDK's events."""
+    history events in the log's order and hands out the SDK's events. Made
+    without a position (``seq`` -1), its first read with a history event
+    takes a snapshot (a session may start with a history: a restored one)."""
 
-    def __init__(self, items: Iterable[RealtimeItem] = (), seq: int = 0) -> None:
+    def __init__(self, items: Iterable[RealtimeItem] = (), seq: int = -1) -> None:
         self.items: list[RealtimeItem] = list(items)
         self.seq = seq
 

@@ -75,7 +75,7 @@ def test_a_malformed_op_is_a_protocol_error(op: Any) -> None:
 
 
 def test_the_replica_hands_out_the_sdks_events() -> None:
-    replica = HistoryReplica()
+    replica = HistoryReplica([], 0)
     a, a2 = said("a", "hel"), said("a", "hello")
     events = [
         RealtimeHistoryAdded(a),
@@ -102,6 +102,7 @@ def test_a_read_that_does_not_continue_needs_a_snapshot() -> None:
     assert replica.needs_snapshot([delta], 6), "a gap"
     assert replica.needs_snapshot([delta], 2), "a read of older events"
     assert not replica.needs_snapshot([RealtimeError({"message": ""})], 9), "no history in it"
+    assert HistoryReplica().needs_snapshot([delta], 1), "no position yet: a restored history"
     assert replica.materialise([RealtimeError({"message": ""})], 9)
     assert replica.seq == 3, "the replica does not move past a gap"
     with pytest.raises(ValueError):
@@ -307,7 +308,7 @@ def test_the_cores_deltas_materialise_to_its_full_list_events(events: list[Any])
     raw = _drive(delta_core, events)
     assert len(raw) == len(plain)
     assert not any(isinstance(e, RealtimeHistoryUpdated) for e in raw), "deltas only"
-    replica = HistoryReplica()
+    replica = HistoryReplica([], 0)
     out = replica.materialise(raw, 1)
     for mine, theirs in zip(out, plain, strict=True):
         assert type(mine) is type(theirs)
