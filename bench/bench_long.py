@@ -89,22 +89,23 @@ def _uss(pid: int | None) -> float:
 
 async def _window(
     ctx: BenchContext, opened: OpenSession, text: str, turns: int, actor_pid: int | None
-) -> tuple[list[float], float, list[str]]:
+) -> tuple[list[float], float, float, list[str]]:
     """``turns`` timed turns: their latencies (ms), CPU seconds per turn of
-    this process and the session actor, and the failures."""
+    this process and of the session actor, and the failures."""
     await ctx.settle(max_wait=4.0)
-    pids = [os.getpid()] + ([actor_pid] if actor_pid else [])
+    here = [os.getpid()]
+    actor = [actor_pid] if actor_pid else []
     latencies: list[float] = []
     failures: list[str] = []
-    cpu0 = _cpu_seconds(pids)
+    here0, actor0 = _cpu_seconds(here), _cpu_seconds(actor)
     for _ in range(turns):
         turn = await run_turn(opened.session, opened.stream, text, timeout=60.0)
         if not turn.ok:
             failures.append(turn.error)
             break
         latencies.append(turn.latency_ms)
-    cpu = (_cpu_seconds(pids) - cpu0) / max(1, len(latencies))
-    return latencies, cpu, failures
+    n = max(1, len(latencies))
+    return latencies, (_cpu_seconds(here) - here0) / n, (_cpu_seconds(actor) - actor0) / n, failures
 
 
 async def _grow(opened: OpenSession, text: str, items: int, failures: list[str]) -> None:
@@ -124,14 +125,14 @@ async def _long_session(
         pid = await _actor_pid(ctx, opened)
         await _grow(opened, text, EARLY_ITEMS, failures)
         early_items = len(opened.session.history)
-        early, early_cpu, failed = await _window(ctx, opened, text, window, pid)
+        early, early_here, early_actor, failed = await _window(ctx, opened, text, window, pid)
         failures += failed
         await _grow(opened, text, items // 2, failures)
         half_items = len(opened.session.history)
         uss_half = _uss(pid)
         await _grow(opened, text, items - 2 * window, failures)
         late_items = len(opened.session.history)
-        late, late_cpu, failed = await _window(ctx, opened, text, window, pid)
+        late, late_here, late_actor, failed = await _window(ctx, opened, text, window, pid)
         failures += failed
         end_items = len(opened.session.history)
         uss_end = _uss(pid)
@@ -139,10 +140,12 @@ async def _long_session(
         await ctx.close_session(opened)
     return {
         "early": early,
-        "early_cpu": early_cpu,
+        "early_cpu": early_here + early_actor,
+        "early_split": (early_here, early_actor),
         "early_items": early_items,
         "late": late,
-        "late_cpu": late_cpu,
+        "late_cpu": late_here + late_actor,
+        "late_split": (late_here, late_actor),
         "late_items": late_items,
         "end_items": end_items,
         "half_items": half_items,
@@ -202,6 +205,12 @@ async def run(ctx: BenchContext) -> common.BenchResult:
             common.fmt_mib(d["uss_half"]) if not math.isnan(d["uss_half"]) else "",
             common.fmt_mib(d["uss_end"]) if not math.isnan(d["uss_end"]) else "",
         )
+        if path.mode == "actor":
+            (eh, ea), (lh, la) = d["early_split"], d["late_split"]
+            table.notes.append(
+                f"{path.label}: CPU/turn early {eh * 1000:.2f} ms here + {ea * 1000:.2f} ms in "
+                f"the actor; late {lh * 1000:.2f} + {la * 1000:.2f} ms."
+            )
         if d["failures"]:
             table.notes.append(f"{path.label}: failures: {d['failures'][:3]}")
     table.notes.append(
