@@ -93,10 +93,12 @@ Why msgpack
     run code or build arbitrary classes: only registered ones.
 
 History item caches
-    History deltas carry changed items (a ``history_updated`` the whole history)
-    and items are replaced, not changed,
-    so an item is encoded once and decoded once, then served from caches bounded
-    by bytes (:data:`ITEM_CACHE_BYTES` each; an item over
+    Items are replaced, not changed, so an item that crosses again (in a
+    history snapshot, a ``history_updated`` with the whole history) is encoded
+    once and decoded once, then served from caches bounded by bytes
+    (:data:`ITEM_CACHE_BYTES` each: small, since a session's log sends history
+    deltas, each item version once, and a large cache of versions that never
+    cross again only holds memory and slows the garbage collector; an item over
     :data:`ITEM_CACHE_MAX_ITEM_BYTES` is not cached). A decode never hands out a
     cached object: each decode gets its own copy (shared only between the events
     of that one message, as consecutive in-process history events share items),
@@ -171,7 +173,7 @@ MAX_CONTAINERS_BASE = 4096
 BYTES_PER_CONTAINER = 8
 """Beyond :data:`MAX_CONTAINERS_BASE`, one more array or map per this many bytes."""
 
-ITEM_CACHE_BYTES = 16 * 1024 * 1024
+ITEM_CACHE_BYTES = 1024 * 1024
 """Memory each history item cache may hold (the encoder's and the decoder's), counted as
 twice the encoded size of its items: the bytes and the item object."""
 

@@ -993,14 +993,15 @@ def _retained_after(work: Any) -> int:
 
 def test_item_caches_are_bounded_by_bytes() -> None:
     # 300 distinct 1 MiB items left 600 MiB resident: the caches counted items, not bytes.
-    # Here 400 distinct 100 KB items (40 MB of payload, cached both ways) must not stay.
+    # Here 400 distinct 100 KB items (40 MB of payload, cached both ways) must not stay
+    # (what stays besides the caches: msgpack and pydantic buffers, a few MiB).
     def work() -> None:
         for i in range(400):
             item = UserMessageItem(item_id=f"big_{i}", content=[InputText(text=f"{i:03}" * 33_000)])
             wire.decode(wire.encode(item))
 
     retained = _retained_after(work)
-    assert retained < 2 * wire.ITEM_CACHE_BYTES + (4 << 20), f"{retained / 2**20:.0f} MiB"
+    assert retained < 2 * wire.ITEM_CACHE_BYTES + (8 << 20), f"{retained / 2**20:.0f} MiB"
 
 
 def test_a_message_of_empty_maps_is_refused_early() -> None:
