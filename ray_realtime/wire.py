@@ -93,16 +93,16 @@ Why msgpack
     run code or build arbitrary classes: only registered ones.
 
 History item caches
-    Items are replaced, not changed, so an item that crosses again (in a
-    history snapshot, a ``history_updated`` with the whole history) is encoded
-    once and decoded once, then served from caches bounded by bytes
-    (:data:`ITEM_CACHE_BYTES` each: small, since a session's log sends history
-    deltas, each item version once, and a large cache of versions that never
-    cross again only holds memory and slows the garbage collector; an item over
-    :data:`ITEM_CACHE_MAX_ITEM_BYTES` is not cached). A decode never hands out a
-    cached object: each decode gets its own copy (shared only between the events
-    of that one message, as consecutive in-process history events share items),
-    so what one reader does to its items cannot show in another's.
+    Items are replaced, not changed, so an item that is encoded again (in a
+    history snapshot, a ``history_updated`` with the whole history) comes from
+    a cache bounded by bytes (:data:`ITEM_CACHE_BYTES`: small, since a
+    session's log sends history deltas, each item version once; an item over
+    :data:`ITEM_CACHE_MAX_ITEM_BYTES` is not cached). Decoding caches nothing
+    across messages (a cache of versions that never arrive again only kept
+    them alive for the garbage collector to walk); within one message an item
+    is decoded once and shared between its events, as consecutive in-process
+    history events share items, so what one reader does to its items cannot
+    show in another's.
 
 Speed
     Each registered class gets, once at import, a generated encoder (reads
@@ -174,8 +174,8 @@ BYTES_PER_CONTAINER = 8
 """Beyond :data:`MAX_CONTAINERS_BASE`, one more array or map per this many bytes."""
 
 ITEM_CACHE_BYTES = 1024 * 1024
-"""Memory each history item cache may hold (the encoder's and the decoder's), counted as
-twice the encoded size of its items: the bytes and the item object."""
+"""Memory the encoder's history item cache may hold, counted as twice the encoded size
+of its items: the bytes and the item object."""
 
 ITEM_CACHE_MAX_ITEM_BYTES = 128 * 1024
 """An encoded history item larger than this is never cached."""
@@ -427,7 +427,11 @@ class _ByteCache:
 # history on both sides of the wire. An entry's size counts its payload twice:
 # the bytes, and the item object, which takes about as much again.
 _item_bytes = _ByteCache(ITEM_CACHE_BYTES, 2 * ITEM_CACHE_MAX_ITEM_BYTES)  # id -> (item, payload)
-_item_objects = _ByteCache(ITEM_CACHE_BYTES, 2 * ITEM_CACHE_MAX_ITEM_BYTES)  # payload -> item
+# The decoder's cache is off: since the history travels as deltas, each item
+# version arrives once, and caching it kept every version alive long enough to
+# reach the garbage collector's oldest generation - a reader's process spent
+# more per turn the longer its session ran (bench/bench_long.py).
+_item_objects = _ByteCache(0, 0)  # payload -> item
 
 
 def _encode_item(item: Any, state: _Encoding) -> msgpack.ExtType:
