@@ -275,7 +275,12 @@ class _GuardState:
 
 
 class SessionCore:
-    """The I/O-free state machine of one realtime session."""
+    """The I/O-free state machine of one realtime session.
+
+    With ``history_deltas`` a change of the history comes out as a
+    :class:`~ray_realtime.core.history_log.HistoryDelta` (what a session's
+    event log keeps; readers turn it back into ``history_updated``) instead of
+    ``history_updated`` with the whole list."""
 
     def __init__(
         self,
