@@ -93,13 +93,16 @@ Why msgpack
     run code or build arbitrary classes: only registered ones.
 
 History item caches
-    History events carry the whole history and items are replaced, not changed,
-    so an item is encoded once and decoded once, then served from caches bounded
-    by bytes (:data:`ITEM_CACHE_BYTES` each; an item over
-    :data:`ITEM_CACHE_MAX_ITEM_BYTES` is not cached). A decode never hands out a
-    cached object: each decode gets its own copy (shared only between the events
-    of that one message, as consecutive in-process history events share items),
-    so what one reader does to its items cannot show in another's.
+    Items are replaced, not changed, so an item that is encoded again (in a
+    history snapshot, a ``history_updated`` with the whole history) comes from
+    a cache bounded by bytes (:data:`ITEM_CACHE_BYTES`: small, since a
+    session's log sends history deltas, each item version once; an item over
+    :data:`ITEM_CACHE_MAX_ITEM_BYTES` is not cached). Decoding caches nothing
+    across messages (a cache of versions that never arrive again only kept
+    them alive for the garbage collector to walk); within one message an item
+    is decoded once and shared between its events, as consecutive in-process
+    history events share items, so what one reader does to its items cannot
+    show in another's.
 
 Speed
     Each registered class gets, once at import, a generated encoder (reads
@@ -135,6 +138,7 @@ from ray_realtime.types.items import (
     item_from_dict,
     item_to_dict,
 )
+from ray_realtime.types.log_events import HistoryDelta as _HistoryDelta
 
 __all__ = [
     "BYTES_PER_CONTAINER",
@@ -169,9 +173,9 @@ MAX_CONTAINERS_BASE = 4096
 BYTES_PER_CONTAINER = 8
 """Beyond :data:`MAX_CONTAINERS_BASE`, one more array or map per this many bytes."""
 
-ITEM_CACHE_BYTES = 16 * 1024 * 1024
-"""Memory each history item cache may hold (the encoder's and the decoder's), counted as
-twice the encoded size of its items: the bytes and the item object."""
+ITEM_CACHE_BYTES = 1024 * 1024
+"""Memory the encoder's history item cache may hold, counted as twice the encoded size
+of its items: the bytes and the item object."""
 
 ITEM_CACHE_MAX_ITEM_BYTES = 128 * 1024
 """An encoded history item larger than this is never cached."""
@@ -210,6 +214,8 @@ _DATACLASSES: tuple[type[Any], ...] = (
     _session_events.UsageTotals,
     _session_events.SessionUsage,
     _session_events.RealtimeUsageUpdated,
+    # types/log_events.py: the session log's history delta (internal event)
+    _HistoryDelta,
     # types/model_events.py: model events
     _model_events.RealtimeModelErrorEvent,
     _model_events.RealtimeModelToolCallEvent,
@@ -421,7 +427,11 @@ class _ByteCache:
 # history on both sides of the wire. An entry's size counts its payload twice:
 # the bytes, and the item object, which takes about as much again.
 _item_bytes = _ByteCache(ITEM_CACHE_BYTES, 2 * ITEM_CACHE_MAX_ITEM_BYTES)  # id -> (item, payload)
-_item_objects = _ByteCache(ITEM_CACHE_BYTES, 2 * ITEM_CACHE_MAX_ITEM_BYTES)  # payload -> item
+# The decoder's cache is off: since the history travels as deltas, each item
+# version arrives once, and caching it kept every version alive long enough to
+# reach the garbage collector's oldest generation - a reader's process spent
+# more per turn the longer its session ran (bench/bench_long.py).
+_item_objects = _ByteCache(0, 0)  # payload -> item
 
 
 def _encode_item(item: Any, state: _Encoding) -> msgpack.ExtType:

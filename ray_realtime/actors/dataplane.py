@@ -99,6 +99,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ray_realtime import wire
 from ray_realtime.actors.metrics import record_on_node
+from ray_realtime.core.history_log import HistoryDelta
 from ray_realtime.exceptions import (
     ConfigError,
     ModelConnectionError,
@@ -153,7 +154,7 @@ PUSH_FRAME_BYTES = 1 << 20
 _HELLO_KEYS = frozenset({"session_id", "token", "after_seq"})
 _READY = b"\xc0"  # msgpack nil
 _WELCOME = msgpack.packb({"welcome": True})
-_SESSION_EVENTS: tuple[type, ...] = typing.get_args(RealtimeSessionEvent)
+_SESSION_EVENTS: tuple[type, ...] = (*typing.get_args(RealtimeSessionEvent), HistoryDelta)
 # Close codes (application range 4000-4999).
 CLOSE_BAD_FRAME = 4400
 CLOSE_UNAUTHORIZED = 4401

@@ -36,10 +36,12 @@ from ray_realtime.actors import raylib
 from ray_realtime.actors.dataplane import DataPlaneBroken, DataPlaneClient, client_ssl_context
 from ray_realtime.actors.dataplane_shared import PlaneChannel, open_channel
 from ray_realtime.agents.agent import RealtimeAgent
+from ray_realtime.core.history_log import HistoryReplica
 from ray_realtime.core.session_core import check_audio_chunk, check_user_message
 from ray_realtime.exceptions import (
     ConfigError,
     ModelConnectionError,
+    ProtocolError,
     ServiceNotRunningError,
     SessionAccessError,
     SessionClosedError,
@@ -163,6 +165,10 @@ class ActorBackend:
         )
         self._recovery: asyncio.Task[None] | None = None
         self._read_seq = 0
+        # The session's log holds history deltas: reads turn them back into
+        # the SDK's events on this replica (resynced from the actor's
+        # history_at when a read does not continue from it).
+        self._replica = HistoryReplica()
 
     @property
     def node_id(self) -> str:
@@ -261,6 +267,8 @@ class ActorBackend:
                 raise _PlacedOnDeadActor(exc) from None
             raise self._translate(exc) from None
         self._payload = None
+        # A new session: its history is empty before its first event.
+        self._replica.reset([], 0)
         self._watch_playback()
         self._secret = str(info.get("token") or token)
         fresh = info.get("data_url") == url and info.get("token") == token
@@ -555,11 +563,45 @@ class ActorBackend:
             events, last_seq, missed, closed = wire.decode_batch(data)
             batch = EventBatch(events, last_seq, missed, closed)
         batch = self._fold_recovery(batch, after_seq)
+        batch = await self._materialise(batch)
         if self._tracker is not None:
             if any(event.type == "audio_interrupted" for event in batch.events):
                 # In-process the model resets the application's tracker.
                 self._tracker.on_interrupted()
         return batch
+
+    async def _materialise(self, batch: EventBatch) -> EventBatch:
+        """``batch`` with its history deltas as the SDK's history events."""
+        if not batch.events:
+            return batch
+        first = batch.last_seq - len(batch.events) + 1
+        replica = self._replica
+        if replica.needs_snapshot(batch.events, first):
+            await self._resync(first - 1)
+        try:
+            events = replica.materialise(batch.events, first)
+        except ProtocolError as exc:
+            # A delta that does not fit the replica: start again from the
+            # session's own history (once; a second misfit is the peer's).
+            logger.warning("session %s: history resync: %s", self.session_id, exc)
+            await self._resync(first - 1)
+            events = replica.materialise(batch.events, first)
+        return EventBatch(events, batch.last_seq, batch.missed, batch.closed)
+
+    async def _resync(self, seq: int) -> None:
+        data = await self._call("history_at", seq)
+        value = wire.decode(data)
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or type(value[0]) is not int
+            or not isinstance(value[1], list)
+        ):
+            raise ProtocolError("the session sent a malformed history snapshot")
+        # The actor may answer from a later position (its log dropped the
+        # older history meanwhile) or, right after a recovery, from a new
+        # log's: never from before the read.
+        self._replica.reset(value[1], max(value[0], seq))
 
     async def get_history(self) -> list[RealtimeItem]:
         """The history, fetched from the actor."""

@@ -11,9 +11,12 @@ store writes:
 * history items: ``history_added`` queues the item and returns the flush for
   the driver to hold the event (and the events after it) until the flush
   acknowledges - the session keeps running meanwhile - so an item that any
-  reader saw in ``history_added`` is in the store; items changed by ``history_updated``
-  (transcripts) are written within ``dirty_delay`` seconds, encoded once per
-  delay however many deltas came, and at the end of every turn;
+  reader saw in ``history_added`` is in the store; items changed by a history
+  delta (transcripts; the session's log form of ``history_updated``) are
+  written within ``dirty_delay`` seconds, encoded once per delay however many
+  deltas came, and at the end of every turn; removed items are deleted. The
+  journal follows the history through the deltas on a list of its own, so
+  each costs the size of the change, not of the history;
 * the event sequence number, as a *reservation*: before an event numbered
   past the stored mark is appended, the mark moves ``seq_block`` numbers ahead
   and is flushed. A restored session numbers its events from the stored mark,
@@ -40,7 +43,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ray_realtime.exceptions import StoreError
+from ray_realtime.core.history import insertion_index
+from ray_realtime.core.history_log import HistoryDelta, LogEvent, apply_ops
+from ray_realtime.exceptions import ProtocolError, StoreError
 from ray_realtime.store.records import (
     AgentRecord,
     DeleteItem,
@@ -118,6 +123,8 @@ class SessionJournal:
         self._dirty_delay = dirty_delay
         self._report = report
         self._known: dict[str, RealtimeItem] = {i.item_id: i for i in history or ()}
+        # The history as the events so far left it (to see what a delta replaced).
+        self._items: list[RealtimeItem] = list(history or ())
         self._dirty: dict[str, RealtimeItem] = {}
         self._dirty_timer: asyncio.TimerHandle | None = None
         self._readers: dict[str, int] = {}
@@ -175,16 +182,20 @@ class SessionJournal:
 
     # ------------------------------------------------------- the emit hook
 
-    def before_emit(self, event: RealtimeSessionEvent, seq: int) -> Awaitable[None] | None:
+    def before_emit(self, event: LogEvent, seq: int) -> Awaitable[None] | None:
         """The driver's ``before_emit``: queue what ``event`` changes; an
         awaitable when the event must wait for the store."""
         if self._closed:
             return None
         flush = False
         if isinstance(event, RealtimeHistoryAdded):
+            self._items.insert(insertion_index(self._items, event.item), event.item)
             self._put(event.item)
             flush = True
+        elif isinstance(event, HistoryDelta):
+            flush = self._delta(event)
         elif isinstance(event, RealtimeHistoryUpdated):
+            self._items = list(event.history)
             self._updated(event.history)
         elif isinstance(event, RealtimeAgentStartEvent):
             self._set_turn(event.agent.name)
@@ -207,6 +218,44 @@ class SessionJournal:
         self._enqueue_safe(
             PutItem(self.session_id, StoredItem.from_dict(item.item_id, item_to_dict(item)))
         )
+
+    def _delta(self, event: HistoryDelta) -> bool:
+        """Queue what a delta changed; True when it added an item (a reader
+        will see it in ``history_added``: wait for the store)."""
+        for op in event.ops:
+            kind, _, value = op
+            if kind == "reset":
+                self._items = list(value)
+                self._updated(self._items)
+                continue
+            undo: list[Any] = []
+            try:
+                apply_ops(self._items, [op], undo)
+            except ProtocolError as exc:  # never expected: the core made the op
+                logger.warning("session %s: journal history op: %s", self.session_id, exc)
+                continue
+            old = undo[0][2] if undo else None
+            if kind == "insert":
+                self._put(value)
+            elif kind == "set":
+                if old is not None and old.item_id != value.item_id:
+                    self._forget(old.item_id)
+                self._changed(value)
+            elif old is not None:  # remove
+                self._forget(old.item_id)
+        return event.added
+
+    def _changed(self, item: RealtimeItem) -> None:
+        self._known[item.item_id] = item
+        self._dirty[item.item_id] = item
+        if self._dirty_timer is None:
+            loop = asyncio.get_running_loop()
+            self._dirty_timer = loop.call_later(self._dirty_delay, self._write_dirty)
+
+    def _forget(self, item_id: str) -> None:
+        if self._known.pop(item_id, None) is not None:
+            self._dirty.pop(item_id, None)
+            self._enqueue_safe(DeleteItem(self.session_id, item_id))
 
     def _updated(self, history: list[RealtimeItem]) -> None:
         # Items are replaced, never changed in place: identity finds the changes.

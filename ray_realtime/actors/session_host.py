@@ -64,6 +64,7 @@ from ray_realtime.exceptions import (
     SessionNotFoundError,
     StoreError,
     StoreUnavailableError,
+    UserError,
 )
 from ray_realtime.model.openai_ws import OpenAIRealtimeWebSocketModel
 from ray_realtime.model.playback import ReportedPlaybackTracker
@@ -900,6 +901,16 @@ class SessionHost:
         """The wire-encoded history."""
         driver = self._readable(session_id, secret)
         return wire.encode([item_to_dict(i) for i in driver.history])
+
+    async def history_at(self, session_id: str, secret: str, seq: int) -> bytes:
+        """The wire-encoded ``[at, items]``: the history as of event ``at``,
+        which is ``seq`` unless the log no longer reaches back that far (a
+        handle resyncs its replica from it; see ray_realtime.core.history_log)."""
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise UserError(f"seq must be an int >= 0, got {seq!r:.40}")
+        driver = self._readable(session_id, secret)
+        at, items = driver.history_at(seq)
+        return wire.encode([at, items])
 
 
 def _with_reported_playback(model_config: Any, reported: bool) -> Any:

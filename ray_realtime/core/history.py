@@ -25,9 +25,11 @@ __all__ = [
     "append_transcript_delta",
     "find_index",
     "insert_item",
+    "insertion_index",
     "merge_item",
     "set_input_transcript",
     "set_tool_output",
+    "tool_call_index",
     "transcript_of",
 ]
 
@@ -40,15 +42,20 @@ def find_index(history: list[RealtimeItem], item_id: str) -> int:
     return -1
 
 
-def insert_item(history: list[RealtimeItem], item: RealtimeItem) -> None:
-    """Insert a new item after its ``previous_item_id`` (else append)."""
+def insertion_index(history: list[RealtimeItem], item: RealtimeItem) -> int:
+    """Where :func:`insert_item` puts ``item``: after its ``previous_item_id``
+    when that item is known, else at the end."""
     prev = item.previous_item_id
     if prev:
         index = find_index(history, prev)
         if index >= 0:
-            history.insert(index + 1, item)
-            return
-    history.append(item)
+            return index + 1
+    return len(history)
+
+
+def insert_item(history: list[RealtimeItem], item: RealtimeItem) -> None:
+    """Insert a new item after its ``previous_item_id`` (else append)."""
+    history.insert(insertion_index(history, item), item)
 
 
 def merge_item(old: RealtimeItem, new: RealtimeItem) -> RealtimeItem:
@@ -120,14 +127,22 @@ def set_input_transcript(item: RealtimeItem, transcript: str) -> RealtimeItem:
     return item.model_copy(update={"content": content})
 
 
-def set_tool_output(history: list[RealtimeItem], call_id: str, output: str) -> bool:
-    """Record a tool call's output on its history item; False if not found."""
+def tool_call_index(history: list[RealtimeItem], call_id: str) -> int:
+    """Position of the (newest) tool call item with this call id, or -1."""
     for i in range(len(history) - 1, -1, -1):
         item = history[i]
         if isinstance(item, RealtimeToolCallItem) and item.call_id == call_id:
-            history[i] = item.model_copy(update={"output": output, "status": "completed"})
-            return True
-    return False
+            return i
+    return -1
+
+
+def set_tool_output(history: list[RealtimeItem], call_id: str, output: str) -> bool:
+    """Record a tool call's output on its history item; False if not found."""
+    i = tool_call_index(history, call_id)
+    if i < 0:
+        return False
+    history[i] = history[i].model_copy(update={"output": output, "status": "completed"})
+    return True
 
 
 def transcript_of(item: RealtimeItem) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ray_realtime.types.events import RealtimeSessionEvent
+from ray_realtime.core.history_log import LogEvent
 from ray_realtime.types.model_events import RealtimeModelToolCallEvent
 from ray_realtime.types.model_inputs import RealtimeModelSendEvent
 
@@ -22,9 +22,9 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class EmitEvent:
-    """Deliver a session event to the session's readers."""
+    """Deliver a session event (or a history delta) to the session's readers."""
 
-    event: RealtimeSessionEvent
+    event: LogEvent
     kind: Literal["emit"] = "emit"
 
 

@@ -288,31 +288,36 @@ class ReplayLedger:
         """Whether an item event for ``item_id`` echoes the replay."""
         return item_id in self._replayed
 
-    def claim(self, history: list[RealtimeItem], item_id: str) -> None:
-        """``item_id`` now names an item of the current model session."""
+    def claim(self, history: list[RealtimeItem], item_id: str) -> list[int]:
+        """``item_id`` now names an item of the current model session; the
+        positions of the items this changed (moved aside, or relinked)."""
         if item_id not in self._stale:
-            return
+            return []
         self._stale.discard(item_id)
         index = hist.find_index(history, item_id)
         if index < 0:
-            return
+            return []
         while True:
             self._moved += 1
             new_id = f"{item_id[:24]}~{self._moved}"
             if hist.find_index(history, new_id) < 0:
                 break
         history[index] = history[index].model_copy(update={"item_id": new_id})
+        changed = [index]
         for i in range(index + 1, len(history)):
             if history[i].previous_item_id == item_id:
                 history[i] = history[i].model_copy(update={"previous_item_id": new_id})
+                changed.append(i)
+        return changed
 
 
-def mark_incomplete(history: list[RealtimeItem]) -> bool:
+def mark_incomplete(history: list[RealtimeItem]) -> list[int]:
     """Mark the assistant items still in progress ``incomplete`` (their
-    response will not finish); True if any was."""
-    changed = False
+    response will not finish); the positions of those it marked (empty, so
+    false, when none was)."""
+    changed = []
     for i, item in enumerate(history):
         if isinstance(item, AssistantMessageItem) and item.status == "in_progress":
             history[i] = item.model_copy(update={"status": "incomplete"})
-            changed = True
+            changed.append(i)
     return changed

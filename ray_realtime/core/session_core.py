@@ -60,6 +60,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, assert_never
 
 from ray_realtime.core import history as hist
+from ray_realtime.core.history_log import HistoryDelta, LogEvent
 from ray_realtime.core.outputs import (
     CheckApproval,
     CoreOutput,
@@ -97,7 +98,6 @@ from ray_realtime.types.events import (
     RealtimeHistoryUpdated,
     RealtimeInputAudioTimeoutTriggered,
     RealtimeRawModelEvent,
-    RealtimeSessionEvent,
     RealtimeSessionRecovered,
     RealtimeToolApprovalRequired,
     RealtimeToolEnd,
@@ -275,7 +275,12 @@ class _GuardState:
 
 
 class SessionCore:
-    """The I/O-free state machine of one realtime session."""
+    """The I/O-free state machine of one realtime session.
+
+    With ``history_deltas`` a change of the history comes out as a
+    :class:`~ray_realtime.core.history_log.HistoryDelta` (what a session's
+    event log keeps; readers turn it back into ``history_updated``) instead of
+    ``history_updated`` with the whole list."""
 
     def __init__(
         self,
@@ -288,6 +293,7 @@ class SessionCore:
         emit_raw_model_events: bool = False,
         history: Iterable[RealtimeItem] = (),
         tracing_disabled: bool = False,
+        history_deltas: bool = False,
     ) -> None:
         self._agent = agent
         self._run_settings = dict(run_model_settings or {})
@@ -300,6 +306,11 @@ class SessionCore:
         self._always_rejected: dict[str, str] = {}
         self._out: deque[CoreOutput] = deque()
         self._history: list[RealtimeItem] = []
+        # With history_deltas, history changes are emitted as HistoryDelta
+        # events (what a session's log keeps); the ops since the last one,
+        # silent changes (an item moved aside) included, go with the next.
+        self._deltas = history_deltas
+        self._ops: list[tuple[str, int, Any]] = []
         self._seen_calls: OrderedDict[str, None] = OrderedDict()
         self._pending_tools: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
         self._awaiting_approval: dict[str, tuple[me.RealtimeModelToolCallEvent, str]] = {}
@@ -432,6 +443,7 @@ class SessionCore:
         """Start from ``items`` (a session restored from the store): no event
         is emitted for them, readers already had them."""
         self._history = list(items)
+        self._record("reset", 0, list(self._history))
 
     def update_agent(self, agent: AgentSpec) -> None:
         """Switch the active agent (no handoff event) and update the session."""
@@ -501,7 +513,9 @@ class SessionCore:
         if response_id is None:
             return False
         self._guards.pop(response_id, None)
-        if mark_incomplete(self._history):
+        changed = mark_incomplete(self._history)
+        if changed:
+            self._record_sets(changed)
             self._emit_history()
         self._emit(
             RealtimeError(
@@ -690,6 +704,7 @@ class SessionCore:
             index = hist.find_index(self._history, event.item_id)
             if index >= 0:
                 del self._history[index]
+                self._record("remove", index, None)
                 self._emit_history()
         elif isinstance(event, me.RealtimeModelErrorEvent):
             self._emit(RealtimeError(dict(event.error)))
@@ -723,30 +738,65 @@ class SessionCore:
 
     # ------------------------------------------------------------ internals
 
-    def _emit(self, event: RealtimeSessionEvent) -> None:
+    def _emit(self, event: LogEvent) -> None:
         self._out.append(EmitEvent(event))
 
     def _send(self, event: Any) -> None:
         self._out.append(SendToModel(event))
 
+    def _record(self, kind: str, index: int, value: Any) -> None:
+        if self._deltas:
+            self._ops.append((kind, index, value))
+
+    def _record_sets(self, indices: Iterable[int]) -> None:
+        for index in indices:
+            self._record("set", index, self._history[index])
+
+    def _set_item(self, index: int, item: RealtimeItem) -> None:
+        self._history[index] = item
+        self._record("set", index, item)
+
+    def _claim(self, item_id: str) -> None:
+        # Moving an old item aside emits nothing: the next history event
+        # carries it (the whole list, or with its ops).
+        self._record_sets(self._ledger.claim(self._history, item_id))
+
     def _emit_history(self) -> None:
-        self._emit(RealtimeHistoryUpdated(list(self._history)))
+        if not self._deltas:
+            self._emit(RealtimeHistoryUpdated(list(self._history)))
+            return
+        ops, self._ops = self._ops, []
+        self._emit(HistoryDelta(ops))
+
+    def _add_item(self, item: RealtimeItem) -> None:
+        index = hist.insertion_index(self._history, item)
+        self._history.insert(index, item)
+        if not self._deltas:
+            self._emit(RealtimeHistoryAdded(item))
+            return
+        if not self._ops:
+            # history_added is a delta already (its place follows from the
+            # history before it), and what the store journal waits on.
+            self._emit(RealtimeHistoryAdded(item))
+            return
+        ops, self._ops = self._ops, []
+        ops.append(("insert", index, item))
+        self._emit(HistoryDelta(ops, added=True))
 
     def _on_item_updated(self, item: RealtimeItem) -> None:
-        self._ledger.claim(self._history, item.item_id)
+        self._claim(item.item_id)
         index = hist.find_index(self._history, item.item_id)
         pending = self._pending_transcripts.pop(item.item_id, None)
         if pending is not None:
             item = hist.set_input_transcript(item, pending)
         if index >= 0:
-            self._history[index] = hist.merge_item(self._history[index], item)
+            self._set_item(index, hist.merge_item(self._history[index], item))
             self._emit_history()
         else:
-            hist.insert_item(self._history, item)
-            self._emit(RealtimeHistoryAdded(item))
+            self._add_item(item)
 
     def _on_input_transcript(self, item_id: str, transcript: str) -> None:
-        self._ledger.claim(self._history, item_id)
+        self._claim(item_id)
         index = hist.find_index(self._history, item_id)
         if index < 0:
             # The transcript can race ahead of its item; keep it for the item.
@@ -754,21 +804,20 @@ class SessionCore:
             while len(self._pending_transcripts) > _PENDING_TRANSCRIPTS_KEPT:
                 self._pending_transcripts.popitem(last=False)
             return
-        self._history[index] = hist.set_input_transcript(self._history[index], transcript)
+        self._set_item(index, hist.set_input_transcript(self._history[index], transcript))
         self._emit_history()
 
     def _on_transcript_delta(self, event: me.RealtimeModelTranscriptDeltaEvent) -> None:
         if event.item_id in self._interrupted_items:
             return
-        self._ledger.claim(self._history, event.item_id)
+        self._claim(event.item_id)
         index = hist.find_index(self._history, event.item_id)
         if index < 0:
             placeholder = AssistantMessageItem(item_id=event.item_id, status="in_progress")
-            hist.insert_item(self._history, placeholder)
-            self._emit(RealtimeHistoryAdded(placeholder))
+            self._add_item(placeholder)
             index = hist.find_index(self._history, event.item_id)
         updated = hist.append_transcript_delta(self._history[index], event.delta)
-        self._history[index] = updated
+        self._set_item(index, updated)
         self._emit_history()
         self._maybe_guard(
             event.response_id, event.item_id, hist.transcript_of(updated), final=False
@@ -903,7 +952,9 @@ class SessionCore:
         self._out.append(RunTool(call, agent_name))
 
     def _answer_call(self, call: me.RealtimeModelToolCallEvent, output: str) -> None:
+        index = hist.tool_call_index(self._history, call.call_id)
         if hist.set_tool_output(self._history, call.call_id, output):
+            self._record_sets([index])
             self._emit_history()
         self._send(RealtimeModelSendToolOutput(call, output, start_response=True))
 

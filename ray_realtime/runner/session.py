@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ray_realtime.actors.leases import check_keep_alive
 from ray_realtime.agents.agent import RealtimeAgent
 from ray_realtime.core import history as hist
+from ray_realtime.core.history_log import HistoryReplica
 from ray_realtime.core.session_core import (
     check_audio_chunk,
     check_call_id,
@@ -110,6 +111,9 @@ class InProcessBackend:
     def __init__(self, driver: SessionDriver) -> None:
         self.driver = driver
         self.session_id = driver.session_id
+        # The driver's log holds history deltas: reads turn them back into the
+        # SDK's events on this replica.
+        self._replica = HistoryReplica()
 
     @property
     def ticket(self) -> str:
@@ -150,8 +154,18 @@ class InProcessBackend:
     async def read_events(
         self, after_seq: int, max_events: int, timeout: float | None
     ) -> EventBatch:
-        """Read from the driver's log."""
-        return await self.driver.read_events(after_seq, max_events, timeout)
+        """Read from the driver's log (history deltas materialised)."""
+        batch = await self.driver.read_events(after_seq, max_events, timeout)
+        if not batch.events:
+            return batch
+        first = batch.last_seq - len(batch.events) + 1
+        replica = self._replica
+        if replica.needs_snapshot(batch.events, first):
+            # No await since the read: the log is still where the read left it.
+            at, items = self.driver.history_at(first - 1)
+            replica.reset(items, at)
+        events = replica.materialise(batch.events, first)
+        return EventBatch(events, batch.last_seq, batch.missed, batch.closed)
 
     async def get_history(self) -> list[RealtimeItem]:
         """The driver's history."""
@@ -369,8 +383,10 @@ class RealtimeSession:
             first = batch.last_seq - len(batch.events) + 1
             for offset, event in enumerate(batch.events):
                 self._cursor = first + offset
-                self._track_history(event)
-                yield event
+                # Backends hand out the SDK's events only (deltas materialised).
+                public = cast(RealtimeSessionEvent, event)
+                self._track_history(public)
+                yield public
             self._cursor = batch.last_seq
             if batch.closed:
                 return

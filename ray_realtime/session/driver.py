@@ -30,6 +30,12 @@ from ray_realtime.agents.handoffs import Handoff, as_handoff
 from ray_realtime.agents.mcp import MCPConnections, MCPToolListing, list_agent_mcp_tools
 from ray_realtime.agents.tools import FunctionTool
 from ray_realtime.core.event_log import EventLog, LogRead
+from ray_realtime.core.history_log import (
+    HistoryDelta,
+    HistoryTrail,
+    LogEvent,
+    estimate_event_bytes,
+)
 from ray_realtime.core.outputs import (
     CheckApproval,
     EmitEvent,
@@ -93,7 +99,7 @@ _MAX_GUARDRAIL_ROUNDS = 8
 _OUTBOX_DRAIN_SECONDS = 5.0
 
 
-BeforeEmit = Callable[[RealtimeSessionEvent, int], Awaitable[None] | None]
+BeforeEmit = Callable[[LogEvent, int], Awaitable[None] | None]
 """Called with each event the core emits and the sequence number it will get,
 before readers can see it; when it returns an awaitable, the event - and every
 event after it in the log's order - is held until it ends, while the session
@@ -217,9 +223,11 @@ class EventBatch:
     """One read of a session's events: ``events`` in order, their sequence
     numbers running up to ``last_seq``; ``missed`` events were dropped from
     the bounded log before this reader got them; ``closed`` once the session
-    has ended and nothing more will come."""
+    has ended and nothing more will come. A read of the driver's log itself
+    holds history deltas (:class:`~ray_realtime.core.history_log.HistoryDelta`);
+    a session handle's reads never do (it turns them into the SDK's events)."""
 
-    events: list[RealtimeSessionEvent]
+    events: list[LogEvent]
     last_seq: int
     missed: int
     closed: bool
@@ -329,14 +337,21 @@ class SessionDriver(ModelRecovery):
         self._before_emit = before_emit
         # Sees every event as it enters the log (the host's metrics); must not raise.
         self._observe = on_event
-        self._log: EventLog[RealtimeSessionEvent] = EventLog(
-            self._limits["event_log_size"], start_seq
+        # The log holds history deltas, bounded in count and in bytes; the
+        # trail keeps the history as of its newest event and what each delta
+        # in it replaced, so a reader can resync at any number it holds.
+        self._log: EventLog[LogEvent] = EventLog(
+            self._limits["event_log_size"],
+            start_seq,
+            max_bytes=self._limits["event_log_bytes"],
+            size_of=estimate_event_bytes,
         )
+        self._trail = HistoryTrail(history or ())
         # Events held back behind a before_emit wait (a store flush), in log
         # order, each with what it waits for (already running). Only the
         # emission waits: the session goes on processing meanwhile, and the
         # release task appends them in order as their waits end.
-        self._outbox: deque[tuple[RealtimeSessionEvent, asyncio.Future[None] | None]] = deque()
+        self._outbox: deque[tuple[LogEvent, asyncio.Future[None] | None]] = deque()
         self._releasing: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._processing = False
@@ -398,6 +413,7 @@ class SessionDriver(ModelRecovery):
             agent=self._current.name,
             events=self._log.last_seq,
             events_kept=len(self._log),
+            event_log_bytes=self._log.bytes,
             tasks=len(self._tasks),
             closed=self._closed,
             model_recoveries=self._recoveries,
@@ -445,6 +461,7 @@ class SessionDriver(ModelRecovery):
             emit_raw_model_events=bool(self._run_config.get("emit_raw_model_events", False)),
             history=self._initial_history,
             tracing_disabled=bool(self._run_config.get("tracing_disabled", False)),
+            history_deltas=True,
         )
         self._initial_history = []
         self._report_mcp_errors(mcp_errors)
@@ -589,7 +606,14 @@ class SessionDriver(ModelRecovery):
             pass
         return self._batch(self._log.read(after_seq, max_events))
 
-    def _batch(self, read: LogRead[RealtimeSessionEvent]) -> EventBatch:
+    def history_at(self, seq: int) -> tuple[int, list[RealtimeItem]]:
+        """``(at, items)``: the history as of event ``at`` - ``seq``, unless
+        the log no longer reaches back that far (then as of the event before
+        its oldest). What a reader resyncs its replica from."""
+        seq = max(0, min(seq, self._log.last_seq))
+        return self._trail.history_at(seq, self._log.first_seq)
+
+    def _batch(self, read: LogRead[LogEvent]) -> EventBatch:
         closed = self._closed and read.last_seq >= self._log.last_seq
         return EventBatch(read.events, read.last_seq, read.missed, closed)
 
@@ -604,21 +628,24 @@ class SessionDriver(ModelRecovery):
         failure) to the log, as the core's events are."""
         self._append(event)
 
-    def _append(self, event: RealtimeSessionEvent) -> None:
+    def _append(self, event: LogEvent) -> None:
         if self._outbox:  # behind events still held: keep the log's order
             self._outbox.append((event, None))
             return
         self._log_event(event)
         self._wake()
 
-    def _log_event(self, event: RealtimeSessionEvent) -> None:
+    def _log_event(self, event: LogEvent) -> None:
         # Every event reaches the log here, released from the outbox or not,
         # so the host's observer sees each one once.
-        self._log.append(event)
-        if self._observe is not None:
+        seq = self._log.append(event)
+        self._trail.record(event, seq)
+        self._trail.forget_before(self._log.first_seq)
+        # The observer sees the SDK's events (a delta is the log's own form).
+        if self._observe is not None and not isinstance(event, HistoryDelta):
             self._observe(event)
 
-    def _emit_core_event(self, event: RealtimeSessionEvent) -> None:
+    def _emit_core_event(self, event: LogEvent) -> None:
         # The number the event will get counts the events held before it.
         waiting = (
             self._before_emit(event, self._log.last_seq + 1 + len(self._outbox))

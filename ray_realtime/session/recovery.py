@@ -23,13 +23,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ray_realtime.core.history_log import LogEvent
 from ray_realtime.core.recovery import ReplayPlan, after_replay, next_reconnect_delay
 from ray_realtime.core.session_core import SessionCore
 from ray_realtime.exceptions import ModelConnectionError, UserError
 from ray_realtime.model.interface import RealtimeModel, RealtimeModelListener
 from ray_realtime.types import model_events as me
 from ray_realtime.types.config import ModelReconnectPolicy, RealtimeModelConfig
-from ray_realtime.types.events import RealtimeError, RealtimeSessionEvent
+from ray_realtime.types.events import RealtimeError
 from ray_realtime.types.model_inputs import (
     RealtimeModelSendAudio,
     RealtimeModelSendEvent,
@@ -87,7 +88,7 @@ class ModelRecovery(RealtimeModelListener):
     def _require_open(self) -> SessionCore:
         raise NotImplementedError
 
-    def _append(self, event: RealtimeSessionEvent) -> None:
+    def _append(self, event: LogEvent) -> None:
         raise NotImplementedError
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:

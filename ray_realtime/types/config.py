@@ -342,6 +342,10 @@ class RealtimeRunConfig(TypedDict, total=False):
     """Longest ``send_message`` text accepted (default 100,000)."""
     event_log_size: int
     """Events kept for readers that fall behind (default 4,096)."""
+    event_log_bytes: int
+    """Bytes of events kept for readers that fall behind, as estimated from
+    their audio and text (default 4 MiB, about 40 s of 24 kHz output audio);
+    with ``event_log_size``, whichever bound is reached first."""
     max_pending_tool_calls: int
     """Tool calls of one session in flight at once (default 64)."""
     sessions_per_actor: int
@@ -387,6 +391,7 @@ class SessionLimits(TypedDict):
     max_audio_chunk_bytes: int
     max_message_chars: int
     event_log_size: int
+    event_log_bytes: int
     max_pending_tool_calls: int
     debounce_text_length: int
 
@@ -397,6 +402,7 @@ DEFAULT_LIMITS: SessionLimits = {
     "max_audio_chunk_bytes": 1 << 20,
     "max_message_chars": 100_000,
     "event_log_size": 4096,
+    "event_log_bytes": 4 << 20,
     "max_pending_tool_calls": 64,
     "debounce_text_length": 100,
 }
@@ -411,6 +417,7 @@ _POSITIVE_INTS = (
     "max_audio_chunk_bytes",
     "max_message_chars",
     "event_log_size",
+    "event_log_bytes",
     "max_pending_tool_calls",
     "sessions_per_actor",
 )

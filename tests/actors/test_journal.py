@@ -99,6 +99,36 @@ async def test_transcripts_turns_and_close() -> None:
     await writer.aclose()
 
 
+async def test_history_deltas_reach_the_store() -> None:
+    """The session's log form of history_updated: a set is written (a renamed
+    item's old id deleted), a remove deleted, an added delta waited for,
+    and what the store holds at the end is the history."""
+    from ray_realtime.core.history_log import HistoryDelta
+
+    backend = MemoryStore()
+    writer = WriteBehindStore(backend, flush_interval_seconds=0.001)
+    journal = SessionJournal(writer, "sess", {"recipe": b"r", "turn": ""}, dirty_delay=0.01)
+    journal.open(AgentRecord("Agent"), SECRET)
+    for seq, item in enumerate([_user("u1", "hi"), _assistant("a1", "", "in_progress")], 1):
+        waiting = journal.before_emit(RealtimeHistoryAdded(item), seq)
+        assert waiting is not None
+        await waiting
+    done = _assistant("a1", "hello", "completed")
+    assert journal.before_emit(HistoryDelta([("set", 1, done)]), 3) is None
+    moved = _user("u1~1", "hi")
+    waiting = journal.before_emit(
+        HistoryDelta([("set", 0, moved), ("insert", 2, _user("u1", "new"))], added=True), 4
+    )
+    assert waiting is not None, "an added item waits for the store"
+    await waiting
+    assert journal.before_emit(HistoryDelta([("remove", 1, None)]), 5) is None
+    await journal.flush()
+    state = await backend.load("sess")
+    stored = {i.item_id: item_from_dict(i.to_dict()) for i in state.items}
+    assert stored == {"u1~1": moved, "u1": _user("u1", "new")}
+    await writer.aclose()
+
+
 class _Down(MemoryStore):
     async def apply(self, ops: Sequence[StoreOp]) -> None:
         raise OSError("store host unreachable")
@@ -255,7 +285,8 @@ async def test_the_observer_sees_every_event_once_held_ones_too() -> None:
         while "agent_end" not in logged:
             assert time.monotonic() < deadline, logged
             batch = await driver.read_events(seq, 1000, timeout=1)
-            logged += [e.type for e in batch.events]
+            # History deltas are the log's own form: the observer sees the SDK's events.
+            logged += [e.type for e in batch.events if e.type != "history_delta"]
             seq = batch.last_seq
         await asyncio.wait_for(driver.close(), 10)
     assert "history_added" in logged
