@@ -46,6 +46,7 @@ from ray_realtime.exceptions import (
     SessionAccessError,
     SessionClosedError,
     SessionLostError,
+    SessionNotFoundError,
 )
 from ray_realtime.model.playback import (
     PlaybackSnapshot,
@@ -398,6 +399,12 @@ class ActorBackend:
             ) from None
         except SessionLostError:
             raise
+        except SessionNotFoundError:
+            # The router knows no such live session and none it lost: it
+            # ended (its packed actor then retired, so this call found no actor).
+            raise SessionClosedError(
+                f"session {self.session_id} has ended", self.session_id
+            ) from None
         except BaseException as exc:
             raise SessionLostError(
                 f"the actor of session {self.session_id} died and recovery failed: "
