@@ -344,8 +344,11 @@ class RealtimeRunConfig(TypedDict, total=False):
     """Events kept for readers that fall behind (default 4,096)."""
     event_log_bytes: int
     """Bytes of events kept for readers that fall behind, as estimated from
-    their audio and text (default 4 MiB, about 40 s of 24 kHz output audio);
-    with ``event_log_size``, whichever bound is reached first."""
+    their audio and text (default 512 KiB: about 5 s of 24 kHz output audio,
+    or thousands of text events; audio older than that is of no use to a
+    live caller, and this bound is most of a session's memory); with
+    ``event_log_size``, whichever bound is reached first. Raise it for
+    readers that may fall further behind."""
     max_pending_tool_calls: int
     """Tool calls of one session in flight at once (default 64)."""
     sessions_per_actor: int
@@ -402,7 +405,7 @@ DEFAULT_LIMITS: SessionLimits = {
     "max_audio_chunk_bytes": 1 << 20,
     "max_message_chars": 100_000,
     "event_log_size": 4096,
-    "event_log_bytes": 4 << 20,
+    "event_log_bytes": 512 << 10,
     "max_pending_tool_calls": 64,
     "debounce_text_length": 100,
 }

@@ -67,7 +67,9 @@ def _delta_sizes(events: list[Any]) -> list[int]:
 
 async def test_a_long_sessions_history_travels_as_deltas(ray_cluster: RayTestCluster) -> None:
     agent: RealtimeAgent[Any] = RealtimeAgent(name="Assistant", instructions="Talk.")
-    async with await RealtimeRunner(agent, config=ACTOR).run() as session:
+    # The log keeps every turn (the test reads the early ones again at the end).
+    config = {**ACTOR, "event_log_bytes": 16 << 20}
+    async with await RealtimeRunner(agent, config=config).run() as session:  # type: ignore[arg-type]
         seen: list[tuple[int, Any]] = []
         marks = [0]
         for n in range(TURNS):

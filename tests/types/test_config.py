@@ -223,7 +223,7 @@ def test_default_limits_are_finite_and_positive() -> None:
         "max_audio_chunk_bytes": 1 << 20,
         "max_message_chars": 100_000,
         "event_log_size": 4096,
-        "event_log_bytes": 4 << 20,
+        "event_log_bytes": 512 << 10,
         "max_pending_tool_calls": 64,
         "debounce_text_length": 100,
     }
