@@ -384,13 +384,24 @@ async def open_channel(
         if sock is None or sock.done or sock.loop is not loop:
             sock = SharedSocket(url, ssl_context, loop)
             _sockets[key] = sock
+        sock.openers += 1
+        failed = True
         try:
             await sock.wait_connected(timeout)
-            return await sock.open_channel(session_id, token, after_seq, timeout, max_buffered)
+            channel = await sock.open_channel(session_id, token, after_seq, timeout, max_buffered)
+            failed = False
+            return channel
         except _SocketGone:
             # It closed under us (its last channel was closing): one fresh try.
+            failed = False
             if attempt:
                 break
+        finally:
+            sock.openers -= 1
+            if failed:
+                # Cancelled or failed: a socket dialled for openers that all
+                # gave up must not stay open with no channel on it.
+                sock.close_soon_if_unused()
     raise ModelConnectionError("data plane connection failed: the socket closed while opening")
 
 
@@ -415,6 +426,8 @@ class SharedSocket:
         self._next_channel = 0
         self._next_id = 0
         self._ready_sent = False
+        # Openers between dialling and their channel's welcome.
+        self.openers = 0
         # The actor answers at most MAX_OPENING hellos at a time per socket
         # (more is a protocol error): the others wait here.
         self._hello_slots = asyncio.Semaphore(MAX_OPENING)
@@ -442,6 +455,9 @@ class SharedSocket:
         except (TimeoutError, OSError, InvalidHandshake) as exc:
             self._forget()
             raise ModelConnectionError(f"data plane connection failed: {exc}") from None
+        if self.done:  # closed while dialling (its openers gave up)
+            await self._ws.close()
+            raise _SocketGone
         self._reader = self.loop.create_task(self._read_loop())
 
     async def open_channel(
@@ -515,6 +531,14 @@ class SharedSocket:
                 await self.send([OP_LEAVE, None, False, 0, channel.number])
             return
         await self.close()
+
+    def close_soon_if_unused(self) -> None:
+        """Close the socket from a task of its own when no channel uses it
+        and none is opening (an opener was cancelled or failed)."""
+        if not self._channels and not self._opening and not self.openers and not self.done:
+            self._forget()
+            if not self.loop.is_closed():
+                self.loop.create_task(self.close())
 
     async def _close_if_unused(self) -> None:
         if not self._channels and not self._opening and not self.done:

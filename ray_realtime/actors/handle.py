@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import logging
 import os
@@ -73,6 +74,18 @@ per (process, actor) shared by its sessions (for side-by-side measurements)."""
 _DEFAULT_RECOVERY_TIMEOUT = 10.0
 _OPEN_ATTEMPTS = 3
 _OPEN_RETRY_DELAY = 0.1
+
+
+async def _discard(early: asyncio.Task[DataPlaneClient | PlaneChannel] | None) -> None:
+    """Stop an early data-plane dial that is not wanted; close what it
+    opened if it had finished (else its socket would stay open unused)."""
+    if early is None:
+        return
+    early.cancel()
+    (result,) = await asyncio.gather(early, return_exceptions=True)
+    if isinstance(result, DataPlaneClient | PlaneChannel):
+        with contextlib.suppress(Exception):
+            await result.close()
 
 
 class _PlacedOnDeadActor(Exception):
@@ -261,9 +274,7 @@ class ActorBackend:
         except BaseException as exc:
             router.session_ended.remote(self.session_id, placement["actor_name"])
             self._actor = None
-            if early is not None:
-                early.cancel()
-                await asyncio.gather(early, return_exceptions=True)
+            await _discard(early)
             if raylib.is_actor_gone(raylib.unwrap_task_error(exc)):
                 raise _PlacedOnDeadActor(exc) from None
             raise self._translate(exc) from None
@@ -280,9 +291,8 @@ class ActorBackend:
                 return
             except ModelConnectionError:
                 pass
-        elif early is not None:
-            early.cancel()
-            await asyncio.gather(early, return_exceptions=True)
+        else:
+            await _discard(early)
         await self._open_data_plane(info, after_seq=0)
 
     async def connect(self, after_seq: int, secret: str | None) -> None:

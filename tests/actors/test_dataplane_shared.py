@@ -352,3 +352,35 @@ async def test_more_sessions_opening_at_once_than_hellos_allowed_in_flight(
         for ch in channels:
             await ch.close()
     assert shared_sockets() == []
+
+
+@pytest.mark.parametrize("ticks", [0, 1, 3, 10, 40])
+async def test_an_opener_cancelled_before_its_welcome_leaves_no_socket_open(
+    actor: Actor, ticks: int
+) -> None:
+    """A handle gives up its early dial (its open failed): the socket dialled
+    for it alone closes instead of staying open with no channel."""
+    from websockets.protocol import State
+
+    task = asyncio.ensure_future(_open(actor, "rt_s0"))
+    await asyncio.sleep(0)
+    (sock,) = shared_sockets()
+    for _ in range(ticks):  # cancel at a different point of the dial each time
+        await asyncio.sleep(0.001)
+    task.cancel()
+    (result,) = await asyncio.gather(task, return_exceptions=True)
+    if isinstance(result, PlaneChannel):  # it finished first: close it, as the handle does
+        await result.close()
+    deadline = time.monotonic() + 5 * UNIT
+    while time.monotonic() < deadline:
+        ws = sock._ws
+        connecting = sock._connecting is not None and not sock._connecting.done()
+        if not connecting and (ws is None or ws.state is State.CLOSED):
+            break
+        await asyncio.sleep(0.01)
+    assert sock.done
+    assert sock._ws is None or sock._ws.state is State.CLOSED
+    assert sock not in shared_sockets()
+    # The next opener dials afresh and works.
+    channel = await _open(actor, "rt_s0")
+    await channel.close()
