@@ -303,9 +303,37 @@ class ActorBackend:
         try:
             info = await self._actor.data_plane.remote(self.session_id, secret)
         except BaseException as exc:
-            raise self._translate(exc) from None
+            if not raylib.is_actor_gone(raylib.unwrap_task_error(exc)):
+                raise self._translate(exc) from None
+            # The listed actor is gone: the session is being recovered
+            # elsewhere, or it ended and its packed actor retired (the router
+            # then says SessionNotFoundError).
+            info = await self._data_plane_after_loss(secret)
         self._secret = str(info["token"])
         await self._open_data_plane(info, after_seq)
+
+    async def _data_plane_after_loss(self, secret: str | None) -> dict[str, Any]:
+        from ray_realtime.cluster.service import get_router
+
+        try:
+            router = await asyncio.to_thread(get_router)
+            placement = await asyncio.wait_for(
+                router.recover_session.remote(self.session_id), self._recovery_timeout
+            )
+            info: dict[str, Any] = await placement["actor"].data_plane.remote(
+                self.session_id, secret
+            )
+        except TimeoutError:
+            raise SessionLostError(
+                f"session {self.session_id} was not recovered within "
+                f"{self._recovery_timeout:g} s (recovery_timeout_seconds)",
+                self.session_id,
+            ) from None
+        except BaseException as exc:
+            raise self._translate(exc) from None
+        self._placement = placement
+        self._actor = placement["actor"]
+        return info
 
     async def _dial(self, url: str, token: str, after_seq: int) -> DataPlaneClient | PlaneChannel:
         try:

@@ -170,3 +170,25 @@ async def test_a_session_placed_on_a_just_killed_actor_opens_elsewhere(
             reader = Reader(second)
             await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
             assert "audio" in reader.types()
+
+
+async def test_attach_right_after_the_actor_dies_finds_the_recovered_session(
+    ray_cluster: RayTestCluster,
+) -> None:
+    """An attach whose lookup still names the dead actor waits for the
+    session's recovery instead of failing with SessionLostError."""
+    from ray_realtime import RealtimeSession
+
+    router = ray_cluster.router
+    async with await RealtimeRunner(_agent(), config={"execution": "actor"}).run() as session:
+        reader = Reader(session)
+        await session.send_message("say before the kill")
+        await reader.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
+        await kill_session_actor(router, session.session_id)
+        other = await asyncio.wait_for(RealtimeSession.attach(session.ticket), 30 * UNIT)
+        try:
+            await other.send_message("say after the kill")
+            again = Reader(other)
+            await again.until(lambda e: isinstance(e, RealtimeAgentEndEvent))
+        finally:
+            await other.detach()
