@@ -455,9 +455,11 @@ class SharedSocket:
         except (TimeoutError, OSError, InvalidHandshake) as exc:
             self._forget()
             raise ModelConnectionError(f"data plane connection failed: {exc}") from None
-        if self.done:  # closed while dialling (its openers gave up)
+        if self.done:
+            # Closed while dialling (its openers gave up); an opener still
+            # waiting finds it done and dials afresh.
             await self._ws.close()
-            raise _SocketGone
+            return
         self._reader = self.loop.create_task(self._read_loop())
 
     async def open_channel(
