@@ -313,26 +313,12 @@ class ActorBackend:
         await self._open_data_plane(info, after_seq)
 
     async def _data_plane_after_loss(self, secret: str | None) -> dict[str, Any]:
-        from ray_realtime.cluster.service import get_router
-
         try:
-            router = await asyncio.to_thread(get_router)
-            placement = await asyncio.wait_for(
-                router.recover_session.remote(self.session_id), self._recovery_timeout
-            )
-            info: dict[str, Any] = await placement["actor"].data_plane.remote(
-                self.session_id, secret
-            )
+            info = await asyncio.wait_for(self._relocate(secret), self._recovery_timeout)
         except TimeoutError:
-            raise SessionLostError(
-                f"session {self.session_id} was not recovered within "
-                f"{self._recovery_timeout:g} s (recovery_timeout_seconds)",
-                self.session_id,
-            ) from None
+            raise self._not_recovered() from None
         except BaseException as exc:
             raise self._translate(exc) from None
-        self._placement = placement
-        self._actor = placement["actor"]
         return info
 
     async def _dial(self, url: str, token: str, after_seq: int) -> DataPlaneClient | PlaneChannel:
@@ -430,11 +416,7 @@ class ActorBackend:
         try:
             await asyncio.wait_for(asyncio.shield(self._recovery), self._recovery_timeout)
         except TimeoutError:
-            raise SessionLostError(
-                f"session {self.session_id} was not recovered within "
-                f"{self._recovery_timeout:g} s (recovery_timeout_seconds)",
-                self.session_id,
-            ) from None
+            raise self._not_recovered() from None
         except SessionLostError:
             raise
         except SessionNotFoundError:
@@ -450,13 +432,26 @@ class ActorBackend:
                 self.session_id,
             ) from None
 
+    def _not_recovered(self) -> SessionLostError:
+        return SessionLostError(
+            f"session {self.session_id} was not recovered within "
+            f"{self._recovery_timeout:g} s (recovery_timeout_seconds)",
+            self.session_id,
+        )
+
     async def _recover(self) -> None:
         """Re-find the session through the router, re-authenticate with the
         secret on its new actor and reopen the data plane from where this
         handle has read."""
+        await self._close_plane()
+        info = await self._relocate(self._secret)
+        await self._open_data_plane(info, after_seq=self._read_seq)
+
+    async def _relocate(self, secret: str | None) -> dict[str, Any]:
+        """Ask the router where the session lives now (waiting for its
+        recovery), take that actor and return its data-plane details."""
         from ray_realtime.cluster.service import get_router
 
-        await self._close_plane()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._recovery_timeout
         while True:
@@ -473,12 +468,14 @@ class ActorBackend:
                     raise error from None
             await asyncio.sleep(_ROUTER_RETRY_SECONDS)
         try:
-            info = await placement["actor"].data_plane.remote(self.session_id, self._secret)
+            info: dict[str, Any] = await placement["actor"].data_plane.remote(
+                self.session_id, secret
+            )
         except BaseException as exc:
             raise raylib.unwrap_task_error(exc) from None
         self._placement = placement
         self._actor = placement["actor"]
-        await self._open_data_plane(info, after_seq=self._read_seq)
+        return info
 
     def _fold_recovery(self, batch: EventBatch, after_seq: int) -> EventBatch:
         """A batch that starts with ``session_recovered``: the events this

@@ -801,30 +801,39 @@ async def _hostile_server(frames: list[bytes | str], close_code: int) -> list[An
     async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         client = await DataPlaneClient.open(f"ws://127.0.0.1:{port}", SESSION_ID, SECRET, 0)
-        request = asyncio.ensure_future(client.send_message("hi", timeout=EXAMPLE_SECONDS))
         try:
-            cursor = 0
-            async with asyncio.timeout(EXAMPLE_SECONDS):
-                while True:
-                    try:
-                        batch = await client.read(cursor, 64, 0.5)
-                    except DataPlaneBroken:
-                        break
-                    for event in batch.events:
-                        assert isinstance(event, SESSION_EVENT_TYPES), event
-                    assert batch.last_seq >= cursor
-                    cursor = batch.last_seq
-                    if batch.closed:
-                        break
-            try:
-                outcomes.append(await request)
-            except (RayRealtimeError, DataPlaneBroken) as exc:
-                outcomes.append(exc)
+            await _read_while_requesting(client, outcomes)
         finally:
-            request.cancel()  # done by now unless an assertion failed
-            await asyncio.gather(request, return_exceptions=True)
             await client.close()
     return outcomes
+
+
+async def _read_while_requesting(stream: Any, outcomes: list[Any]) -> None:
+    """Read ``stream`` (a client or a shared channel) until it breaks or the
+    session ends, every batch well formed, with one message request in
+    flight; the request's outcome goes to ``outcomes``."""
+    request = asyncio.ensure_future(stream.send_message("hi", timeout=EXAMPLE_SECONDS))
+    try:
+        cursor = 0
+        async with asyncio.timeout(EXAMPLE_SECONDS):
+            while True:
+                try:
+                    batch = await stream.read(cursor, 64, 0.5)
+                except DataPlaneBroken:
+                    break
+                for event in batch.events:
+                    assert isinstance(event, SESSION_EVENT_TYPES), event
+                assert batch.last_seq >= cursor
+                cursor = batch.last_seq
+                if batch.closed:
+                    break
+        try:
+            outcomes.append(await request)
+        except (RayRealtimeError, DataPlaneBroken) as exc:
+            outcomes.append(exc)
+    finally:
+        request.cancel()  # done by now unless an assertion failed
+        await asyncio.gather(request, return_exceptions=True)
 
 
 def test_hostile_server_frames_reach_the_handle(live: LiveThread, problems: ErrorRecords) -> None:
@@ -1155,28 +1164,9 @@ async def _hostile_shared_server(frames: list[bytes | str], close_code: int) -> 
         port = next(iter(server.sockets)).getsockname()[1]
         channel = await open_channel(f"ws://127.0.0.1:{port}", SESSION_ID, SECRET, 0)
         assert channel.number == SHARED_CHANNEL
-        request = asyncio.ensure_future(channel.send_message("hi", timeout=EXAMPLE_SECONDS))
         try:
-            cursor = 0
-            async with asyncio.timeout(EXAMPLE_SECONDS):
-                while True:
-                    try:
-                        batch = await channel.read(cursor, 64, 0.5)
-                    except DataPlaneBroken:
-                        break
-                    for event in batch.events:
-                        assert isinstance(event, SESSION_EVENT_TYPES), event
-                    assert batch.last_seq >= cursor
-                    cursor = batch.last_seq
-                    if batch.closed:
-                        break
-            try:
-                outcomes.append(await request)
-            except (RayRealtimeError, DataPlaneBroken) as exc:
-                outcomes.append(exc)
+            await _read_while_requesting(channel, outcomes)
         finally:
-            request.cancel()
-            await asyncio.gather(request, return_exceptions=True)
             await channel.close()
     return outcomes
 
